@@ -1,0 +1,84 @@
+"""The one error type of the spec language.
+
+Every problem found while loading or checking a spec is a ``SpecError`` that knows
+where it came from (file, 1-based line and column), the offending value and a hint
+on how to fix it.  ``str(err)`` prints it the way compilers do::
+
+    specs/net.yaml:12:7: unknown key 'kernal' in conv layer
+        - conv: {out: 16, kernal: 3}
+                          ^
+    hint: did you mean 'kernel'?
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+
+@dataclass(frozen=True)
+class Loc:
+    """A position in a spec file; line and col are 1-based (0 = unknown)."""
+
+    file: str = "<spec>"
+    line: int = 0
+    col: int = 0
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+class SpecError(Exception):
+    """A problem in a spec, located at ``file:line:col``.
+
+    Attributes: message, file, line, col, hint, value, source_line (the text of the
+    offending line when known).
+    """
+
+    def __init__(self, message: str, file: str = "<spec>", line: int = 0, col: int = 0,
+                 hint: str | None = None, value: Any = None, source_line: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.file = file
+        self.line = line
+        self.col = col
+        self.hint = hint
+        self.value = value
+        self.source_line = source_line
+
+    @classmethod
+    def at(cls, loc: "Loc | None", message: str, hint: str | None = None, value: Any = None,
+           source_lines: list[str] | None = None) -> "SpecError":
+        loc = loc or Loc()
+        src = None
+        if source_lines and 0 < loc.line <= len(source_lines):
+            src = source_lines[loc.line - 1]
+        return cls(message, loc.file, loc.line, loc.col, hint, value, src)
+
+    @property
+    def loc(self) -> Loc:
+        return Loc(self.file, self.line, self.col)
+
+    def __str__(self) -> str:
+        out = [f"{self.file}:{self.line}:{self.col}: {self.message}"]
+        if self.source_line is not None:
+            line = self.source_line.rstrip("\n")
+            if len(line) > 200:
+                line = line[:200] + "…"
+            out.append("    " + line)
+            if self.col > 0:
+                out.append("    " + " " * min(self.col - 1, 200) + "^")
+        if self.hint:
+            out.append(f"hint: {self.hint}")
+        return "\n".join(out)
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
+    """A 'did you mean ...?' hint for a misspelt key, or a list of valid keys."""
+    cands = sorted(set(map(str, candidates)))
+    close = difflib.get_close_matches(str(word), cands, n=3, cutoff=0.6)
+    if close:
+        return "did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
+    if len(cands) <= 12:
+        return "valid keys: " + ", ".join(cands)
+    return None
