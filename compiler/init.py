@@ -1,0 +1,34 @@
+"""Parameter initialisers named by ``ParamSpec.init`` (PyTorch's defaults by default).
+
+kaiming_uniform  U(-b, b), b = gain·√(3/fan_in) with gain √(2/(1+5)) -- PyTorch's
+                 default for conv/linear weights (a = √5), i.e. b = 1/√fan_in
+uniform_fan_in   U(-1/√fan_in, 1/√fan_in) -- PyTorch's default for biases
+kaiming_normal   N(0, 2/fan_in) (He et al. 2015, for ReLU nets)
+xavier_uniform   U(-b, b), b = √(6/(fan_in+fan_out))
+zeros | ones | const:<v>
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def init_array(init: str, shape: tuple, fan_in: int, rng: np.random.Generator, dtype) -> np.ndarray:
+    fan_in = max(int(fan_in), 1)
+    if init == "zeros":
+        return np.zeros(shape, dtype)
+    if init == "ones":
+        return np.ones(shape, dtype)
+    if init.startswith("const:"):
+        return np.full(shape, float(init.split(":", 1)[1]), dtype)
+    if init in ("kaiming_uniform", "uniform_fan_in"):
+        b = 1.0 / math.sqrt(fan_in)
+        return rng.uniform(-b, b, size=shape).astype(dtype)
+    if init == "kaiming_normal":
+        return (rng.standard_normal(shape) * math.sqrt(2.0 / fan_in)).astype(dtype)
+    if init == "xavier_uniform":
+        fan_out = (shape[0] * int(np.prod(shape[2:]))) if len(shape) > 1 else fan_in
+        b = math.sqrt(6.0 / (fan_in + fan_out))
+        return rng.uniform(-b, b, size=shape).astype(dtype)
+    raise ValueError(f"unknown initialiser {init!r}")
