@@ -1,0 +1,555 @@
+"""Data sources, deterministic splits and mini-batches (pure numpy; nothing is downloaded).
+
+Entry points
+------------
+``load_dataset(cfg, base_dir=None) -> Dataset``
+    ``cfg`` is the ``train.data`` mapping of a spec: ``{source, path, ...}``. ``source`` is one of
+    ``digits`` (built in), ``mnist`` (IDX files), ``cifar10`` (python pickle batches, read with a
+    restricted unpickler), ``npz`` (keys ``x``, ``y``) or ``folder`` (one sub-folder per class).
+    Relative paths are resolved against ``base_dir`` (normally the spec file's directory).
+``split_dataset(ds, val_split, test_split, seed, stratify=True) -> Splits``
+``kfold(n, k, seed) -> list[(train_idx, val_idx)]``
+``batches(x, y, batch_size, rng, shuffle=True, drop_last=True, start_batch=0)``
+
+Pixel values are returned as float32 in the file's own range (digits 0..16, MNIST / CIFAR /
+image folders 0..255): scaling belongs to ``preprocess`` (e.g. ``rescale: {scale: 1/255}``).
+Every problem with a file raises ``DataError`` naming that file.
+"""
+from __future__ import annotations
+
+import gzip
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+__all__ = ["DataError", "Dataset", "Splits", "load_dataset", "split_dataset", "split_indices",
+           "kfold", "batches", "num_batches", "SOURCES"]
+
+SOURCES = ("digits", "mnist", "cifar10", "npz", "folder")
+_DIGITS_FILE = Path(__file__).resolve().parent / "data" / "digits.npz"
+
+
+class DataError(Exception):
+    """A data file is missing, malformed or unsafe; the message names the file."""
+
+
+@dataclass
+class Dataset:
+    """Images and labels of one source.
+
+    x: float32 (N, C, H, W); y: int64 (N,) with values in [0, len(class_names)).
+    x_test / y_test: the source's own test set (MNIST t10k, CIFAR test_batch, npz
+    ``x_test``/``y_test``) or None; when present ``split_dataset`` uses it instead of carving
+    a test split out of ``x``.
+    """
+    x: np.ndarray
+    y: np.ndarray
+    class_names: list[str]
+    source: str
+    x_test: np.ndarray | None = None
+    y_test: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image."""
+        return tuple(int(d) for d in self.x.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+@dataclass
+class Splits:
+    """train / val / test as (x, y) pairs; val and test may have 0 rows.
+
+    ``indices`` holds the rows of ``Dataset.x`` each split came from (``test`` is None when the
+    source's own test set was used).
+    """
+    train: tuple[np.ndarray, np.ndarray]
+    val: tuple[np.ndarray, np.ndarray]
+    test: tuple[np.ndarray, np.ndarray]
+    class_names: list[str]
+    indices: dict[str, np.ndarray | None] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- entry point
+
+def load_dataset(cfg: Mapping[str, Any] | None, base_dir: str | Path | None = None) -> Dataset:
+    """Load the source named by ``cfg["source"]`` (default ``digits``). See the module doc."""
+    cfg = dict(cfg or {})
+    source = cfg.get("source", "digits")
+    if source not in SOURCES:
+        raise DataError(f"unknown data source {source!r}; expected one of {', '.join(SOURCES)}")
+    if source == "digits":
+        return load_digits()
+    path = cfg.get("path")
+    if path is None:
+        raise DataError(f"data source {source!r} needs a 'path'")
+    if source == "mnist":
+        return load_mnist(_resolve(path, base_dir))
+    return {"cifar10": load_cifar10, "npz": load_npz, "folder": load_folder}[source](
+        _resolve(path, base_dir))
+
+
+def _resolve(path: Any, base_dir: str | Path | None) -> Any:
+    """Resolve a path (or every value of a mapping of paths) against base_dir."""
+    if isinstance(path, Mapping):
+        return {k: None if v is None else _resolve(v, base_dir) for k, v in path.items()}
+    p = Path(str(path)).expanduser()
+    if not p.is_absolute() and base_dir is not None:
+        p = Path(base_dir) / p
+    return p
+
+
+def _check_labels(y: np.ndarray, what: str, n_classes: int | None = None) -> np.ndarray:
+    """Validate integer labels >= 0 (and < n_classes) and return them as int64."""
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise DataError(f"{what}: labels must be 1-D, got shape {y.shape}")
+    if y.dtype.kind == "f":
+        if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
+            raise DataError(f"{what}: labels must be integers")
+    elif y.dtype.kind not in "iub":
+        raise DataError(f"{what}: labels must be integers, got dtype {y.dtype}")
+    y = y.astype(np.int64)
+    if y.size and y.min() < 0:
+        raise DataError(f"{what}: negative label {int(y.min())}")
+    if n_classes is not None and y.size and y.max() >= n_classes:
+        raise DataError(f"{what}: label {int(y.max())} >= number of classes {n_classes}")
+    return y
+
+
+# ----------------------------------------------------------------------------- digits
+
+def load_digits() -> Dataset:
+    """The bundled UCI 8x8 digits: x float32 (1797, 1, 8, 8) in 0..16, y int64 (1797,)."""
+    try:
+        with np.load(_DIGITS_FILE, allow_pickle=False) as z:
+            x, y = z["x"], z["y"]
+    except (OSError, KeyError, ValueError) as e:
+        raise DataError(f"{_DIGITS_FILE}: cannot read the bundled digits ({e})") from e
+    return Dataset(x.astype(np.float32), _check_labels(y, str(_DIGITS_FILE)),
+                   [str(i) for i in range(10)],
+                   "UCI ML hand-written digits 8x8 (Alpaydin & Kaynak; CC BY 4.0), bundled")
+
+
+# ----------------------------------------------------------------------------- MNIST (IDX)
+
+_IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+
+
+def _read_maybe_gz(path: Path) -> bytes:
+    """File bytes, gunzipped when the file starts with the gzip magic (whatever its name)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from e
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, ValueError) as e:
+            raise DataError(f"{path}: corrupt gzip stream ({e})") from e
+    return raw
+
+
+def read_idx(path: str | Path, ndim: int | None = None) -> np.ndarray:
+    """Read one IDX file (optionally gzipped) into an array of its stored dtype.
+
+    Checks the magic number (two zero bytes, a known type code, the number of dims), that
+    ``ndim`` matches when given, and that the payload length equals the product of the dims.
+    """
+    path = Path(path)
+    raw = _read_maybe_gz(path)
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
+        raise DataError(f"{path}: not an IDX file (bad magic number {raw[:4].hex() or 'empty'})")
+    nd = raw[3]
+    if ndim is not None and nd != ndim:
+        raise DataError(f"{path}: expected an IDX file with {ndim} dimension(s), found {nd}")
+    if len(raw) < 4 + 4 * nd:
+        raise DataError(f"{path}: truncated IDX header")
+    dims = tuple(int(d) for d in np.frombuffer(raw, ">u4", nd, 4))
+    dtype = np.dtype(_IDX_TYPES[raw[2]])
+    need = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    have = len(raw) - 4 - 4 * nd
+    if have != need:
+        raise DataError(f"{path}: IDX payload is {have} bytes, dims {dims} need {need}"
+                        + (" (truncated file?)" if have < need else ""))
+    return np.frombuffer(raw, dtype, offset=4 + 4 * nd).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def _find_idx(directory: Path, prefix: str, kind: str) -> Path | None:
+    """The file in ``directory`` named like ``train-images-idx3-ubyte[.gz]`` (also ``.idx3``)."""
+    hits = sorted(p for p in directory.iterdir()
+                  if p.is_file() and p.name.startswith(f"{prefix}-{kind}")
+                  and ("idx1" in p.name or "idx3" in p.name))
+    plain = [p for p in hits if not p.name.endswith(".gz")]
+    return (plain or hits or [None])[0]
+
+
+def load_mnist(path: Path | Mapping[str, Any]) -> Dataset:
+    """MNIST-format IDX files (MNIST, Fashion-MNIST, ...).
+
+    ``path``: a directory holding ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte`` and
+    optionally ``t10k-*`` (each optionally ``.gz``), or a mapping with ``train_images``,
+    ``train_labels`` and optionally ``test_images``, ``test_labels``. x float32 (N, 1, H, W).
+    """
+    if isinstance(path, Mapping):
+        files = {k: (Path(v) if v is not None else None) for k, v in path.items()}
+        unknown = set(files) - {"train_images", "train_labels", "test_images", "test_labels"}
+        if unknown:
+            raise DataError(f"mnist path mapping: unknown key(s) {sorted(unknown)}")
+    else:
+        d = Path(path)
+        if not d.is_dir():
+            raise DataError(f"{d}: mnist 'path' must be a directory of IDX files")
+        files = {f"{s}_{k}": _find_idx(d, p, k) for s, p in (("train", "train"), ("test", "t10k"))
+                 for k in ("images", "labels")}
+    for key in ("train_images", "train_labels"):
+        if files.get(key) is None:
+            raise DataError(f"{path}: no {key.replace('_', ' ')} IDX file found")
+
+    def pair(img: Path, lab: Path) -> tuple[np.ndarray, np.ndarray]:
+        x = read_idx(img, 3)
+        y = read_idx(lab, 1)
+        if x.shape[0] != y.shape[0]:
+            raise DataError(f"{lab}: {y.shape[0]} labels but {img} has {x.shape[0]} images")
+        return x.astype(np.float32)[:, None], _check_labels(y, str(lab))
+
+    x, y = pair(files["train_images"], files["train_labels"])
+    xt = yt = None
+    if files.get("test_images") is not None and files.get("test_labels") is not None:
+        xt, yt = pair(files["test_images"], files["test_labels"])
+        if xt.shape[1:] != x.shape[1:]:
+            raise DataError(f"{files['test_images']}: image size {xt.shape[2:]} differs from "
+                            f"the training images' {x.shape[2:]}")
+    k = int(max(y.max(initial=-1), -1 if yt is None else yt.max(initial=-1))) + 1
+    return Dataset(x, y, [str(i) for i in range(max(k, 10))], f"mnist IDX files at {path}", xt, yt)
+
+
+# ----------------------------------------------------------------------------- CIFAR-10
+
+def _safe_dtype(*args: Any) -> np.dtype:
+    dt = np.dtype(*args)
+    if dt.hasobject:
+        raise pickle.UnpicklingError("object dtypes are not allowed")
+    return dt
+
+
+def _np_attr(modules: tuple[str, ...], name: str) -> Any:
+    import importlib
+    for m in modules:
+        try:
+            return getattr(importlib.import_module(m), name)
+        except (ImportError, AttributeError):
+            continue
+    raise pickle.UnpicklingError(f"numpy has no {name}")
+
+
+def _codecs_encode(obj: Any, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+    """``_codecs.encode`` limited to str -> bytes: Python 3 writes bytes this way in protocol
+    <= 2 pickles (``_codecs.encode('...', 'latin1')``)."""
+    if not isinstance(obj, str) or encoding not in ("latin1", "latin-1", "utf-8", "ascii"):
+        raise pickle.UnpicklingError("_codecs.encode is only allowed for str -> bytes")
+    return obj.encode(encoding, errors)
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler that can only build plain containers and numpy arrays.
+
+    The CIFAR batches are dicts of bytes, lists of ints and one uint8 ndarray; rebuilding the
+    ndarray needs exactly ``_reconstruct`` (or ``_frombuffer`` for protocol 5), ``ndarray`` and
+    ``dtype`` (plus ``_codecs.encode`` for bytes in Python 3 protocol-2 pickles, limited to
+    str -> bytes). Any other global (``os.system``, ``builtins.eval``, ...) is refused, so a
+    malicious file cannot run code. Object dtypes are refused as well.
+    """
+    _CORE = ("numpy._core.multiarray", "numpy.core.multiarray")
+    _NUMERIC = ("numpy._core.numeric", "numpy.core.numeric")
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module in self._CORE and name == "_reconstruct":
+            return _np_attr(self._CORE, "_reconstruct")
+        if module in self._NUMERIC and name == "_frombuffer":
+            return _np_attr(self._NUMERIC, "_frombuffer")
+        if module == "numpy" and name == "ndarray":
+            return np.ndarray
+        if module == "numpy" and name == "dtype":
+            return _safe_dtype
+        if module == "_codecs" and name == "encode":
+            return _codecs_encode
+        raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
+
+
+def safe_unpickle(path: str | Path) -> Any:
+    """Unpickle ``path`` with RestrictedUnpickler (py2 str objects arrive as bytes)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return RestrictedUnpickler(f, encoding="bytes").load()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from e
+    except pickle.UnpicklingError as e:
+        raise DataError(f"{path}: unsafe or invalid pickle: {e}") from e
+    except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as e:
+        raise DataError(f"{path}: corrupt pickle ({type(e).__name__}: {e})") from e
+
+
+def _str_keys(obj: Any, path: Path) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise DataError(f"{path}: expected a dict, got {type(obj).__name__}")
+    return {(k.decode("latin-1") if isinstance(k, bytes) else str(k)): v for k, v in obj.items()}
+
+
+def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One batch file -> x float32 (n, 3, 32, 32), y int64 (n,)."""
+    d = _str_keys(safe_unpickle(path), path)
+    if "data" not in d or "labels" not in d:
+        raise DataError(f"{path}: not a CIFAR-10 batch (keys {sorted(d)}; need data, labels)")
+    data, labels = d["data"], d["labels"]
+    if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3072:
+        raise DataError(f"{path}: 'data' must be an (n, 3072) array, got "
+                        f"{getattr(data, 'shape', type(data).__name__)}")
+    if not isinstance(labels, (list, np.ndarray)) or not all(
+            isinstance(v, (int, np.integer)) for v in labels):
+        raise DataError(f"{path}: 'labels' must be a list of ints")
+    y = _check_labels(np.asarray(labels, dtype=np.int64), str(path), 10)
+    if y.shape[0] != data.shape[0]:
+        raise DataError(f"{path}: {y.shape[0]} labels for {data.shape[0]} images")
+    return data.reshape(-1, 3, 32, 32).astype(np.float32), y
+
+
+def load_cifar10(path: Path) -> Dataset:
+    """CIFAR-10 python batches: a directory with ``data_batch_*`` (+ ``test_batch``,
+    ``batches.meta``), or a single batch file. x float32 (N, 3, 32, 32) in 0..255."""
+    path = Path(path)
+    names = [str(i) for i in range(10)]
+    if path.is_file():
+        x, y = _cifar_batch(path)
+        return Dataset(x, y, names, f"cifar10 batch {path}")
+    if not path.is_dir():
+        raise DataError(f"{path}: no such CIFAR-10 file or directory")
+    train = sorted(path.glob("data_batch_*"), key=lambda p: (len(p.name), p.name))
+    if not train:
+        raise DataError(f"{path}: no data_batch_* files")
+    parts = [_cifar_batch(p) for p in train]
+    x = np.concatenate([p[0] for p in parts])
+    y = np.concatenate([p[1] for p in parts])
+    xt = yt = None
+    if (path / "test_batch").is_file():
+        xt, yt = _cifar_batch(path / "test_batch")
+    meta = path / "batches.meta"
+    if meta.is_file():
+        m = _str_keys(safe_unpickle(meta), meta)
+        ln = m.get("label_names")
+        if isinstance(ln, list) and len(ln) == 10:
+            names = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in ln]
+    return Dataset(x, y, names, f"cifar10 batches at {path}", xt, yt)
+
+
+# ----------------------------------------------------------------------------- npz
+
+def _as_nchw(x: np.ndarray, what: str) -> np.ndarray:
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4:
+        raise DataError(f"{what}: images must be (N, H, W) or (N, C, H, W), got {x.shape}")
+    if x.dtype.kind not in "iufb":
+        raise DataError(f"{what}: images must be numeric, got dtype {x.dtype}")
+    return x.astype(np.float32)
+
+
+def load_npz(path: Path) -> Dataset:
+    """``.npz`` with ``x`` (N, C, H, W) or (N, H, W), ``y`` (N,) integer labels; optional
+    ``x_test``/``y_test`` and ``class_names`` (a string array). Never unpickles."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except FileNotFoundError as e:
+        raise DataError(f"{path}: no such file") from e
+    except (OSError, ValueError, EOFError) as e:
+        raise DataError(f"{path}: not a readable .npz without pickled objects ({e})") from e
+    for key in ("x", "y"):
+        if key not in arrays:
+            raise DataError(f"{path}: missing array {key!r} (has {sorted(arrays)})")
+    x = _as_nchw(arrays["x"], f"{path}[x]")
+    y = _check_labels(arrays["y"], f"{path}[y]")
+    if x.shape[0] != y.shape[0]:
+        raise DataError(f"{path}: x has {x.shape[0]} rows but y has {y.shape[0]}")
+    xt = yt = None
+    if ("x_test" in arrays) != ("y_test" in arrays):
+        raise DataError(f"{path}: x_test and y_test must come together")
+    if "x_test" in arrays:
+        xt = _as_nchw(arrays["x_test"], f"{path}[x_test]")
+        yt = _check_labels(arrays["y_test"], f"{path}[y_test]")
+        if xt.shape[0] != yt.shape[0] or xt.shape[1:] != x.shape[1:]:
+            raise DataError(f"{path}: x_test {xt.shape} / y_test {yt.shape} do not match x {x.shape}")
+    k = int(max(y.max(initial=-1), -1 if yt is None else yt.max(initial=-1))) + 1
+    names = [str(i) for i in range(k)]
+    if "class_names" in arrays:
+        cn = arrays["class_names"]
+        if cn.dtype.kind not in "US" or cn.ndim != 1 or len(cn) < k:
+            raise DataError(f"{path}: class_names must be a 1-D string array of >= {k} names")
+        names = [str(v) for v in cn.astype(str)]
+    return Dataset(x, y, names, f"npz file {path}", xt, yt)
+
+
+# ----------------------------------------------------------------------------- image folder
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def _have_pil() -> bool:
+    import importlib.util
+    return importlib.util.find_spec("PIL") is not None
+
+
+def read_image(path: Path) -> np.ndarray:
+    """One image -> float32 (C, H, W) in 0..255; C = 1 (grey) or 3 (RGB; alpha dropped).
+
+    Uses Pillow when installed, else matplotlib.image.imread (PNG only without Pillow).
+    """
+    try:
+        if _have_pil():
+            from PIL import Image
+            with Image.open(path) as im:
+                if im.mode not in ("L", "RGB"):
+                    im = im.convert("L" if im.mode in ("1", "I", "I;16", "F") else "RGB")
+                a = np.asarray(im)
+        else:
+            import matplotlib.image as mpimg
+            a = mpimg.imread(path)
+    except Exception as e:  # decoders raise many types; all mean "cannot decode this file"
+        raise DataError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from e
+    if a.dtype.kind == "f":
+        a = a * 255.0  # matplotlib returns PNGs as floats in 0..1
+    elif a.dtype == np.uint16:
+        a = a / 257.0
+    a = np.asarray(a, np.float32)
+    if a.ndim == 2:
+        return a[None]
+    if a.ndim == 3 and a.shape[2] in (3, 4):
+        return np.ascontiguousarray(a[:, :, :3].transpose(2, 0, 1))
+    if a.ndim == 3 and a.shape[2] in (1, 2):
+        return np.ascontiguousarray(a[:, :, :1].transpose(2, 0, 1))
+    raise DataError(f"{path}: unsupported image layout {a.shape}")
+
+
+def load_folder(path: Path) -> Dataset:
+    """``path/<class>/<image>``: class names are the sorted sub-folder names. All images must
+    have the same (C, H, W) — nothing is resized; the first odd file is named in the error."""
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError(f"{path}: image folder not found")
+    classes = sorted(p.name for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"{path}: no class sub-folders")
+    xs, ys, ref, ref_file = [], [], None, None
+    for label, cname in enumerate(classes):
+        files = sorted(p for p in (path / cname).iterdir()
+                       if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise DataError(f"{path / cname}: class folder holds no images")
+        for f in files:
+            img = read_image(f)
+            if ref is None:
+                ref, ref_file = img.shape, f
+            elif img.shape != ref:
+                raise DataError(f"{f}: image shape (C, H, W) {img.shape} differs from {ref} of "
+                                f"{ref_file}; images are not resized, make them equal")
+            xs.append(img)
+            ys.append(label)
+    return Dataset(np.stack(xs), np.asarray(ys, np.int64), classes, f"image folder {path}")
+
+
+# ----------------------------------------------------------------------------- splits, batches
+
+def split_indices(y: np.ndarray, val_split: float, test_split: float, seed: int,
+                  stratify: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Deterministic (train, val, test) row indices, each sorted ascending.
+
+    With ``stratify`` every class contributes round(n_c * fraction) rows to val and test, so
+    class proportions are kept. Depends only on (y, fractions, seed).
+    """
+    if not (0 <= val_split < 1 and 0 <= test_split < 1 and val_split + test_split < 1):
+        raise ValueError(f"val_split={val_split}, test_split={test_split}: need fractions "
+                         f"in [0, 1) with a sum below 1")
+    y = np.asarray(y)
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(y == c) for c in np.unique(y)] if stratify else [np.arange(len(y))]
+    tr, va, te = [], [], []
+    for g in groups:
+        g = rng.permutation(g)
+        n_te = int(round(len(g) * test_split))
+        n_va = int(round(len(g) * val_split))
+        te.append(g[:n_te])
+        va.append(g[n_te:n_te + n_va])
+        tr.append(g[n_te + n_va:])
+    out = tuple(np.sort(np.concatenate(p)).astype(np.int64) for p in (tr, va, te))
+    if len(out[0]) == 0:
+        raise ValueError("the training split is empty")
+    return out  # type: ignore[return-value]
+
+
+def split_dataset(ds: Dataset, val_split: float = 0.1, test_split: float = 0.2, seed: int = 0,
+                  stratify: bool = True) -> Splits:
+    """Split ``ds`` into train / val / test. If the source has its own test set it is used as
+    the test split and ``test_split`` is ignored; val is then carved from ``ds.x``."""
+    own_test = ds.x_test is not None
+    tr, va, te = split_indices(ds.y, val_split, 0.0 if own_test else test_split, seed, stratify)
+    test = (ds.x_test, ds.y_test) if own_test else (ds.x[te], ds.y[te])
+    return Splits((ds.x[tr], ds.y[tr]), (ds.x[va], ds.y[va]), test,  # type: ignore[arg-type]
+                  list(ds.class_names), {"train": tr, "val": va, "test": None if own_test else te})
+
+
+def kfold(n: int, k: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """k (train_idx, val_idx) pairs: a seeded permutation of range(n) cut into k folds of
+    sizes differing by at most one; each row is in exactly one val fold. Indices sorted."""
+    if not 2 <= k <= n:
+        raise ValueError(f"kfold needs 2 <= k <= n, got k={k}, n={n}")
+    folds = np.array_split(np.random.default_rng(seed).permutation(n), k)
+    return [(np.sort(np.concatenate(folds[:i] + folds[i + 1:])), np.sort(folds[i]))
+            for i in range(k)]
+
+
+def num_batches(n: int, batch_size: int, drop_last: bool = True) -> int:
+    """Number of batches ``batches`` yields for n rows."""
+    return n // batch_size if drop_last else -(-n // batch_size)
+
+
+def batches(x: np.ndarray, y: np.ndarray, batch_size: int, rng: np.random.Generator | None,
+            shuffle: bool = True, drop_last: bool = True,
+            start_batch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield (x[idx], y[idx]) mini-batches (copies: callers may modify them) of one epoch.
+
+    The epoch order is ``rng.permutation(n)``, drawn eagerly by this call, so the
+    caller's Generator advances by exactly one permutation per epoch. Exact resume: give the
+    order its own Generator (augmentation and dropout use others), save its state at the start
+    of the epoch, restore it, and pass the number of batches already done as ``start_batch``. ``drop_last`` drops a final incomplete batch (a
+    compiled net has a fixed batch size), so n < batch_size yields nothing.
+    """
+    n = int(x.shape[0])
+    if y.shape[0] != n:
+        raise ValueError(f"x has {n} rows but y has {y.shape[0]}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if shuffle:
+        if rng is None:
+            raise ValueError("shuffle=True needs a np.random.Generator")
+        order = rng.permutation(n)
+    else:
+        order = np.arange(n)
+    return _iter_batches(x, y, order, batch_size, start_batch, num_batches(n, batch_size, drop_last))
+
+
+def _iter_batches(x: np.ndarray, y: np.ndarray, order: np.ndarray, bs: int, start: int,
+                  stop: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    for b in range(start, stop):
+        idx = order[b * bs:(b + 1) * bs]
+        yield x[idx], y[idx]
