@@ -253,10 +253,17 @@ def compile(spec, backend: str = "cpu", batch_size: int = 64, train: bool = True
     for (full, ps, L), n in zip(pspecs, sizes):
         net.params[full] = net.param_arena[off:off + n].reshape(ps.shape)
         net.grads[full] = net.grad_arena[off:off + n].reshape(ps.shape)
-        net.params[full][...] = init_array(ps.init, ps.shape, ps.fan_in, rng, dtype)
+        if not ps.init.startswith("norm_of:"):
+            net.params[full][...] = init_array(ps.init, ps.shape, ps.fan_in, rng, dtype)
         net.param_info[full] = ParamInfo(L.name, bool(ps.decay), float(getattr(L, "lr_mult", 1.0) or 1.0),
                                          full in frozen, tuple(ps.shape))
         off += n
+    # weight normalisation: g starts as the norm of v per output unit (so w = v initially)
+    for full, ps, L in pspecs:
+        if ps.init.startswith("norm_of:"):
+            src = net.params[f"{L.name}.{ps.init.split(':', 1)[1]}"]
+            norms = np.sqrt((src.astype(np.float64) ** 2).reshape(src.shape[0], -1).sum(1))
+            net.params[full][...] = norms.reshape(ps.shape)
     net.buffers = {full: init_array(ps.init, ps.shape, ps.fan_in, rng, dtype)
                    for L in report.layers for full, ps in L.param_specs if ps.kind == "buffer"}
     if train:
