@@ -210,6 +210,22 @@ LOWER: dict[str, Callable] = {
     "upsample": lower_upsample, "center_crop": lower_center_crop, "shortcut_pad": lower_shortcut_pad,
 }
 
+# which ops each layer type lowers to (the registry test checks every one has a numpy
+# reference, CPU kernels and a gradient-check row)
+LAYER_OPS: dict[str, tuple[str, ...]] = {
+    "conv": ("conv2d", "weight_norm"), "conv_transpose": ("conv_transpose2d",),
+    "locally_connected": ("local2d",), "linear": ("linear", "weight_norm"),
+    "dropconnect": ("dropconnect_linear",), "flatten": (), "reshape": (),
+    "maxpool": ("maxpool2d",), "avgpool": ("avgpool2d",), "global_avgpool": ("global_pool",),
+    "global_maxpool": ("global_pool",), "fractional_maxpool": ("fractional_maxpool2d",),
+    "maxout": ("maxout",), "batchnorm": ("batchnorm",), "layernorm": ("layernorm",),
+    "instancenorm": ("instancenorm",), "groupnorm": ("groupnorm",), "lrn": ("lrn",),
+    **{k: ("activation",) for k in ACTIVATIONS}, "prelu": ("prelu",), "softmax": ("softmax",),
+    "dropout": ("dropout",), "stochastic_depth": ("stochastic_depth",), "add": ("add",),
+    "concat": ("concat",), "upsample": ("upsample",), "center_crop": ("center_crop",),
+    "shortcut_pad": ("shortcut_pad",),
+}
+
 LOSS_TARGET = {"softmax_cross_entropy": "int64", "hinge": "int64",
                "bce_with_logits": "float", "mse": "float"}
 
