@@ -1,0 +1,170 @@
+"""Activation ops: activation (relu/sigmoid/tanh/leaky_relu/elu), prelu, softmax (axis 1).
+
+Kernels: ``templates/activation.py.j2`` rendered per kind.  ``backward_reads(attrs)`` names
+what the backward reads besides dy ("x" and/or "y"): relu, sigmoid, tanh, leaky_relu with
+slope >= 0 and elu with alpha >= 0 need only y, so the compiler may run them in place.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from compiler.ops.base import Op, register_op
+from compiler.ops.elementwise import empty, kernels, opt, view
+
+KINDS = ("relu", "sigmoid", "tanh", "leaky_relu", "elu")
+
+
+def _from_y(attrs) -> bool:
+    kind = attrs.get("kind", "relu")
+    if kind == "leaky_relu":
+        return float(attrs.get("slope", 0.01)) >= 0.0
+    if kind == "elu":
+        return float(attrs.get("alpha", 1.0)) >= 0.0
+    return True
+
+
+def _ncs(shape):
+    S = int(np.prod(shape[2:], dtype=np.int64)) if len(shape) > 2 else 1
+    return shape[0], shape[1], S
+
+
+@register_op
+class Activation(Op):
+    """Pointwise activation, attrs kind in relu | sigmoid | tanh | leaky_relu | elu,
+    slope (leaky_relu, 0.01 as PyTorch), alpha (elu, 1.0).
+    relu max(0, x); sigmoid 1/(1+e^-x); tanh; leaky_relu x if x > 0 else slope*x;
+    elu x if x > 0 else alpha*(e^x - 1).  Derivative at 0 taken from the left, as PyTorch.
+    Backward from y: relu 1[y>0], sigmoid y(1-y), tanh 1-y^2, leaky 1[y>0] | slope
+    (slope >= 0), elu 1[y>0] | y+alpha (alpha >= 0); otherwise from x."""
+    name = "activation"
+
+    def out_shape(self, in_shapes, attrs):
+        if attrs.get("kind", "relu") not in KINDS:
+            raise ValueError(f"activation kind {attrs.get('kind')!r} not in {KINDS}")
+        return tuple(in_shapes[0])
+
+    def backward_reads(self, attrs):
+        return ("y",) if _from_y(attrs) else ("x",)
+
+    def ref_forward(self, xs, attrs, train=False, rng=None):
+        x, kind = xs[0], attrs.get("kind", "relu")
+        if kind == "relu":
+            y = np.maximum(x, 0)
+        elif kind == "sigmoid":
+            y = 1.0 / (1.0 + np.exp(-x))
+        elif kind == "tanh":
+            y = np.tanh(x)
+        elif kind == "leaky_relu":
+            y = np.where(x > 0, x, attrs.get("slope", 0.01) * x)
+        else:
+            y = np.where(x > 0, x, attrs.get("alpha", 1.0) * np.expm1(np.minimum(x, 0)))
+        return y.astype(x.dtype, copy=False), {}
+
+    def ref_backward(self, xs, y, saved, dy, attrs):
+        x, kind = xs[0], attrs.get("kind", "relu")
+        if kind == "relu":
+            d = (x > 0).astype(x.dtype)
+        elif kind == "sigmoid":
+            s = 1.0 / (1.0 + np.exp(-x))
+            d = s * (1 - s)
+        elif kind == "tanh":
+            d = 1 - np.tanh(x) ** 2
+        elif kind == "leaky_relu":
+            d = np.where(x > 0, 1.0, attrs.get("slope", 0.01))
+        else:
+            d = np.where(x > 0, 1.0, attrs.get("alpha", 1.0) * np.exp(np.minimum(x, 0)))
+        return [dy * d]
+
+    def _k(self, attrs):
+        return kernels("activation", kind=attrs.get("kind", "relu"), from_y=_from_y(attrs))
+
+    def forward(self, xs, y, saved, ws, attrs, train, rng=None):
+        self._k(attrs).act_fwd(view(xs[0], -1), float(attrs.get("slope", 0.01)),
+                               float(attrs.get("alpha", 1.0)), view(y, -1))
+
+    def backward(self, xs, y, saved, dy, dxs, ws, attrs):
+        if dxs[0] is None:
+            return
+        y1 = view(y, -1)
+        x1 = y1 if _from_y(attrs) or xs[0] is None else view(xs[0], -1)
+        self._k(attrs).act_bwd(x1, y1, view(dy, -1), float(attrs.get("slope", 0.01)),
+                               float(attrs.get("alpha", 1.0)), view(dxs[0], -1))
+
+
+@register_op
+class PReLU(Op):
+    """Parametric ReLU (He et al. 2015): y = x if x > 0 else a*x, learned a: weight (1,)
+    shared, or (C,) per channel (axis 1).  Backward: dx and d weight; reads x."""
+    name = "prelu"
+    inputs = ("x", "weight")
+
+    def out_shape(self, in_shapes, attrs):
+        x, w = in_shapes
+        if len(w) != 1 or w[0] not in (1, x[1]):
+            raise ValueError(f"prelu weight {w} must be (1,) or ({x[1]},)")
+        return tuple(x)
+
+    def backward_reads(self, attrs):
+        return ("x",)
+
+    def _wb(self, x, w):
+        return w.reshape((1, -1) + (1,) * (x.ndim - 2)) if w.shape[0] > 1 else w[0]
+
+    def ref_forward(self, xs, attrs, train=False, rng=None):
+        x, w = xs
+        return np.where(x > 0, x, self._wb(x, w) * x), {}
+
+    def ref_backward(self, xs, y, saved, dy, attrs):
+        x, w = xs
+        dx = np.where(x > 0, dy, self._wb(x, w) * dy)
+        contrib = np.where(x > 0, 0.0, dy * x)
+        if w.shape[0] > 1:
+            dw = contrib.sum(axis=tuple(i for i in range(x.ndim) if i != 1))
+        else:
+            dw = np.array([contrib.sum()])
+        return [dx, dw.astype(w.dtype)]
+
+    def forward(self, xs, y, saved, ws, attrs, train, rng=None):
+        x, w = xs
+        sh = _ncs(x.shape)
+        kernels("activation", kind="prelu", from_y=False).prelu_fwd(view(x, sh), w, view(y, sh))
+
+    def backward(self, xs, y, saved, dy, dxs, ws, attrs):
+        x, w = xs
+        sh = _ncs(x.shape)
+        if dxs[0] is None and dxs[1] is None:
+            return
+        kernels("activation", kind="prelu", from_y=False).prelu_bwd(
+            view(x, sh), w, view(dy, sh), opt(dxs[0], sh, x.dtype),
+            dxs[1] if dxs[1] is not None else empty(x.dtype))
+
+
+@register_op
+class Softmax(Op):
+    """Softmax over axis 1 (classes / channels) of (N, K) or (N, K, H, W), max-subtracted.
+    Backward dx = y*(dy - sum_k dy*y); reads y only."""
+    name = "softmax"
+
+    def out_shape(self, in_shapes, attrs):
+        return tuple(in_shapes[0])
+
+    def backward_reads(self, attrs):
+        return ("y",)
+
+    def ref_forward(self, xs, attrs, train=False, rng=None):
+        x = xs[0]
+        e = np.exp(x - x.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True), {}
+
+    def ref_backward(self, xs, y, saved, dy, attrs):
+        return [y * (dy - (dy * y).sum(axis=1, keepdims=True))]
+
+    def forward(self, xs, y, saved, ws, attrs, train, rng=None):
+        sh = _ncs(xs[0].shape)
+        kernels("activation", kind="softmax", from_y=True).softmax_fwd(view(xs[0], sh), view(y, sh))
+
+    def backward(self, xs, y, saved, dy, dxs, ws, attrs):
+        if dxs[0] is not None:
+            sh = _ncs(y.shape)
+            kernels("activation", kind="softmax", from_y=True).softmax_bwd(
+                view(y, sh), view(dy, sh), view(dxs[0], sh))

@@ -1,0 +1,406 @@
+"""Convolution ops: conv2d, conv_transpose2d (PyTorch semantics), local2d (unshared weights).
+
+Attrs (canonical): ``stride`` (sh, sw), ``pad`` (top, bottom, left, right), ``dilation``
+(dh, dw), ``groups``, ``act`` ("none" | "relu": fused epilogue y = relu(conv + bias); backward
+masks dy by (y > 0) first), conv_transpose2d also ``output_padding`` (oh, ow).
+
+CPU kernels (templates/conv.py.j2): im2col over a chunk of images (njit, serial) + one BLAS
+GEMM per group from Python with a preallocated ``out=`` (DESIGN §5: np.dot from Python was
+2x faster than inside njit), then an njit epilogue (bias + act, scatter into NCHW).  The
+chunk size (``chunk_images``) keeps the column buffer under ``COLS_BUDGET`` elements.
+Backward per chunk: gather dY (masked) into (O, nb*P) and accumulate db; dW += dY·colsᵀ;
+dcols = Wᵀ·dY; dX = col2im(dcols).  Only grads whose ``dxs`` entry is not None are computed.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from compiler.codegen.kernel_cache import load_kernels
+from compiler.ops.base import Op, register_op
+
+COLS_BUDGET = 1 << 20          # elements of the im2col buffer per chunk (4 MiB in float32)
+_DUMMY = {}                    # dtype -> 1-element stand-in for an absent bias
+
+
+def _dummy(dtype):
+    d = _DUMMY.get(np.dtype(dtype))
+    if d is None:
+        d = _DUMMY[np.dtype(dtype)] = np.zeros(1, dtype=dtype)
+    return d
+
+
+def kernels(act="none"):
+    """The conv kernel module for ``act``; act-free kernels come from the "none" variant."""
+    return load_kernels("conv", act=act)
+
+
+def conv_attrs(attrs):
+    sh, sw = attrs.get("stride", (1, 1))
+    pt, pb, pl, pr = attrs.get("pad", (0, 0, 0, 0))
+    dh, dw = attrs.get("dilation", (1, 1))
+    return sh, sw, pt, pb, pl, pr, dh, dw, attrs.get("groups", 1), attrs.get("act", "none")
+
+
+def conv_out_hw(H, W, kh, kw, attrs):
+    sh, sw, pt, pb, pl, pr, dh, dw, _, _ = conv_attrs(attrs)
+    return ((H + pt + pb - dh * (kh - 1) - 1) // sh + 1,
+            (W + pl + pr - dw * (kw - 1) - 1) // sw + 1)
+
+
+def chunk_images(N, per_image):
+    """Images per chunk so that the column buffer holds at most COLS_BUDGET elements."""
+    return int(max(1, min(N, COLS_BUDGET // max(per_image, 1))))
+
+
+def relu_mask(dy, y, act):
+    return dy * (y > 0) if act == "relu" else dy
+
+
+def _act(y, act):
+    return np.maximum(y, 0) if act == "relu" else y
+
+
+def ref_conv(x, w, b, attrs):
+    """Plain numpy conv2d (cross-correlation, PyTorch layout), bias, act."""
+    sh, sw, pt, pb, pl, pr, dh, dw, G, act = conv_attrs(attrs)
+    N, C, H, W = x.shape
+    O, Cg, kh, kw = w.shape
+    OH, OW = conv_out_hw(H, W, kh, kw, attrs)
+    Og = O // G
+    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    y = np.zeros((N, O, OH, OW), dtype=x.dtype)
+    for g in range(G):
+        for ki in range(kh):
+            for kj in range(kw):
+                patch = xp[:, g * Cg:(g + 1) * Cg, ki * dh:ki * dh + sh * (OH - 1) + 1:sh,
+                           kj * dw:kj * dw + sw * (OW - 1) + 1:sw]
+                y[:, g * Og:(g + 1) * Og] += np.einsum("nchw,oc->nohw", patch,
+                                                       w[g * Og:(g + 1) * Og, :, ki, kj])
+    if b is not None:
+        y += b[None, :, None, None]
+    return _act(y, act)
+
+
+def ref_conv_grads(x, w, dz, attrs):
+    """(dx, dw) of the plain conv (no bias/act) given dz = dL/d(conv output)."""
+    sh, sw, pt, pb, pl, pr, dh, dw_, G, _ = conv_attrs(attrs)
+    N, C, H, W = x.shape
+    O, Cg, kh, kw = w.shape
+    OH, OW = dz.shape[2:]
+    Og = O // G
+    xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+    dxp = np.zeros_like(xp)
+    dw = np.zeros_like(w)
+    for g in range(G):
+        dzg = dz[:, g * Og:(g + 1) * Og]
+        for ki in range(kh):
+            for kj in range(kw):
+                sl = (slice(None), slice(g * Cg, (g + 1) * Cg),
+                      slice(ki * dh, ki * dh + sh * (OH - 1) + 1, sh),
+                      slice(kj * dw_, kj * dw_ + sw * (OW - 1) + 1, sw))
+                dw[g * Og:(g + 1) * Og, :, ki, kj] = np.einsum("nchw,nohw->oc", xp[sl], dzg)
+                dxp[sl] += np.einsum("nohw,oc->nchw", dzg, w[g * Og:(g + 1) * Og, :, ki, kj])
+    return dxp[:, :, pt:pt + H, pl:pl + W], dw
+
+
+def _dot_acc(a, b, out, tmp, first):
+    """out (+)= a @ b without allocating: the first chunk writes out, later ones go via tmp."""
+    if first:
+        np.dot(a, b, out=out)
+    else:
+        np.dot(a, b, out=tmp)
+        out += tmp
+
+
+@register_op
+class Conv2d(Op):
+    """conv2d: x (N,C,H,W), weight (O, C/groups, kh, kw), bias (O,)? -> y (N,O,OH,OW)."""
+    name = "conv2d"
+    inputs = ("x", "weight", "bias?")
+
+    def out_shape(self, in_shapes, attrs):
+        N, C, H, W = in_shapes[0]
+        O, _, kh, kw = in_shapes[1]
+        return (N, O) + conv_out_hw(H, W, kh, kw, attrs)
+
+    def _geom(self, in_shapes, attrs):
+        N, C, H, W = in_shapes[0]
+        O, Cg, kh, kw = in_shapes[1]
+        OH, OW = conv_out_hw(H, W, kh, kw, attrs)
+        P = OH * OW
+        K = C * kh * kw
+        return N, C, O, Cg, kh, kw, OH, OW, P, K, chunk_images(N, K * P)
+
+    def workspace(self, in_shapes, attrs):
+        N, C, O, Cg, kh, kw, OH, OW, P, K, nb = self._geom(in_shapes, attrs)
+        return {"cols": (K * nb * P,), "gemm": (O * nb * P,), "dw": (O * Cg * kh * kw,)}
+
+    def ref_forward(self, xs, attrs, train=False, rng=None):
+        return ref_conv(xs[0], xs[1], xs[2], attrs), {}
+
+    def ref_backward(self, xs, y, saved, dy, attrs):
+        x, w, b = xs
+        dz = relu_mask(dy, y, attrs.get("act", "none"))
+        dx, dw = ref_conv_grads(x, w, dz, attrs)
+        return [dx, dw, None if b is None else dz.sum(axis=(0, 2, 3))]
+
+    def forward(self, xs, y, saved, ws, attrs, train, rng=None):
+        x, w, b = xs
+        sh, sw, pt, pb, pl, pr, dh, dw, G, act = conv_attrs(attrs)
+        N, C, O, Cg, kh, kw, OH, OW, P, K, nb = self._geom([x.shape, w.shape], attrs)
+        k0, ka = kernels(), kernels(act)
+        w2 = w.reshape(O, Cg * kh * kw)
+        Og, Kg = O // G, Cg * kh * kw
+        y3 = y.reshape(N, O, P)
+        bias = _dummy(x.dtype) if b is None else b
+        for n0 in range(0, N, nb):
+            m = min(nb, N - n0)
+            cols = ws["cols"][:K * m * P].reshape(K, m * P)
+            gm = ws["gemm"][:O * m * P].reshape(O, m * P)
+            k0.im2col(x, n0, m, cols, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW)
+            for g in range(G):
+                np.dot(w2[g * Og:(g + 1) * Og], cols[g * Kg:(g + 1) * Kg], out=gm[g * Og:(g + 1) * Og])
+            ka.epilogue(gm, n0, m, bias, b is not None, y3)
+
+    def backward(self, xs, y, saved, dy, dxs, ws, attrs):
+        x, w, b = xs
+        dx, dW, db = dxs
+        sh, sw, pt, pb, pl, pr, dh, dw, G, act = conv_attrs(attrs)
+        N, C, O, Cg, kh, kw, OH, OW, P, K, nb = self._geom([x.shape, w.shape], attrs)
+        k0, ka = kernels(), kernels(act)
+        w2 = w.reshape(O, Cg * kh * kw)
+        Og, Kg = O // G, Cg * kh * kw
+        dW2 = None if dW is None else dW.reshape(O, Kg)
+        tmp = ws["dw"].reshape(O, Kg)
+        want_db = db is not None
+        if want_db:
+            db[...] = 0
+        dbk = db if want_db else _dummy(x.dtype)
+        dy3, y3 = dy.reshape(N, O, P), y.reshape(N, O, P)
+        for n0 in range(0, N, nb):
+            m = min(nb, N - n0)
+            cols = ws["cols"][:K * m * P].reshape(K, m * P)
+            gm = ws["gemm"][:O * m * P].reshape(O, m * P)
+            ka.gather(dy3, y3, n0, m, gm, dbk, want_db)
+            if dW is not None:
+                k0.im2col(x, n0, m, cols, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW)
+                for g in range(G):
+                    og, kg = slice(g * Og, (g + 1) * Og), slice(g * Kg, (g + 1) * Kg)
+                    _dot_acc(gm[og], cols[kg].T, dW2[og], tmp[og], n0 == 0)
+            if dx is not None:
+                for g in range(G):
+                    og, kg = slice(g * Og, (g + 1) * Og), slice(g * Kg, (g + 1) * Kg)
+                    np.dot(w2[og].T, gm[og], out=cols[kg])
+                k0.col2im(cols, n0, m, dx, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW)
+
+
+def convt_out_hw(H, W, kh, kw, attrs):
+    sh, sw, pt, pb, pl, pr, dh, dw, _, _ = conv_attrs(attrs)
+    oph, opw = attrs.get("output_padding", (0, 0))
+    return ((H - 1) * sh - pt - pb + dh * (kh - 1) + oph + 1,
+            (W - 1) * sw - pl - pr + dw * (kw - 1) + opw + 1)
+
+
+@register_op
+class ConvTranspose2d(Op):
+    """conv_transpose2d: x (N,Cin,H,W), weight (Cin, Cout/groups, kh, kw), bias (Cout,)?
+    -> y (N, Cout, OH, OW), OH = (H-1)*sh - pt - pb + dh*(kh-1) + output_padding_h + 1.
+
+    PyTorch ConvTranspose2d semantics (the adjoint of conv2d with the same stride, padding,
+    dilation and groups; output_padding adds rows/cols at the bottom/right).  Forward is
+    conv2d's dX computation: per chunk cols = Wᵀ·x, y = col2im(cols), then bias + act.
+    """
+    name = "conv_transpose2d"
+    inputs = ("x", "weight", "bias?")
+
+    def out_shape(self, in_shapes, attrs):
+        N, Cin, H, W = in_shapes[0]
+        _, Coutg, kh, kw = in_shapes[1]
+        return (N, Coutg * attrs.get("groups", 1)) + convt_out_hw(H, W, kh, kw, attrs)
+
+    def _geom(self, in_shapes, attrs):
+        N, Cin, H, W = in_shapes[0]
+        _, Coutg, kh, kw = in_shapes[1]
+        G = attrs.get("groups", 1)
+        Cout = Coutg * G
+        OH, OW = convt_out_hw(H, W, kh, kw, attrs)
+        HW = H * W
+        K = Cout * kh * kw
+        return N, Cin, H, W, Cout, Coutg, kh, kw, OH, OW, HW, K, chunk_images(N, K * HW)
+
+    def workspace(self, in_shapes, attrs):
+        N, Cin, H, W, Cout, Coutg, kh, kw, OH, OW, HW, K, nb = self._geom(in_shapes, attrs)
+        return {"cols": (K * nb * HW,), "xc": (Cin * nb * HW,), "dw": (Cin * Coutg * kh * kw,)}
+
+    def ref_forward(self, xs, attrs, train=False, rng=None):
+        x, w, b = xs
+        sh, sw, pt, pb, pl, pr, dh, dw, G, act = conv_attrs(attrs)
+        N, Cin, H, W = x.shape
+        _, Cg, kh, kw = w.shape
+        OH, OW = convt_out_hw(H, W, kh, kw, attrs)
+        Ig = Cin // G
+        full = np.zeros((N, Cg * G, max(OH + pt, (H - 1) * sh + dh * (kh - 1) + 1),
+                         max(OW + pl, (W - 1) * sw + dw * (kw - 1) + 1)), dtype=x.dtype)
+        for g in range(G):
+            for ki in range(kh):
+                for kj in range(kw):
+                    full[:, g * Cg:(g + 1) * Cg, ki * dh:ki * dh + sh * (H - 1) + 1:sh,
+                         kj * dw:kj * dw + sw * (W - 1) + 1:sw] += np.einsum(
+                        "nchw,co->nohw", x[:, g * Ig:(g + 1) * Ig], w[g * Ig:(g + 1) * Ig, :, ki, kj])
+        y = full[:, :, pt:pt + OH, pl:pl + OW].copy()
+        if b is not None:
+            y += b[None, :, None, None]
+        return _act(y, act), {}
+
+    def ref_backward(self, xs, y, saved, dy, attrs):
+        x, w, b = xs
+        sh, sw, pt, pb, pl, pr, dh, dw_, G, act = conv_attrs(attrs)
+        N, Cin, H, W = x.shape
+        _, Cg, kh, kw = w.shape
+        OH, OW = y.shape[2:]
+        Ig = Cin // G
+        dz = relu_mask(dy, y, act)
+        full = np.zeros((N, Cg * G, max(OH + pt, (H - 1) * sh + dh * (kh - 1) + 1),
+                         max(OW + pl, (W - 1) * sw + dw_ * (kw - 1) + 1)), dtype=x.dtype)
+        full[:, :, pt:pt + OH, pl:pl + OW] = dz
+        dx = np.zeros_like(x)
+        dw = np.zeros_like(w)
+        for g in range(G):
+            for ki in range(kh):
+                for kj in range(kw):
+                    d = full[:, g * Cg:(g + 1) * Cg, ki * dh:ki * dh + sh * (H - 1) + 1:sh,
+                             kj * dw_:kj * dw_ + sw * (W - 1) + 1:sw]
+                    dx[:, g * Ig:(g + 1) * Ig] += np.einsum("nohw,co->nchw", d, w[g * Ig:(g + 1) * Ig, :, ki, kj])
+                    dw[g * Ig:(g + 1) * Ig, :, ki, kj] = np.einsum("nchw,nohw->co", x[:, g * Ig:(g + 1) * Ig], d)
+        return [dx, dw, None if b is None else dz.sum(axis=(0, 2, 3))]
+
+    def forward(self, xs, y, saved, ws, attrs, train, rng=None):
+        x, w, b = xs
+        sh, sw, pt, pb, pl, pr, dh, dw, G, act = conv_attrs(attrs)
+        N, Cin, H, W, Cout, Cg, kh, kw, OH, OW, HW, K, nb = self._geom([x.shape, w.shape], attrs)
+        k0, ka = kernels(), kernels(act)
+        Ig, Kg = Cin // G, Cg * kh * kw
+        w2 = w.reshape(Cin, Kg)
+        x3, y3 = x.reshape(N, Cin, HW), y.reshape(N, Cout, OH * OW)
+        bias = _dummy(x.dtype) if b is None else b
+        for n0 in range(0, N, nb):
+            m = min(nb, N - n0)
+            cols = ws["cols"][:K * m * HW].reshape(K, m * HW)
+            xc = ws["xc"][:Cin * m * HW].reshape(Cin, m * HW)
+            k0.gather(x3, x3, n0, m, xc, bias, False)
+            for g in range(G):
+                ig, kg = slice(g * Ig, (g + 1) * Ig), slice(g * Kg, (g + 1) * Kg)
+                np.dot(w2[ig].T, xc[ig], out=cols[kg])
+            # col2im's geometry is that of the conv y -> x: "input" y (OH, OW), "output" (H, W)
+            k0.col2im(cols, n0, m, y, kh, kw, sh, sw, pt, pl, dh, dw, H, W)
+            ka.bias_act_inplace(y3, n0, m, bias, b is not None)
+
+    def backward(self, xs, y, saved, dy, dxs, ws, attrs):
+        x, w, b = xs
+        dx, dW, db = dxs
+        sh, sw, pt, pb, pl, pr, dh, dw, G, act = conv_attrs(attrs)
+        N, Cin, H, W, Cout, Cg, kh, kw, OH, OW, HW, K, nb = self._geom([x.shape, w.shape], attrs)
+        k0, ka = kernels(), kernels(act)
+        Ig, Kg = Cin // G, Cg * kh * kw
+        w2 = w.reshape(Cin, Kg)
+        dW2 = None if dW is None else dW.reshape(Cin, Kg)
+        tmp = ws["dw"].reshape(Cin, Kg)
+        x3 = x.reshape(N, Cin, HW)
+        if db is not None:
+            ka.bias_grad(dy.reshape(N, Cout, OH * OW), y.reshape(N, Cout, OH * OW), db)
+        if dx is None and dW is None:
+            return
+        d0 = _dummy(x.dtype)
+        for n0 in range(0, N, nb):
+            m = min(nb, N - n0)
+            cols = ws["cols"][:K * m * HW].reshape(K, m * HW)
+            xc = ws["xc"][:Cin * m * HW].reshape(Cin, m * HW)
+            ka.im2col_act(dy, y, n0, m, cols, kh, kw, sh, sw, pt, pl, dh, dw, H, W)
+            if dW is not None:
+                k0.gather(x3, x3, n0, m, xc, d0, False)
+                for g in range(G):
+                    ig, kg = slice(g * Ig, (g + 1) * Ig), slice(g * Kg, (g + 1) * Kg)
+                    _dot_acc(xc[ig], cols[kg].T, dW2[ig], tmp[ig], n0 == 0)
+            if dx is not None:
+                for g in range(G):
+                    ig, kg = slice(g * Ig, (g + 1) * Ig), slice(g * Kg, (g + 1) * Kg)
+                    np.dot(w2[ig], cols[kg], out=xc[ig])
+                k0.epilogue(xc, n0, m, d0, False, dx.reshape(N, Cin, HW))
+
+
+@register_op
+class Local2d(Op):
+    """local2d (locally connected, unshared weights): x (N,C,H,W),
+    weight (OH, OW, O, C, kh, kw), bias (O, OH, OW)? -> y (N, O, OH, OW);
+    y[n,o,i,j] = act(sum_{c,ki,kj} w[i,j,o,c,ki,kj] x_pad[n,c,i*sh+ki,j*sw+kj] + b[o,i,j]).
+    Attrs stride, pad, act (no dilation, no groups).  Direct serial njit loops: these layers
+    are small, and the weight block of a location is reused over the batch."""
+    name = "local2d"
+    inputs = ("x", "weight", "bias?")
+
+    def out_shape(self, in_shapes, attrs):
+        N = in_shapes[0][0]
+        OH, OW, O = in_shapes[1][:3]
+        return (N, O, OH, OW)
+
+    def workspace(self, in_shapes, attrs):
+        _, _, _, C, kh, kw = in_shapes[1]
+        return {"patch": (C * kh * kw,), "dpatch": (C * kh * kw,)}
+
+    def ref_forward(self, xs, attrs, train=False, rng=None):
+        x, w, b = xs
+        sh, sw, pt, pb, pl, pr, _, _, _, act = conv_attrs(attrs)
+        OH, OW, O, C, kh, kw = w.shape
+        xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+        y = np.zeros((x.shape[0], O, OH, OW), dtype=x.dtype)
+        for i in range(OH):
+            for j in range(OW):
+                patch = xp[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw]
+                y[:, :, i, j] = np.einsum("nckl,ockl->no", patch, w[i, j])
+        if b is not None:
+            y += b[None]
+        return _act(y, act), {}
+
+    def ref_backward(self, xs, y, saved, dy, attrs):
+        x, w, b = xs
+        sh, sw, pt, pb, pl, pr, _, _, _, act = conv_attrs(attrs)
+        OH, OW, O, C, kh, kw = w.shape
+        H, W = x.shape[2:]
+        dz = relu_mask(dy, y, act)
+        xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
+        dxp = np.zeros_like(xp)
+        dw = np.zeros_like(w)
+        for i in range(OH):
+            for j in range(OW):
+                sl = (slice(None), slice(None), slice(i * sh, i * sh + kh), slice(j * sw, j * sw + kw))
+                dw[i, j] = np.einsum("nckl,no->ockl", xp[sl], dz[:, :, i, j])
+                dxp[sl] += np.einsum("no,ockl->nckl", dz[:, :, i, j], w[i, j])
+        return [dxp[:, :, pt:pt + H, pl:pl + W], dw, None if b is None else dz.sum(axis=0)]
+
+    def forward(self, xs, y, saved, ws, attrs, train, rng=None):
+        x, w, b = xs
+        sh, sw, pt, pb, pl, pr, _, _, _, act = conv_attrs(attrs)
+        OH, OW, O, C, kh, kw = w.shape
+        bias = _dummy3(x.dtype) if b is None else b
+        kernels(act).local_fwd(x, w.reshape(OH, OW, O, C * kh * kw), bias, b is not None, y,
+                               kh, kw, sh, sw, pt, pl, ws["patch"])
+
+    def backward(self, xs, y, saved, dy, dxs, ws, attrs):
+        x, w, b = xs
+        dx, dw, db = dxs
+        sh, sw, pt, pb, pl, pr, _, _, _, act = conv_attrs(attrs)
+        OH, OW, O, C, kh, kw = w.shape
+        d4 = _dummy4(x.dtype)
+        kernels(act).local_bwd(
+            x, w.reshape(OH, OW, O, C * kh * kw), y, dy, d4 if dx is None else dx,
+            d4 if dw is None else dw.reshape(OH, OW, O, C * kh * kw),
+            _dummy3(x.dtype) if db is None else db, dx is not None, dw is not None, db is not None,
+            kh, kw, sh, sw, pt, pl, ws["patch"], ws["dpatch"])
+
+
+def _dummy3(dtype):
+    return _dummy(dtype).reshape(1, 1, 1)
+
+
+def _dummy4(dtype):
+    return _dummy(dtype).reshape(1, 1, 1, 1)

@@ -1,0 +1,271 @@
+"""Elementwise and regularisation ops: add, concat, axpy, fill, dropout, stochastic_depth.
+
+Also home of the small launcher helpers shared by the pointwise op files (``view``,
+``empty``, ``opt``, ``use_parallel``, ``kernels``).
+
+Kernel template: ``templates/elementwise.py.j2`` (no static config).  Plain copies and sums
+(add, concat) use numpy ufuncs with ``out=`` -- no allocation, no compile, and as fast as a
+loop for these memory-bound ops.
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import numpy as np
+
+from compiler.codegen.kernel_cache import load_kernels
+from compiler.ops.base import Op, register_op
+
+# Elements from which a kernel is worth a parallel=True variant (a prange region costs
+# 1-2 us a call and ~1 s of compile per kernel; below this size the serial loop is faster).
+PAR_MIN = int(os.environ.get("NETSPEC_PAR_MIN", 1 << 18))
+
+_EMPTY: dict = {}
+
+
+def empty(dtype, ndim: int = 1) -> np.ndarray:
+    """A cached size-0 array standing for an absent optional array in a kernel call."""
+    key = (np.dtype(dtype).str, ndim)
+    a = _EMPTY.get(key)
+    if a is None:
+        a = _EMPTY[key] = np.zeros((0,) * ndim, dtype=dtype)
+    return a
+
+
+def view(a: np.ndarray, shape) -> np.ndarray:
+    """``a.reshape(shape)`` that never copies (kernels write through these views)."""
+    if not a.flags.c_contiguous:
+        raise ValueError("netspec kernels need C-contiguous arrays")
+    return a.reshape(shape)
+
+
+def opt(a, shape, dtype, ndim: int | None = None) -> np.ndarray:
+    """View of ``a`` with ``shape``, or a size-0 stand-in when ``a`` is None."""
+    if a is None:
+        return empty(dtype, len(shape) if ndim is None else ndim)
+    return view(a, shape)
+
+
+def use_parallel(n_elements: int, n_items: int = 2) -> bool:
+    return n_elements >= PAR_MIN and n_items >= 2
+
+
+@functools.lru_cache(maxsize=None)
+def kernels(template: str, **config):
+    """The rendered + imported kernel module (rendering once per process and config)."""
+    return load_kernels(template, **config)
+
+
+@register_op
+class Add(Op):
+    """y = x0 + x1 + ... (n >= 2 inputs, same shape).  Backward copies dy to every needed dx."""
+    name = "add"
+    inputs = ("x0", "x1", "*")   # variadic: any number >= 2
+
+    def out_shape(self, in_shapes, attrs):
+        if len(in_shapes) < 2 or any(tuple(s) != tuple(in_shapes[0]) for s in in_shapes):
+            raise ValueError(f"add needs >= 2 inputs of one shape, got {in_shapes}")
+        return tuple(in_shapes[0])
+
+    def ref_forward(self, xs, attrs, train=False, rng=None):
+        y = xs[0].copy()
+        for x in xs[1:]:
+            y = y + x
+        return y, {}
+
+    def ref_backward(self, xs, y, saved, dy, attrs):
+        return [dy.copy() for _ in xs]
+
+    def forward(self, xs, y, saved, ws, attrs, train, rng=None):
+        np.add(xs[0], xs[1], out=y)
+        for x in xs[2:]:
+            np.add(y, x, out=y)
+
+    def backward(self, xs, y, saved, dy, dxs, ws, attrs):
+        for dx in dxs:
+            if dx is not None and dx is not dy:
+                np.copyto(dx, dy)
+
+
+@register_op
+class Concat(Op):
+    """Concatenation along axis 1 (channels / features).  Backward slices dy."""
+    name = "concat"
+    inputs = ("x0", "x1", "*")
+
+    def out_shape(self, in_shapes, attrs):
+        s0 = tuple(in_shapes[0])
+        for s in in_shapes:
+            if len(s) != len(s0) or s[0] != s0[0] or tuple(s[2:]) != s0[2:]:
+                raise ValueError(f"concat: shapes differ off axis 1: {in_shapes}")
+        return (s0[0], sum(s[1] for s in in_shapes)) + s0[2:]
+
+    def ref_forward(self, xs, attrs, train=False, rng=None):
+        return np.concatenate(xs, axis=1), {}
+
+    def ref_backward(self, xs, y, saved, dy, attrs):
+        out, off = [], 0
+        for x in xs:
+            out.append(dy[:, off:off + x.shape[1]].copy())
+            off += x.shape[1]
+        return out
+
+    def forward(self, xs, y, saved, ws, attrs, train, rng=None):
+        off = 0
+        for x in xs:
+            y[:, off:off + x.shape[1]] = x
+            off += x.shape[1]
+
+    def backward(self, xs, y, saved, dy, dxs, ws, attrs):
+        off = 0
+        for x, dx in zip(xs, dxs):
+            if dx is not None:
+                dx[...] = dy[:, off:off + x.shape[1]]
+            off += x.shape[1]
+
+
+@register_op
+class Axpy(Op):
+    """y = acc + a*x (attrs a, default 1.0): gradient accumulation at fan-out points.
+
+    Meant to run in place (the compiler may pass ``y is acc``); inputs (acc, x) of one
+    shape.  Backward: d acc = dy, d x = a*dy."""
+    name = "axpy"
+    inputs = ("acc", "x")
+
+    def out_shape(self, in_shapes, attrs):
+        if tuple(in_shapes[0]) != tuple(in_shapes[1]):
+            raise ValueError(f"axpy: shapes differ {in_shapes}")
+        return tuple(in_shapes[0])
+
+    def ref_forward(self, xs, attrs, train=False, rng=None):
+        return xs[0] + attrs.get("a", 1.0) * xs[1], {}
+
+    def ref_backward(self, xs, y, saved, dy, attrs):
+        return [dy.copy(), attrs.get("a", 1.0) * dy]
+
+    def forward(self, xs, y, saved, ws, attrs, train, rng=None):
+        kernels("elementwise").axpy(view(xs[0], -1), view(xs[1], -1), float(attrs.get("a", 1.0)),
+                                    view(y, -1))
+
+    def backward(self, xs, y, saved, dy, dxs, ws, attrs):
+        a = float(attrs.get("a", 1.0))
+        if dxs[0] is not None:
+            np.copyto(dxs[0], dy)
+        if dxs[1] is not None:
+            kernels("elementwise").scale(view(dy, -1), a, view(dxs[1], -1))
+
+
+@register_op
+class Fill(Op):
+    """y[...] = value (attrs shape incl. batch, value).  No inputs; not differentiable
+    (zeroing gradient accumulators, constant tensors)."""
+    name = "fill"
+    inputs = ()
+    differentiable = False
+
+    def out_shape(self, in_shapes, attrs):
+        return tuple(attrs["shape"])
+
+    def ref_forward(self, xs, attrs, train=False, rng=None):
+        return np.full(tuple(attrs["shape"]), attrs.get("value", 0.0)), {}
+
+    def forward(self, xs, y, saved, ws, attrs, train, rng=None):
+        y.fill(attrs.get("value", 0.0))
+
+
+@register_op
+class Dropout(Op):
+    """Inverted dropout (the seeds' "more common" form), attrs p = DROP probability.
+
+    train: u ~ U[0,1) drawn with ``rng.random`` in the array dtype (shape of x), keep where
+    u >= p, y = x * keep / (1-p); saved "mask" holds keep/(1-p) (0 or 1/(1-p)).
+    eval: identity, no scaling (a given "mask" buffer is set to 1, so a backward after an
+    eval forward is the identity too).  Backward: dx = dy * mask.  p >= 1 drops everything."""
+    name = "dropout"
+    random = True
+
+    def out_shape(self, in_shapes, attrs):
+        return tuple(in_shapes[0])
+
+    def saved_specs(self, in_shapes, attrs):
+        return {"mask": (tuple(in_shapes[0]), "float")}
+
+    def ref_forward(self, xs, attrs, train=False, rng=None):
+        x, p = xs[0], float(attrs.get("p", 0.5))
+        if not train:
+            return x.copy(), {"mask": np.ones_like(x)}
+        u = rng.random(x.shape, dtype=x.dtype)
+        scale = 1.0 / (1.0 - p) if p < 1.0 else 0.0
+        mask = (u >= p).astype(x.dtype) * x.dtype.type(scale)
+        return x * mask, {"mask": mask}
+
+    def ref_backward(self, xs, y, saved, dy, attrs):
+        return [dy * saved["mask"]]
+
+    def forward(self, xs, y, saved, ws, attrs, train, rng=None):
+        x = xs[0]
+        if not train:
+            if y is not x:
+                np.copyto(y, x)
+            if "mask" in saved:
+                saved["mask"].fill(1)
+            return
+        p = float(attrs.get("p", 0.5))
+        mask = saved["mask"]
+        rng.random(out=mask, dtype=mask.dtype)
+        kernels("elementwise").dropout_fwd(view(x, -1), p, view(mask, -1), view(y, -1))
+
+    def backward(self, xs, y, saved, dy, dxs, ws, attrs):
+        if dxs[0] is not None:
+            np.multiply(dy, saved["mask"], out=dxs[0])
+
+
+@register_op
+class StochasticDepth(Op):
+    """Stochastic depth on a residual branch (Huang et al. 2016), attrs p = DROP probability.
+
+    train: per sample n, u_n ~ U[0,1) (``rng.random((N,))`` in the array dtype), keep_n =
+    u_n >= p, y[n] = keep_n * x[n] -- NO rescaling at train time (the paper's form, as the
+    seeds cite it); saved "keep" (N,) holds 0/1.  eval: y = (1-p) * x, the expected value of
+    the branch (the paper's test-time rule: scale by the survival probability).
+    Backward: dx[n] = keep_n * dy[n]; an eval forward sets a given "keep" buffer to 1-p, so
+    the backward after it is (1-p)*dy."""
+    name = "stochastic_depth"
+    random = True
+
+    def out_shape(self, in_shapes, attrs):
+        return tuple(in_shapes[0])
+
+    def saved_specs(self, in_shapes, attrs):
+        return {"keep": ((in_shapes[0][0],), "float")}
+
+    def ref_forward(self, xs, attrs, train=False, rng=None):
+        x, p = xs[0], float(attrs.get("p", 0.5))
+        if not train:
+            return x * x.dtype.type(1.0 - p), {"keep": np.full(x.shape[:1], 1.0 - p, x.dtype)}
+        keep = (rng.random((x.shape[0],), dtype=x.dtype) >= p).astype(x.dtype)
+        return x * keep.reshape((-1,) + (1,) * (x.ndim - 1)), {"keep": keep}
+
+    def ref_backward(self, xs, y, saved, dy, attrs):
+        return [dy * saved["keep"].reshape((-1,) + (1,) * (dy.ndim - 1))]
+
+    def forward(self, xs, y, saved, ws, attrs, train, rng=None):
+        x = xs[0]
+        N = x.shape[0]
+        p = float(attrs.get("p", 0.5))
+        k = kernels("elementwise")
+        if not train:
+            k.scale(view(x, -1), 1.0 - p, view(y, -1))
+            if "keep" in saved:
+                saved["keep"].fill(1.0 - p)
+            return
+        keep = saved["keep"]
+        rng.random(out=keep, dtype=keep.dtype)
+        k.sdepth_fwd(view(x, (N, -1)), p, keep, view(y, (N, -1)))
+
+    def backward(self, xs, y, saved, dy, dxs, ws, attrs):
+        if dxs[0] is not None:
+            N = dy.shape[0]
+            kernels("elementwise").rowscale(view(dy, (N, -1)), saved["keep"], view(dxs[0], (N, -1)))

@@ -1,0 +1,109 @@
+"""Block definitions (the ``blocks:`` section): parsing and checking of names, argument
+declarations and defaults. Expansion of block instances lives in netspec/loader.py.
+
+``parse_blocks(doc, node, reserved) -> {name: BlockDef}``. Arguments are declared as
+``name: TYPE`` or ``name: {type: TYPE, default: VALUE, doc: TEXT}`` with TYPE one of
+int, float, bool, str; defaults are type-checked here, at their definition.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import Loc, did_you_mean
+from .yamlsrc import Document, YMap, YNode, YScalar, YSeq, choice_hint, coerce, show
+
+IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+ARG_TYPES = ("int", "float", "bool", "str")
+INSTANCE_KEYS = ("name", "from", "repeat", "first", "freeze", "lr_mult")
+
+
+@dataclass
+class BlockArg:
+    name: str
+    type: str               # int | float | bool | str
+    default: YNode | None   # None: required
+    loc: Loc
+
+
+@dataclass
+class BlockDef:
+    name: str
+    args: dict[str, BlockArg]
+    layers: YSeq
+    loc: Loc
+
+
+def _is_null(node) -> bool:
+    return node is None or (isinstance(node, YScalar) and node.value is None)
+
+
+def _keys(doc: Document, node: YNode, what: str, keys) -> YMap:
+    if not isinstance(node, YMap):
+        raise doc.error(node, f"{what} must be a mapping, got {node.kind} {show(node)}",
+                        "write `{key: value, ...}`")
+    for k in node.items:
+        if k not in keys:
+            raise doc.error(node.key_loc(k), f"unknown key {k!r} in {what}",
+                            did_you_mean(k, keys), k)
+    return node
+
+
+def parse_blocks(doc: Document, node: YNode, reserved) -> dict[str, BlockDef]:
+    """``reserved``: names a block cannot take (layer types, ``sequential``, ``input``)."""
+    if not isinstance(node, YMap):
+        raise doc.error(node, f"`blocks` must be a mapping of block names to definitions, "
+                        f"got {node.kind}", "see docs/spec-language.md, section blocks")
+    out = {}
+    for bname, bnode in node.items.items():
+        kloc = node.key_loc(bname)
+        if not IDENT.match(bname):
+            raise doc.error(kloc, f"invalid block name {bname!r}",
+                            "block names are identifiers: [A-Za-z_][A-Za-z0-9_]*", bname)
+        if bname in reserved:
+            raise doc.error(kloc, f"block name {bname!r} is already a layer type",
+                            "choose another name", bname)
+        b = _keys(doc, bnode, f"block {bname!r}", ("args", "layers", "doc"))
+        if "layers" not in b.items:
+            raise doc.error(kloc, f"block {bname!r} has no `layers`",
+                            "add `layers:` with the block's layers")
+        lay = b.items["layers"]
+        if not isinstance(lay, YSeq) or not lay.items:
+            raise doc.error(lay, f"`layers` of block {bname!r} must be a non-empty list",
+                            "e.g. `layers: [{conv: {out: $channels, kernel: 3}}, {relu: {}}]`")
+        args = {}
+        an = b.items.get("args")
+        if not _is_null(an):
+            if not isinstance(an, YMap):
+                raise doc.error(an, f"`args` of block {bname!r} must be a mapping like "
+                                "`{channels: int, stride: {type: int, default: 1}}`")
+            for aname, anode in an.items.items():
+                args[aname] = _arg(doc, bname, aname, an.key_loc(aname), anode)
+        out[bname] = BlockDef(bname, args, lay, kloc)
+    return out
+
+
+def _arg(doc: Document, bname: str, aname: str, kloc: Loc, node: YNode) -> BlockArg:
+    if not IDENT.match(aname) or aname in INSTANCE_KEYS:
+        raise doc.error(kloc, f"invalid argument name {aname!r} in block {bname!r}",
+                        "argument names are identifiers other than "
+                        + ", ".join(INSTANCE_KEYS), aname)
+    default = None
+    if isinstance(node, YMap):
+        m = _keys(doc, node, f"argument {aname!r}", ("type", "default", "doc"))
+        if "type" not in m.items:
+            raise doc.error(node, f"argument {aname!r} needs a `type`",
+                            "e.g. `{type: int, default: 1}`")
+        tnode, default = m.items["type"], m.items.get("default")
+    else:
+        tnode = node
+    t = tnode.value if isinstance(tnode, YScalar) else None
+    if t not in ARG_TYPES:
+        raise doc.error(tnode, f"argument {aname!r} of block {bname!r}: unknown type "
+                        f"{show(tnode)}", choice_hint(t, ARG_TYPES), t)
+    if default is not None:
+        if _is_null(default):  # null is not a value of int/float/bool/str
+            raise doc.error(default, f"argument {aname!r}: default cannot be null",
+                            "remove `default` to make the argument required")
+        coerce(doc, default, t, f"default of argument {aname!r}")
+    return BlockArg(aname, t, default, kloc)

@@ -1,0 +1,92 @@
+"""``netspec predict SPEC --checkpoint FILE INPUT ...`` -> predicted class and probability.
+
+INPUTs are ``.npz`` files (array ``x``, or the only array: (N, C, H, W), (N, H, W) or one
+image (C, H, W) / (H, W)) or image files (PNG/JPEG ...; read like the training image
+folders, 0..255). Images go through the run's preprocessing (from the checkpoint). Prints
+one line per image (``--json``: one JSON list). Exit 1 with one message for bad inputs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ._common import build_net, fail, known_errors, load_spec, preprocessor, read_checkpoint, softmax
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("predict", help="classify images with a trained checkpoint",
+                              description="Predicted class and probability for each input image.")
+    p.add_argument("spec", metavar="SPEC", help="the spec file (.yaml)")
+    p.add_argument("--checkpoint", required=True, metavar="FILE")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help=".npz or image files")
+    p.add_argument("--top", type=int, default=1, help="show the top-k classes")
+    p.add_argument("--backend", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--json", action="store_true")
+    return p
+
+
+def read_inputs(paths, input_shape) -> tuple[np.ndarray, list[str]]:
+    """-> (x (N, C, H, W) float32, labels naming each image)."""
+    from runtime.data import DataError, read_image
+    xs, names = [], []
+    for p in map(Path, paths):
+        if not p.is_file():
+            raise DataError(f"{p}: no such file")
+        if p.suffix.lower() == ".npz":
+            try:
+                with np.load(p, allow_pickle=False) as z:
+                    keys = list(z.files)
+                    key = "x" if "x" in keys else (keys[0] if len(keys) == 1 else None)
+                    if key is None:
+                        raise DataError(f"{p}: expected an array 'x' (has {keys})")
+                    a = z[key]
+            except (OSError, ValueError, EOFError) as e:
+                raise DataError(f"{p}: not a readable .npz without pickled objects ({e})") from e
+            if a.dtype.kind not in "iufb":
+                raise DataError(f"{p}: images must be numeric, got {a.dtype}")
+            if tuple(a.shape) == tuple(input_shape):            # one image (C, H, W)
+                a = a[None]
+            elif a.ndim == 2 and input_shape[0] == 1:            # one grey image (H, W)
+                a = a[None, None]
+            elif a.ndim == 3 and input_shape[0] == 1:            # grey images (N, H, W)
+                a = a[:, None]
+            a = a.astype(np.float32)
+            xs.append(a)
+            names += [f"{p}[{i}]" for i in range(a.shape[0])] if a.shape[0] > 1 else [str(p)]
+        else:
+            xs.append(read_image(p)[None])
+            names.append(str(p))
+    for a, n in zip(xs, paths):
+        if tuple(a.shape[1:]) != tuple(input_shape):
+            raise DataError(f"{n}: images of shape {tuple(a.shape[1:])}, the net expects "
+                            f"{tuple(input_shape)} (C, H, W)")
+    return np.concatenate(xs), names
+
+
+def run(args) -> int:
+    try:
+        spec = load_spec(args.spec)
+        arrays, meta = read_checkpoint(args.checkpoint)
+        x, names = read_inputs(args.inputs, tuple(spec.input_shape))
+        pre = preprocessor(spec, arrays, args.checkpoint)
+        net = build_net(spec, arrays, args.backend)
+        probs = softmax(net.forward(pre.apply(x), train=False))
+    except known_errors() as e:
+        return fail(f"netspec predict: {e}")
+    classes = meta.get("class_names") or [str(i) for i in range(probs.shape[1])]
+    k = max(1, min(args.top, probs.shape[1]))
+    out = []
+    for n, p in zip(names, probs):
+        top = np.argsort(-p)[:k]
+        out.append({"input": n, "predictions": [{"class": classes[i] if i < len(classes) else str(i),
+                                                 "index": int(i), "probability": float(p[i])} for i in top]})
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        for o in out:
+            print(o["input"] + ": " + ", ".join(f"{q['class']} ({q['probability']:.3f})"
+                                                for q in o["predictions"]))
+    return 0

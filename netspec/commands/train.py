@@ -1,0 +1,76 @@
+"""``netspec train SPEC [--out DIR] [--epochs N] [--batch-size B] [--data SOURCE_OR_PATH]
+[--resume] [--folds K] [--backend cpu|cuda] [--no-progress]``.
+
+Runs ``runtime.train.train`` and prints a one-line summary. Exit status: 0 done, 1 failed
+(bad spec, data, checkpoint, divergence: one message on stderr, no traceback), 130 when
+interrupted with Ctrl-C (a checkpoint was saved; continue with ``--resume``).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ._common import fail, known_errors
+
+
+def _pos(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("train", help="train the net of a spec",
+                              description="Train the net of a spec with its train: section; "
+                              "writes metrics.csv, curves.png, checkpoint.npz and summary.json.")
+    p.add_argument("spec", metavar="SPEC", help="the spec file (.yaml)")
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="run directory (default: runs/<spec name>)")
+    p.add_argument("--epochs", type=_pos, default=None, help="override train.epochs")
+    p.add_argument("--batch-size", type=_pos, default=None, help="override train.batch_size")
+    p.add_argument("--data", metavar="SOURCE_OR_PATH", default=None,
+                   help="data source name (digits) or path (.npz, CIFAR-10/MNIST/image folder)")
+    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.npz")
+    p.add_argument("--folds", type=_pos, default=None, help="K-fold cross-validation (K >= 2)")
+    p.add_argument("--backend", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar or epoch lines")
+    return p
+
+
+def run(args) -> int:
+    import netspec
+    try:
+        spec = netspec.load(Path(args.spec))
+    except netspec.SpecError as e:
+        return fail(str(e))
+    except OSError as e:
+        return fail(f"netspec train: cannot read {args.spec!r}: {e.strerror or e}")
+    if args.folds == 1:
+        return fail("netspec train: --folds needs K >= 2")
+    out = Path(args.out) if args.out else Path("runs") / spec.name
+    from runtime.train import train
+    try:
+        s = train(spec, out, epochs=args.epochs, batch_size=args.batch_size, data=args.data,
+                  resume=args.resume, folds=args.folds, progress=not args.no_progress,
+                  backend=args.backend)
+    except known_errors() as e:
+        return fail(f"netspec train: {e}")
+    if s.get("status") == "interrupted":
+        return 130
+    line = (f"{spec.name}: {s['epochs']} epochs, train loss {s['train_loss']:.4f}, "
+            f"val acc {s['val_accuracy']:.4f}, test acc {s['test_accuracy']:.4f}, "
+            f"{s['images_per_second']:.0f} img/s, {s['seconds']:.1f} s -> {out}")
+    if "folds" in s:
+        line += (f"\n{s['folds']}-fold val accuracy {s['val_accuracy']:.4f} "
+                 f"+- {s['val_accuracy_std']:.4f}")
+    if "ema_test_accuracy" in s:
+        line += f"\nEMA weights: test acc {s['ema_test_accuracy']:.4f}"
+    if "ensemble_test_accuracy" in s:
+        line += f"\nsnapshot ensemble ({len(s['snapshots'])}): test acc {s['ensemble_test_accuracy']:.4f}"
+    print(line)
+    return 0

@@ -1,0 +1,521 @@
+"""``load(path_or_text) -> Spec``: the spec language front end (docs/spec-language.md).
+
+Pipeline: safe YAML with locations (``yamlsrc.parse``) -> top-level keys -> block
+definitions -> expansion of ``layers`` (sequential, blocks with ``$arg`` substitution,
+``repeat``/``first``) into a flat list of ``LayerSpec`` in written order, with
+hierarchical PyTorch-style names and ``from:`` resolved to producer names -> outputs,
+init, train.  Every problem is a ``SpecError`` located at the offending value.
+
+Decisions not spelled out in the language doc:
+* ``freeze`` and ``lr_mult`` (``netspec.layers.COMMON_ATTRS``) are stored in
+  ``LayerSpec.attrs`` for every layer (defaults false / 1.0). On a block instance or a
+  sequential they apply to every layer inside (freeze is or-ed, lr_mult multiplied).
+* Relative indices count the entries of the current scope (a block instance or a
+  sequential counts as one entry, its output being its last layer); ``-k`` may reach
+  back to the scope's input (``-1`` on the first entry is the scope input).
+* A block instance or sequential name (``layer1``, ``layer1.0``, ``features``) can be
+  used in ``from:``/``outputs`` and stands for its last layer.
+* Layer names may not be ``input`` (reserved for ``from: input``).
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .blocks import ARG_TYPES, IDENT, INSTANCE_KEYS, BlockArg, BlockDef, parse_blocks  # noqa: F401
+from .errors import Loc, SpecError, did_you_mean
+from .spec import INPUT, LayerSpec, Spec
+from .yamlsrc import (MAX_BYTES, Document, YMap, YNode, YScalar, YSeq, choice_hint, coerce,
+                      parse, show)
+
+VERSION = 1
+INDEX = re.compile(r"(0|[1-9][0-9]{0,8})\Z")
+SPEC_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*\Z")
+ARGREF = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)\Z")
+TOP_KEYS = ("netspec", "name", "input", "blocks", "layers", "outputs", "train", "init")
+MAX_LAYERS = 20_000   # ResNet-152 has ~500 layers; bounds expansion time (~1 s)
+MAX_REPEAT = 10_000
+STRUCTURAL = ("name", "from")
+
+
+def load(path_or_text: "str | os.PathLike | bytes", *, file: str | None = None) -> Spec:
+    """Load and expand a spec.
+
+    ``path_or_text``: a ``Path``; a ``str`` naming an existing file (a one-line string
+    ending in .yaml/.yml is taken as a path even if missing -> FileNotFoundError); YAML
+    text (``str`` or ``bytes``). ``file`` overrides the name used in messages.
+    Raises SpecError for every problem in the spec, OSError when a file cannot be read."""
+    data, name = _read(path_or_text, file)
+    return _Expander(parse(data, name)).run()
+
+
+def _read(src, file):
+    if isinstance(src, os.PathLike) or (
+            isinstance(src, str) and "\n" not in src and src.strip()
+            and (src.endswith((".yaml", ".yml")) or os.path.isfile(src))):
+        p = Path(src)
+        size = p.stat().st_size
+        if size > MAX_BYTES:
+            raise SpecError(f"spec file too large ({size} bytes; limit {MAX_BYTES})",
+                            file or str(p), 1, 1, hint="a spec should be a few kilobytes")
+        return p.read_bytes(), file or str(p)
+    if isinstance(src, (str, bytes, bytearray)):
+        return src, file or "<spec>"
+    raise TypeError(f"load() takes a path or YAML text, not {type(src).__name__}")
+
+
+def _registry() -> dict:
+    from . import layers  # noqa: F401  (importing the package registers the catalogue)
+    from .layers.base import REGISTRY
+    return REGISTRY
+
+
+def _common_attrs() -> dict:
+    from . import layers
+    return getattr(layers, "COMMON_ATTRS", {})
+
+
+@dataclass
+class Scope:
+    """Naming and ``from:`` resolution context: the net, a block instance or a sequential."""
+    prefix: str                   # "" at the top, "layer1.0." in a block instance
+    input: str                    # what `from: input` means here
+    outs: list[str]               # [scope input, output of entry 1, ...] for relative indices
+    parent: "Scope | None" = None
+    by_index: bool = False        # sequential: unnamed children are named by their index
+    env: dict[str, YNode] | None = None   # block arguments (None outside blocks)
+    block: str | None = None
+    trace: tuple[Loc, ...] = ()
+    freeze: bool = False
+    lr_mult: float = 1.0
+    local: dict[str, str] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+class _Expander:
+    def __init__(self, doc: Document):
+        self.doc = doc
+        self.reg = _registry()
+        self.common = _common_attrs()
+        self.blocks: dict[str, BlockDef] = {}
+        self.layers: list[LayerSpec] = []
+        self.defined: dict[str, Loc] = {}    # every name (layers and groups) -> where
+        self.stack: list[str] = []           # blocks being expanded (recursion check)
+        self.top: Scope | None = None
+
+    # ------------------------------------------------------------------ errors
+    def err(self, where, message, hint=None, value=None, scope: Scope | None = None):
+        """A located SpecError (``scope`` is accepted for readability; the block call
+        sites are added by ``_entry`` to every error raised inside a block)."""
+        return self.doc.error(where, message, hint, value)
+
+    @staticmethod
+    def _note(e: SpecError, scope: Scope) -> None:
+        if scope.trace and not getattr(e, "_traced", False):
+            where = "; ".join(f"in block used at {loc}" for loc in reversed(scope.trace))
+            e.hint = f"{e.hint}\nnote: {where}" if e.hint else f"(this layer is {where})"
+            e._traced = True
+
+    # ------------------------------------------------------------------ top level
+    def run(self) -> Spec:
+        root, doc = self.doc.root, self.doc
+        if "netspec" not in root.items:
+            raise self.err(Loc(doc.file, 1, 1), "missing the language version `netspec: 1`",
+                           "add `netspec: 1` as the first line")
+        v = root.items["netspec"]
+        val = v.value if isinstance(v, YScalar) else None
+        if isinstance(val, int) and not isinstance(val, bool):
+            if val != VERSION:
+                raise self.err(v, f"unsupported spec language version {val}",
+                               f"this netspec reads version {VERSION} specs: write "
+                               f"`netspec: {VERSION}` and see docs/spec-language.md", val)
+        else:
+            raise self.err(v, f"`netspec:` must be the integer {VERSION}, got {v.kind}"
+                           + (f" {show(val)}" if isinstance(v, YScalar) else ""),
+                           f"write `netspec: {VERSION}`", val)
+        for k in root.items:
+            if k not in TOP_KEYS:
+                raise self.err(root.key_loc(k), f"unknown top-level key {k!r}",
+                               did_you_mean(k, TOP_KEYS), k)
+        for k in ("name", "input", "layers"):
+            if k not in root.items:
+                raise self.err(Loc(doc.file, 1, 1), f"missing required top-level key {k!r}",
+                               {"name": "add e.g. `name: mynet`",
+                                "input": "add the input shape without batch, e.g. "
+                                         "`input: [3, 32, 32]`",
+                                "layers": "add `layers:` with a list of layers"}[k])
+        name = coerce(doc, root.items["name"], "str", "`name`")
+        if not SPEC_NAME.match(name):
+            raise self.err(root.items["name"], f"invalid spec name {name!r}",
+                           "use letters, digits, '_' and '-', starting with a letter or '_'",
+                           name)
+        inode = root.items["input"]
+        if not isinstance(inode, YSeq) or len(inode.items) not in (1, 3):
+            raise self.err(inode, "`input` must be a list [C, H, W] (or [F] for vectors), got "
+                           + (f"a list of {len(inode.items)}" if isinstance(inode, YSeq)
+                              else f"{inode.kind} {show(inode)}"),
+                           "e.g. `input: [3, 32, 32]` (channels, height, width; no batch)")
+        shape = coerce(doc, inode, "ints", "`input`", min=1, max=2 ** 31 - 1)
+        if "blocks" in root.items:
+            self.blocks = parse_blocks(doc, root.items["blocks"],
+                                       set(self.reg) | {"sequential", INPUT})
+        lnode = root.items["layers"]
+        self.top = Scope(prefix="", input=INPUT, outs=[INPUT])
+        self._entries(lnode, self.top, "`layers`")
+        outputs = self._outputs(root.items.get("outputs"))
+        init = self._init(root.items.get("init"))
+        from .train_schema import validate_train
+        tnode = root.items.get("train")
+        train = validate_train(None if _is_null(tnode) else tnode, doc)
+        return Spec(name=name, version=VERSION, input_shape=tuple(shape), layers=self.layers,
+                    outputs=outputs, train=train, init=init, file=doc.file,
+                    source_lines=doc.lines, input_loc=inode.loc)
+
+    def _outputs(self, node) -> list[str]:
+        if _is_null(node):
+            return [self.layers[-1].name]
+        items = node.items if isinstance(node, YSeq) else [node]
+        if not items:
+            raise self.err(node, "`outputs` is empty", "remove it (the default is the last "
+                           "layer) or list layer names")
+        out: list[str] = []
+        for it in items:
+            ref = coerce(self.doc, it, "str", "`outputs` entry")
+            prod = self._lookup(ref, self.top)
+            if prod is None:
+                raise self.err(it, f"`outputs` names unknown layer {ref!r}",
+                               did_you_mean(ref, self.top.local) or "list layer names", ref)
+            if prod in out:
+                raise self.err(it, f"output {ref!r} is listed twice", "remove one", ref)
+            out.append(prod)
+        return out
+
+    def _init(self, node) -> dict | None:
+        if _is_null(node):
+            return None
+        m = self._map(node, "`init`", ("checkpoint", "skip"))
+        if "checkpoint" not in m.items:
+            raise self.err(node, "`init` needs `checkpoint: <path>`", "e.g. "
+                           "`init: {checkpoint: runs/base/checkpoint.npz}`")
+        ck = coerce(self.doc, m.items["checkpoint"], "str", "`init.checkpoint`")
+        skip = []
+        sk = m.items.get("skip")
+        for it in (sk.items if isinstance(sk, YSeq) else [] if _is_null(sk) else [sk]):
+            s = coerce(self.doc, it, "str", "`init.skip` entry")
+            if s not in self.defined:
+                raise self.err(it, f"`init.skip` names unknown layer {s!r}",
+                               did_you_mean(s, self.defined), s)
+            skip.append(s)
+        return {"checkpoint": ck, "skip": skip}
+
+    def _map(self, node, what: str, keys, scope=None) -> YMap:
+        if _is_null(node):
+            return YMap(node.loc)
+        if not isinstance(node, YMap):
+            raise self.err(node, f"{what} must be a mapping, got {node.kind} {show(node)}",
+                           "write `{key: value, ...}`", scope=scope)
+        for k in node.items:
+            if k not in keys:
+                raise self.err(node.key_loc(k), f"unknown key {k!r} in {what}",
+                               did_you_mean(k, keys), k, scope)
+        return node
+
+    # ------------------------------------------------------------------ blocks
+    # ------------------------------------------------------------------ expansion
+    def _entries(self, lnode, scope: Scope, what: str) -> None:
+        if not isinstance(lnode, YSeq):
+            raise self.err(lnode, f"{what} must be a list of layers, got {lnode.kind}",
+                           "write each layer as a list item: `- conv: {out: 16, kernel: 3}`",
+                           scope=scope)
+        if not lnode.items:
+            raise self.err(lnode, f"{what} is empty", "add at least one layer", scope=scope)
+        for i, e in enumerate(lnode.items):
+            try:
+                self._entry(e, scope, i)
+            except SpecError as err:
+                self._note(err, scope)
+                raise
+
+    def _entry(self, node: YNode, scope: Scope, index: int) -> None:
+        if isinstance(node, YScalar) and isinstance(node.value, str):
+            raise self.err(node, f"layer entry {node.value!r} is not a mapping",
+                           f"write `- {node.value}: {{}}`", node.value, scope)
+        if not isinstance(node, YMap) or not node.items:
+            raise self.err(node, f"a layer entry must be a one-key mapping `- TYPE: {{attrs}}`"
+                           f", got {node.kind}", "e.g. `- conv: {out: 16, kernel: 3}`",
+                           scope=scope)
+        keys = list(node.items)
+        if len(keys) > 1:
+            first = keys[0]
+            hint = (f"indent the attributes under `{first}:` (or write `- {first}: "
+                    f"{{{keys[1]}: ...}}`)" if _is_null(node.items[first]) else
+                    "start each layer with its own '-'")
+            raise self.err(node.key_loc(keys[1]), f"a layer entry has one key (its type); "
+                           f"found {keys[1]!r} after {first!r}", hint, keys[1], scope)
+        tname, tloc = keys[0], node.key_loc(keys[0])
+        body = node.items[tname]
+        if _is_null(body):
+            body = YMap(body.loc)
+        if not isinstance(body, YMap):
+            raise self.err(body, f"the attributes of {tname!r} must be a mapping, got "
+                           f"{body.kind} {show(body)}",
+                           f"write `- {tname}: {{...}}` (or `- {tname}: {{}}`)", scope=scope)
+        if len(self.layers) > MAX_LAYERS:
+            raise self.err(tloc, f"the spec expands to more than {MAX_LAYERS} layers",
+                           "check `repeat` values", scope=scope)
+        if tname == "sequential":
+            self._sequential(tname, tloc, body, scope, index)
+        elif tname in self.blocks:
+            self._block_use(self.blocks[tname], tloc, body, scope, index)
+        elif tname in self.reg:
+            self._layer(tname, tloc, body, scope, index)
+        else:
+            cands = list(self.reg) + list(self.blocks) + ["sequential"]
+            raise self.err(tloc, f"unknown layer type {tname!r}",
+                           did_you_mean(tname, cands) or "`netspec schema` lists all types; "
+                           "blocks must be defined under `blocks:`", tname, scope)
+
+    def _subst(self, node: YNode, scope: Scope) -> YNode:
+        """Replace `$arg` scalars (anywhere inside node) with the block's argument values."""
+        if isinstance(node, YScalar):
+            v = node.value
+            if isinstance(v, str) and v.startswith("$"):
+                m = ARGREF.match(v)
+                if not m:
+                    raise self.err(node, f"invalid argument reference {v!r}",
+                                   "a value is `$name` as a whole: no expressions or "
+                                   "interpolation", v, scope)
+                if scope.env is None:
+                    raise self.err(node, f"argument reference {v!r} outside a block",
+                                   "`$name` can only be used in the layers of a block", v)
+                if m.group(1) not in scope.env:
+                    raise self.err(node, f"block {scope.block!r} has no argument "
+                                   f"{m.group(1)!r}", did_you_mean(m.group(1), scope.env)
+                                   or f"declare it under `blocks: {scope.block}: args:`",
+                                   v, scope)
+                return scope.env[m.group(1)]
+            return node
+        if isinstance(node, YSeq):
+            return YSeq(node.loc, [self._subst(x, scope) for x in node.items])
+        if isinstance(node, YMap):
+            return YMap(node.loc, {k: self._subst(x, scope) for k, x in node.items.items()},
+                        node.key_locs)
+        return node
+
+    def _attrs(self, body: YMap, scope: Scope, skip=()) -> dict[str, YNode]:
+        return {k: (v if k in skip else self._subst(v, scope)) for k, v in body.items.items()}
+
+    def _check_keys(self, body: YMap, allowed, what: str, scope: Scope, extra_hint=None):
+        for k in body.items:
+            if k not in allowed:
+                hint = did_you_mean(k, allowed)
+                if extra_hint and k in extra_hint:
+                    hint = extra_hint[k]
+                raise self.err(body.key_loc(k), f"unknown attribute {k!r} for {what}",
+                               hint, k, scope)
+
+    def _name(self, a: dict[str, YNode], type_: str, scope: Scope, index: int) -> str:
+        """Local name of an entry (explicit, index in a sequential, or <type><k>)."""
+        scope.counts[type_] = scope.counts.get(type_, 0) + 1
+        if "name" in a:
+            name = coerce(self.doc, a["name"], "str", "`name`")
+            for part in name.split("."):
+                if not (IDENT.match(part) or INDEX.match(part)):
+                    raise self.err(a["name"], f"invalid layer name {name!r}",
+                                   "names are dotted identifiers like `conv1` or "
+                                   "`layer3.1.conv2`: each part [A-Za-z_][A-Za-z0-9_]* or a "
+                                   "non-negative integer", name, scope)
+            if name == INPUT:
+                raise self.err(a["name"], "`input` is reserved and cannot name a layer",
+                               "choose another name", name, scope)
+            return name
+        if scope.by_index:
+            return str(index)
+        return f"{type_}{scope.counts[type_]}"
+
+    def _define(self, full: str, producer: str, loc: Loc, scope: Scope, node=None) -> None:
+        if full in self.defined:
+            first = self.defined[full]
+            raise self.err(node if node is not None else loc, f"duplicate layer name {full!r}",
+                           f"{full!r} is already defined at {first}; give this layer "
+                           "another `name`", full, scope)
+        self.defined[full] = loc
+        s = scope
+        while s is not None:
+            s.local[full[len(s.prefix):]] = producer
+            s = s.parent
+
+    def _lookup(self, ref: str, scope: Scope) -> str | None:
+        if ref == INPUT:
+            return scope.input
+        s = scope
+        while s is not None:
+            if ref in s.local:
+                return s.local[ref]
+            s = s.parent
+        return None
+
+    def _inputs(self, node: YNode | None, scope: Scope) -> list[str]:
+        if node is None:
+            return [scope.outs[-1]]
+        items = node.items if isinstance(node, YSeq) else [node]
+        if not items:
+            raise self.err(node, "`from` is an empty list", "name at least one input",
+                           scope=scope)
+        out = []
+        for it in items:
+            v = it.value if isinstance(it, YScalar) else None
+            if isinstance(v, int) and not isinstance(v, bool):
+                if v >= 0:
+                    raise self.err(it, f"`from: {v}`: relative indices are negative",
+                                   "-1 is the previous layer, -2 the one before; or name a "
+                                   "layer", v, scope)
+                if -v > len(scope.outs):
+                    raise self.err(it, f"`from: {v}` reaches before the start of "
+                                   + ("the net" if scope.parent is None else
+                                      "the sequential" if scope.by_index else "the block")
+                                   + f" (only {len(scope.outs) - 1} earlier entries)",
+                                   "use `input` for the input, or a layer name", v, scope)
+                out.append(scope.outs[v])
+            elif isinstance(v, str):
+                prod = self._lookup(v, scope)
+                if prod is None:
+                    cands = set(self.top.local) | set(scope.local) | {INPUT}
+                    raise self.err(it, f"`from` names unknown layer {v!r}",
+                                   (did_you_mean(v, cands) or "") +
+                                   " (only earlier layers can be named)", v, scope)
+                out.append(prod)
+            else:
+                raise self.err(it, f"`from` entries are layer names or negative indices, got "
+                               f"{it.kind}" + (f" {show(v)}" if isinstance(it, YScalar) else ""),
+                               "e.g. `from: [-1, conv1]`", v, scope)
+        return out
+
+    def _flags(self, a: dict[str, YNode], scope: Scope) -> tuple[bool, float]:
+        c = self.common
+        fr = coerce(self.doc, a["freeze"], "bool", "`freeze`") if "freeze" in a else False
+        lr = 1.0
+        if "lr_mult" in a:
+            at = c.get("lr_mult")
+            lr = coerce(self.doc, a["lr_mult"], "float", "`lr_mult`",
+                        min=at.min if at else 0.0, max=at.max if at else None)
+        return scope.freeze or fr, scope.lr_mult * lr
+
+    def _layer(self, tname: str, tloc: Loc, body: YMap, scope: Scope, index: int) -> None:
+        ld = self.reg[tname]
+        ctype = ld.type
+        a = self._attrs(body, scope)
+        allowed = list(ld.attrs) + list(STRUCTURAL) + ["freeze", "lr_mult"]
+        self._check_keys(body, allowed, f"{ctype} layer", scope, {
+            k: f"`{k}` is for block instances and sequential, not single layers"
+            for k in ("repeat", "first", "layers")})
+        full = scope.prefix + self._name(a, ctype, scope, index)
+        inputs = self._inputs(a.get("from"), scope)
+        what = f"{ctype} layer {full!r}"
+        if ld.arity is not None and len(inputs) != ld.arity:
+            raise self.err(a.get("from", tloc), f"{what} takes {ld.arity} input"
+                           f"{'s' if ld.arity != 1 else ''}, but `from` gives {len(inputs)}",
+                           "give one layer name or index" if ld.arity == 1 else None,
+                           scope=scope)
+        attrs: dict[str, Any] = {}
+        locs: dict[str, Loc] = {k: a[k].loc for k in STRUCTURAL if k in a}
+        for key, at in ld.attrs.items():
+            if key in a:
+                attrs[key] = coerce(self.doc, a[key], at.type, f"{what}: `{key}`", min=at.min,
+                                    max=at.max, choices=tuple(at.choices),
+                                    nullable=at.default is None)
+                locs[key] = a[key].loc
+            elif at.required:
+                raise self.err(tloc, f"{what} is missing required attribute {key!r}",
+                               f"add `{key}: ...`" + (f" ({at.doc})" if at.doc else ""),
+                               scope=scope)
+            else:
+                attrs[key] = at.default
+        attrs["freeze"], attrs["lr_mult"] = self._flags(a, scope)
+        for k in ("freeze", "lr_mult"):
+            if k in a:
+                locs[k] = a[k].loc
+        self._define(full, full, tloc, scope, a.get("name"))
+        self.layers.append(LayerSpec(full, ctype, attrs, inputs, tloc, locs, scope.trace))
+        scope.outs.append(full)
+
+    def _sequential(self, tname, tloc, body: YMap, scope: Scope, index: int) -> None:
+        a = self._attrs(body, scope, skip=("layers",))
+        self._check_keys(body, ("name", "from", "layers", "freeze", "lr_mult"), "sequential",
+                         scope)
+        if "layers" not in a:
+            raise self.err(tloc, "sequential needs `layers:`", "e.g. `- sequential: {name: "
+                           "features, layers: [...]}`", scope=scope)
+        full = scope.prefix + self._name(a, "sequential", scope, index)
+        src = self._inputs(a.get("from"), scope)
+        if len(src) != 1:
+            raise self.err(a["from"], "a sequential takes one input", scope=scope)
+        fr, lr = self._flags(a, scope)
+        sub = Scope(prefix=full + ".", input=scope.input, outs=[src[0]], parent=scope,
+                    by_index=True, env=scope.env, block=scope.block, trace=scope.trace,
+                    freeze=fr, lr_mult=lr)
+        self._entries(a["layers"], sub, f"`layers` of sequential {full!r}")
+        self._define(full, sub.outs[-1], tloc, scope, a.get("name"))
+        scope.outs.append(sub.outs[-1])
+
+    def _block_use(self, bd: BlockDef, tloc: Loc, body: YMap, scope: Scope, index: int):
+        if bd.name in self.stack:
+            cycle = " -> ".join(self.stack[self.stack.index(bd.name):] + [bd.name])
+            raise self.err(tloc, f"block {bd.name!r} uses itself ({cycle})",
+                           "blocks cannot be recursive; use `repeat`", bd.name, scope)
+        a = self._attrs(body, scope)
+        allowed = list(bd.args) + list(INSTANCE_KEYS)
+        self._check_keys(body, allowed, f"block {bd.name!r}", scope)
+        repeat = None
+        if "repeat" in a:
+            repeat = coerce(self.doc, a["repeat"], "int", "`repeat`", min=1, max=MAX_REPEAT)
+        env: dict[str, YNode] = {}
+        for an, arg in bd.args.items():
+            if an in a:
+                env[an] = self._argval(arg, a[an], bd)
+            elif arg.default is not None:
+                env[an] = self._argval(arg, arg.default, bd)
+            else:
+                raise self.err(tloc, f"block {bd.name!r} needs argument {an!r} ({arg.type})",
+                               f"add `{an}: ...`", an, scope)
+        first = dict(env)
+        if "first" in a:
+            fm = a["first"]
+            if not isinstance(fm, YMap):
+                raise self.err(fm, "`first` must be a mapping of block arguments",
+                               "e.g. `first: {stride: 2}`", scope=scope)
+            for k, v in fm.items.items():
+                if k not in bd.args:
+                    raise self.err(fm.key_loc(k), f"`first` sets unknown argument {k!r} of "
+                                   f"block {bd.name!r}", did_you_mean(k, bd.args), k, scope)
+                first[k] = self._argval(bd.args[k], v, bd)
+        full = scope.prefix + self._name(a, bd.name, scope, index)
+        src = self._inputs(a.get("from"), scope)
+        if len(src) != 1:
+            raise self.err(a["from"], f"block {bd.name!r} takes one input", scope=scope)
+        fr, lr = self._flags(a, scope)
+        cur = src[0]
+        self.stack.append(bd.name)
+        for r in range(repeat or 1):
+            inst = f"{full}.{r}" if repeat is not None else full
+            sub = Scope(prefix=inst + ".", input=cur, outs=[cur], parent=scope,
+                        env=first if r == 0 else env, block=bd.name,
+                        trace=scope.trace + (tloc,), freeze=fr, lr_mult=lr)
+            self._entries(bd.layers, sub, f"`layers` of block {bd.name!r}")
+            cur = sub.outs[-1]
+            if repeat is not None:
+                self._define(inst, cur, tloc, scope, a.get("name"))
+        self.stack.pop()
+        self._define(full, cur, tloc, scope, a.get("name"))
+        scope.outs.append(cur)
+
+    def _argval(self, arg: BlockArg, node: YNode, bd: BlockDef) -> YNode:
+        v = coerce(self.doc, node, arg.type, f"argument {arg.name!r} of block {bd.name!r}")
+        return YScalar(node.loc, v, node.text if isinstance(node, YScalar) else str(v))
+
+
+def _is_null(node) -> bool:
+    return node is None or (isinstance(node, YScalar) and node.value is None)

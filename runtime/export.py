@@ -1,0 +1,464 @@
+"""Export trained weights: ONNX (built from the inference IR), ``.npz`` and torch state_dicts.
+
+ONNX.  ``export_onnx(spec, weights, path)`` lowers the checked spec and runs the inference
+pass pipeline (``compiler.lower`` + ``pipeline.INFERENCE``: BatchNorm folding, ReLU fusion,
+DCE), i.e. exactly the graph ``net.graphs["eval"]`` the compiled net executes, WITHOUT
+generating or compiling any kernels.  Each IR node becomes one ONNX node or a short chain
+(``_EMIT``): conv2d -> Conv [+ Relu], linear -> Gemm [+ Relu], maxpool2d/avgpool2d ->
+[Pad +] MaxPool/AveragePool [+ Slice], global_pool -> GlobalAveragePool/GlobalMaxPool,
+batchnorm -> BatchNormalization [+ Relu], layernorm/groupnorm/instancenorm -> Reshape +
+ReduceMean/Sub/Mul/Sqrt/Div + affine (opset-17 safe and exactly our formula), lrn -> LRN
+(odd sizes; even sizes decomposed, PyTorch's window), upsample -> Resize, center_crop ->
+Slice, shortcut_pad -> Slice + Pad, conv_transpose2d -> ConvTranspose, prelu -> PRelu,
+maxout -> Reshape + ReduceMax + Reshape, dropout -> Identity, stochastic_depth -> Mul(1-p).
+Nodes whose inputs are all weights (bn_fold_weight, bn_fold_bias, weight_norm) are
+constant-folded at export time with the op's numpy reference (in float64, stored as
+float32), so the file holds the folded weights.  The batch dimension is symbolic ("N").
+Not exportable: locally_connected (local2d), fractional_maxpool2d (ExportError).
+
+Weights.  ``weights`` is a dict PyTorch-name -> array (params and buffers), as
+``net.params | net.buffers`` or ``weights_from_arrays(load_checkpoint(p)[0])``.
+``.npz`` export keys arrays by those names; torch export ``torch.save``s a dict of tensors
+(plus ``<bn>.num_batches_tracked`` so ``load_state_dict(strict=True)`` on the torch twin or
+a hand-written torchvision-style module accepts it).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+OPSET = 17
+_FOLDABLE = ("bn_fold_weight", "bn_fold_bias", "weight_norm")
+_BIG = np.iinfo(np.int64).max
+
+
+class ExportError(Exception):
+    """The net (or a layer of it) cannot be exported in the requested format."""
+
+
+# ----------------------------------------------------------------------------- weights
+
+def weights_from_arrays(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``params/<n>`` and ``buffers/<n>`` entries of a checkpoint -> {n: array}."""
+    out = {k.split("/", 1)[1]: np.asarray(v) for k, v in arrays.items()
+           if k.startswith(("params/", "buffers/"))}
+    if not out:
+        raise ExportError("the checkpoint holds no params/* or buffers/* arrays")
+    return out
+
+
+def expected_tensors(report) -> dict[str, tuple[tuple[int, ...], str]]:
+    """{PyTorch name: (shape, "param" | "buffer")} of a checked net, in spec order."""
+    return {full: (tuple(int(d) for d in ps.shape), ps.kind)
+            for L in report.layers for full, ps in L.param_specs}
+
+
+def export_npz(weights: Mapping[str, np.ndarray], path) -> Path:
+    """Write {PyTorch name: float32 array} as a plain .npz (``np.load`` gives the dict back)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        np.savez(f, **{k: np.asarray(v, np.float32) for k, v in weights.items()})
+    return path
+
+
+def export_torch(weights: Mapping[str, np.ndarray], path, num_batches_tracked: int = 0) -> Path:
+    """torch.save a state_dict (name -> float32 tensor); adds ``num_batches_tracked`` (int64)
+    beside every ``running_mean`` as nn.BatchNorm has it."""
+    try:
+        import torch
+    except ImportError as e:
+        raise ExportError("torch is not installed (pip install torch) -- use --format npz") from e
+    sd = {}
+    for k, v in weights.items():
+        sd[k] = torch.from_numpy(np.array(v, np.float32))
+        if k.endswith(".running_mean"):
+            sd[k[:-len("running_mean")] + "num_batches_tracked"] = torch.tensor(int(num_batches_tracked))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(sd, str(path))
+    return path
+
+
+def read_weights(path) -> dict[str, np.ndarray]:
+    """A weights file -> {name: ndarray}: a .npz of named arrays (a netspec checkpoint's
+    ``params/``/``buffers/`` prefixes are stripped) or a torch state_dict loaded with
+    ``torch.load(weights_only=True)`` (a top-level {"state_dict": {...}} or {"model": {...}}
+    wrapper is unwrapped).  Raises ExportError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"{path}: no such file")
+    if path.suffix == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                d = {k: z[k] for k in z.files if not k.startswith("__")}
+        except Exception as e:  # noqa: BLE001 - any unreadable archive is one message
+            raise ExportError(f"{path}: not a readable .npz ({type(e).__name__}: {e})") from e
+        if any(k.startswith(("params/", "buffers/")) for k in d):
+            d = {k.split("/", 1)[1]: v for k, v in d.items() if k.startswith(("params/", "buffers/"))}
+        return d
+    try:
+        import torch
+    except ImportError as e:
+        raise ExportError(f"{path}: reading a torch file needs torch installed (or use .npz)") from e
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise ExportError(f"{path}: not a loadable torch state_dict ({type(e).__name__}: {e})") from e
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model"):
+            if key in obj and isinstance(obj[key], dict) and len(obj) <= 4:
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(hasattr(v, "detach") for v in obj.values()):
+        raise ExportError(f"{path}: expected a dict of tensors (a state_dict)")
+    return {str(k): v.detach().cpu().numpy() for k, v in obj.items()}
+
+
+def match_weights(report, weights: Mapping[str, np.ndarray]) -> tuple[dict, list[str]]:
+    """Compare a weights dict with the net of ``report``.  Returns (matched {name: array},
+    problems): one line per missing, unexpected or mis-shaped tensor, with both shapes.
+    ``*.num_batches_tracked`` entries are ignored."""
+    want = expected_tensors(report)
+    ok, problems = {}, []
+    for k, v in weights.items():
+        if k.endswith("num_batches_tracked"):
+            continue
+        if k not in want:
+            problems.append(f"unexpected tensor {k} {tuple(np.shape(v))} (not in the net)")
+        elif tuple(np.shape(v)) != want[k][0]:
+            problems.append(f"mis-shaped tensor {k}: {tuple(np.shape(v))} in the file, "
+                            f"{want[k][0]} in the net")
+        else:
+            ok[k] = np.asarray(v)
+    for k, (shape, kind) in want.items():
+        if k not in weights:
+            problems.append(f"missing tensor {k} {shape} ({kind})")
+    return ok, problems
+
+
+# ----------------------------------------------------------------------------- ONNX
+
+def inference_graph(spec, batch_size: int = 1):
+    """The inference IR of a spec (or checked Report): lower + the INFERENCE passes; no
+    kernels are generated.  Returns (graph, report)."""
+    import netspec
+    from compiler.lower import lower
+    from compiler.passes import pipeline
+    if hasattr(spec, "layers") and hasattr(spec, "total_params"):
+        report = spec
+    else:
+        if not hasattr(spec, "layers"):
+            spec = netspec.load(spec)
+        report = netspec.check(spec)
+    return pipeline.run(lower(report, batch_size), pipeline.INFERENCE), report
+
+
+class _Emitter:
+    def __init__(self, graph, consts):
+        from onnx import helper
+        self.h, self.g = helper, graph
+        self.nodes, self.inits, self.used = [], {}, set()
+        self.consts = consts          # IR value name -> ndarray (weights and folded values)
+        self._k = 0
+
+    def name(self, hint="t"):
+        self._k += 1
+        return f"_{hint}{self._k}"
+
+    def const(self, arr, hint="c", dtype=np.float32):
+        n = self.name(hint)
+        self.inits[n] = np.asarray(arr, dtype)
+        return n
+
+    def inp(self, v):
+        """An IR value as an ONNX input: constants become initializers on first use."""
+        if v in self.consts and v not in self.inits:
+            self.inits[v] = np.asarray(self.consts[v], np.float32)
+        return v
+
+    def add(self, op, inputs, out=None, **attrs):
+        out = out or self.name(op.lower())
+        self.nodes.append(self.h.make_node(op, [i if i is not None else "" for i in inputs],
+                                           [out], **attrs))
+        return out
+
+    def act(self, y, act, out):
+        """Emit op result ``y`` then the fused activation into ``out``."""
+        if act in (None, "none"):
+            return self.add("Identity", [y], out)
+        if act == "relu":
+            return self.add("Relu", [y], out)
+        raise ExportError(f"fused activation {act!r} has no ONNX form here")
+
+    def shape(self, v):
+        return self.g.values[v].shape
+
+    def i64(self, vals):
+        return self.const(np.asarray(vals, np.int64), "i", np.int64)
+
+
+def _pads(p):                  # ours (top, bottom, left, right) -> ONNX [t, l, b, r]
+    pt, pb, pl, pr = p
+    return [int(pt), int(pl), int(pb), int(pr)]
+
+
+def _conv(e, n, out):
+    a = n.a
+    x, w, b = n.inputs
+    kw = dict(strides=list(a["stride"]), pads=_pads(a["pad"]), dilations=list(a["dilation"]),
+              group=int(a["groups"]), kernel_shape=list(e.shape(w)[2:]))
+    op = "Conv"
+    if n.op == "conv_transpose2d":
+        op = "ConvTranspose"
+        kw["output_padding"] = list(a.get("output_padding", (0, 0)))
+    y = e.add(op, [e.inp(x), e.inp(w)] + ([e.inp(b)] if b else []), **kw)
+    return e.act(y, a.get("act", "none"), out)
+
+
+def _linear(e, n, out):
+    x, w, b = n.inputs
+    y = e.add("Gemm", [e.inp(x), e.inp(w)] + ([e.inp(b)] if b else []), transB=1)
+    return e.act(y, n.a.get("act", "none"), out)
+
+
+def _maxpool(e, n, out):
+    a = n.a
+    y = e.add("MaxPool", [e.inp(n.inputs[0])], kernel_shape=list(a["kernel"]),
+              strides=list(a["stride"]), pads=_pads(a["pad"]), dilations=list(a.get("dilation", (1, 1))),
+              ceil_mode=int(bool(a.get("ceil_mode"))))
+    return _crop_to(e, y, e.shape(out), out)
+
+
+def _avgpool(e, n, out):
+    """count_include_pad: pad explicitly with zeros and count only in-bounds taps of the
+    padded tensor -- the divisor is then PyTorch's window clipped at H + pad_bottom."""
+    a = n.a
+    x = e.inp(n.inputs[0])
+    pads = _pads(a["pad"])
+    if bool(a.get("count_include_pad", True)) and any(pads):
+        pt, pl, pb, pr = pads
+        x = e.add("Pad", [x, e.i64([0, 0, pt, pl, 0, 0, pb, pr])], mode="constant")
+        pads = [0, 0, 0, 0]
+    y = e.add("AveragePool", [x], kernel_shape=list(a["kernel"]), strides=list(a["stride"]),
+              pads=pads, count_include_pad=0, ceil_mode=int(bool(a.get("ceil_mode"))))
+    return _crop_to(e, y, e.shape(out), out)
+
+
+def _crop_to(e, y, shape, out):
+    """ceil_mode conventions differ between runtimes in corner cases: cut to the IR's shape."""
+    return e.add("Slice", [y, e.i64([0, 0]), e.i64(list(shape[2:])), e.i64([2, 3])], out)
+
+
+def _global(e, n, out):
+    op = "GlobalAveragePool" if n.a.get("mode", "avg") == "avg" else "GlobalMaxPool"
+    return e.add(op, [e.inp(n.inputs[0])], out)
+
+
+def _batchnorm(e, n, out):
+    x, w, b, rm, rv = n.inputs
+    C = e.shape(x)[1]
+    scale = e.inp(w) if w else e.const(np.ones(C))
+    bias = e.inp(b) if b else e.const(np.zeros(C))
+    y = e.add("BatchNormalization", [e.inp(x), scale, bias, e.inp(rm), e.inp(rv)],
+              epsilon=float(n.a.get("eps", 1e-5)))
+    return e.act(y, n.a.get("act", "none"), out)
+
+
+def _groupfamily(e, n, out):
+    """(x reshaped to (N, G, -1) - mean) / sqrt(var + eps), reshaped back, then affine."""
+    x, w, b = n.inputs
+    shp = e.shape(x)
+    G = {"layernorm": 1, "instancenorm": shp[1], "groupnorm": int(n.a.get("groups", 1))}[n.op]
+    x3 = e.add("Reshape", [e.inp(x), e.i64([0, G, -1])])
+    mu = e.add("ReduceMean", [x3], axes=[2], keepdims=1)
+    d = e.add("Sub", [x3, mu])
+    var = e.add("ReduceMean", [e.add("Mul", [d, d])], axes=[2], keepdims=1)
+    sd = e.add("Sqrt", [e.add("Add", [var, e.const(np.array(float(n.a.get("eps", 1e-5))))])])
+    y = e.add("Reshape", [e.add("Div", [d, sd]), e.i64([0, *shp[1:]])])
+    for p, op in ((w, "Mul"), (b, "Add")):
+        if p:
+            arr = np.asarray(e.consts[p], np.float32)
+            if n.op != "layernorm":
+                arr = arr.reshape((-1,) + (1,) * (len(shp) - 2))
+            y = e.add(op, [y, e.const(arr, "affine")])
+    return e.add("Identity", [y], out)
+
+
+def _lrn(e, n, out):
+    a = n.a
+    size, alpha, beta, k = int(a["size"]), float(a.get("alpha", 1e-4)), float(a.get("beta", 0.75)), float(a.get("k", 1.0))
+    x = e.inp(n.inputs[0])
+    if size % 2 == 1:
+        return e.add("LRN", [x], out, size=size, alpha=alpha, beta=beta, bias=k)
+    # even size: PyTorch's window is [c - size//2, c + (size-1)//2], ONNX's the mirror image
+    shp = e.shape(n.inputs[0])
+    sq = e.add("Reshape", [e.add("Mul", [x, x]), e.i64([0, 1, shp[1], -1])])
+    sq = e.add("Pad", [sq, e.i64([0, 0, size // 2, 0, 0, 0, (size - 1) // 2, 0])], mode="constant")
+    s = e.add("AveragePool", [sq], kernel_shape=[size, 1], strides=[1, 1])
+    s = e.add("Reshape", [s, e.i64([0, *shp[1:]])])
+    scale = e.add("Add", [e.add("Mul", [s, e.const(np.array(alpha))]), e.const(np.array(k))])
+    return e.add("Mul", [x, e.add("Pow", [scale, e.const(np.array(-beta))])], out)
+
+
+def _activation(e, n, out):
+    a, x = n.a, e.inp(n.inputs[0])
+    kind = a.get("kind", "relu")
+    if kind == "leaky_relu":
+        return e.add("LeakyRelu", [x], out, alpha=float(a.get("slope", 0.01)))
+    if kind == "elu":
+        return e.add("Elu", [x], out, alpha=float(a.get("alpha", 1.0)))
+    return e.add({"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}[kind], [x], out)
+
+
+def _prelu(e, n, out):
+    x, w = n.inputs
+    arr = np.asarray(e.consts[w], np.float32)
+    if arr.shape[0] > 1:
+        arr = arr.reshape((-1,) + (1,) * (len(e.shape(x)) - 2))
+    return e.add("PRelu", [e.inp(x), e.const(arr, "slope")], out)
+
+
+def _upsample(e, n, out):
+    a, x = n.a, e.inp(n.inputs[0])
+    nc = e.add("Slice", [e.add("Shape", [x]), e.i64([0]), e.i64([2])])
+    sizes = e.add("Concat", [nc, e.i64(list(a["out_size"]))], axis=0)
+    if a.get("mode", "nearest") == "nearest":
+        kw = dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    else:
+        kw = dict(mode="linear", coordinate_transformation_mode="align_corners"
+                  if a.get("align_corners") else "pytorch_half_pixel")
+    return e.add("Resize", [x, "", "", sizes], out, **kw)
+
+
+def _center_crop(e, n, out):
+    (oh0, ow0), (oh, ow) = n.a["offset"], n.a["out_size"]
+    return e.add("Slice", [e.inp(n.inputs[0]), e.i64([oh0, ow0]), e.i64([oh0 + oh, ow0 + ow]),
+                           e.i64([2, 3])], out)
+
+
+def _shortcut_pad(e, n, out):
+    x = n.inputs[0]
+    C = e.shape(x)[1]
+    sh, sw = n.a.get("stride", (1, 1))
+    lo = (int(n.a["out"]) - C) // 2
+    hi = int(n.a["out"]) - C - lo
+    y = e.add("Slice", [e.inp(x), e.i64([0, 0]), e.i64([_BIG, _BIG]), e.i64([2, 3]), e.i64([sh, sw])])
+    return e.add("Pad", [y, e.i64([0, lo, 0, 0, 0, hi, 0, 0])], out, mode="constant")
+
+
+def _maxout(e, n, out):
+    k = int(n.a["k"])
+    shp = e.shape(n.inputs[0])
+    y = e.add("Reshape", [e.inp(n.inputs[0]), e.i64([0, shp[1] // k, k, -1])])
+    y = e.add("ReduceMax", [y], axes=[2], keepdims=0)
+    return e.add("Reshape", [y, e.i64([0, *e.shape(out)[1:]])], out)
+
+
+def _simple(op, **kw):
+    def f(e, n, out):
+        ins = [e.inp(i) for i in n.inputs]
+        if op == "Add" and len(ins) > 2:
+            return e.add("Sum", ins, out)
+        return e.add(op, ins, out, **kw)
+    return f
+
+
+def _reshape(e, n, out):
+    return e.add("Reshape", [e.inp(n.inputs[0]), e.i64([0, *e.shape(out)[1:]])], out)
+
+
+def _sdepth(e, n, out):
+    return e.add("Mul", [e.inp(n.inputs[0]), e.const(np.array(1.0 - float(n.a.get("p", 0.5))))], out)
+
+
+_EMIT = {
+    "conv2d": _conv, "conv_transpose2d": _conv, "linear": _linear, "dropconnect_linear": _linear,
+    "maxpool2d": _maxpool, "avgpool2d": _avgpool, "global_pool": _global,
+    "batchnorm": _batchnorm, "layernorm": _groupfamily, "groupnorm": _groupfamily,
+    "instancenorm": _groupfamily, "lrn": _lrn, "activation": _activation, "prelu": _prelu,
+    "softmax": _simple("Softmax", axis=1), "add": _simple("Add"), "concat": _simple("Concat", axis=1),
+    "reshape": _reshape, "dropout": _simple("Identity"), "stochastic_depth": _sdepth,
+    "upsample": _upsample, "center_crop": _center_crop, "shortcut_pad": _shortcut_pad,
+    "maxout": _maxout,
+}
+
+
+def build_onnx(spec, weights: Mapping[str, np.ndarray], opset: int = OPSET):
+    """Spec (or Report) + weights -> an ``onnx.ModelProto`` (checked with onnx.checker).
+    Input "input" (N, *input_shape) float32; outputs "output" (one) or "output.<layer>"."""
+    try:
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError as e:
+        raise ExportError("ONNX export needs the onnx package (pip install onnx)") from e
+    from compiler.ops import OPS
+    g, report = inference_graph(spec)
+    ok, problems = match_weights(report, weights)
+    if problems:
+        raise ExportError("the weights do not fit the net: " + "; ".join(problems))
+    consts = {k: np.asarray(v, np.float64) for k, v in ok.items()}
+    e = _Emitter(g, consts)
+    for n in g.nodes:
+        (out,) = n.outputs
+        if n.op in _FOLDABLE and all(i is None or i in consts for i in n.inputs):
+            xs = [None if i is None else consts[i] for i in n.inputs]
+            consts[out] = np.asarray(OPS[n.op].ref_forward(xs, n.a)[0], np.float64)
+            continue
+        rule = _EMIT.get(n.op)
+        if rule is None:
+            raise ExportError(f"layer {n.layer!r}: op {n.op!r} has no ONNX export")
+        rule(e, n, out)
+    names = {}
+    for L, o in zip(report.outputs, g.outputs):
+        names[o] = "output" if len(g.outputs) == 1 else f"output.{L}"
+        e.add("Identity", [o], names[o])
+    e.nodes = [_rename_input(nd) for nd in e.nodes]
+    inits = [numpy_helper.from_array(v, k) for k, v in e.inits.items()]
+    x_info = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", *report.input_shape])
+    outs = [helper.make_tensor_value_info(names[o], TensorProto.FLOAT, ["N", *g.values[o].shape[1:]])
+            for o in g.outputs]
+    graph = helper.make_graph(e.nodes, report.name, [x_info], outs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                              producer_name="netspec")
+    model.ir_version = min(model.ir_version, 9)   # readable by older onnxruntime releases
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def _rename_input(nd):
+    """The IR calls the net input "x"; the ONNX graph input is "input"."""
+    for i, v in enumerate(nd.input):
+        if v == "x":
+            nd.input[i] = "input"
+    return nd
+
+
+def export_onnx(spec, weights: Mapping[str, np.ndarray], path, opset: int = OPSET) -> Path:
+    import onnx
+    model = build_onnx(spec, weights, opset)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+def onnx_forward(path_or_model, x: np.ndarray) -> np.ndarray:
+    """Run the exported model under onnxruntime (CPU) -> its first output."""
+    import onnxruntime as ort
+    src = path_or_model.SerializeToString() if hasattr(path_or_model, "SerializeToString") else str(path_or_model)
+    sess = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
+    return sess.run(None, {"input": np.asarray(x, np.float32)})[0]
+
+
+def export(spec, weights: Mapping[str, np.ndarray], fmt: str, path, **kw: Any) -> Path:
+    """Dispatch on ``fmt`` ("onnx" | "npz" | "torch")."""
+    if fmt == "onnx":
+        return export_onnx(spec, weights, path, **kw)
+    if fmt == "npz":
+        return export_npz(weights, path)
+    if fmt == "torch":
+        return export_torch(weights, path, **kw)
+    raise ExportError(f"unknown export format {fmt!r} (onnx, npz or torch)")

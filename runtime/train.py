@@ -1,0 +1,452 @@
+"""The training loop: ``train(spec, out_dir, ...) -> summary dict`` (used by ``netspec train``).
+
+Per run (``out_dir``) it writes ``metrics.csv`` + ``curves.png`` (every epoch),
+``checkpoint.npz`` (atomic, every epoch and on Ctrl-C), ``best.npz`` (early stopping's best
+weights), ``snapshot_<k>.npz`` (snapshot ensembles) and ``summary.json``.
+
+Determinism / exact resume.  Three Generators, all seeded from ``train.seed``:
+``order`` (the epoch's shuffle; its state is saved at the start of the epoch), ``aug``
+(augmentation) and ``net.rng`` (dropout ...).  A checkpoint stores those states, the net's
+state_dict (params, buffers, optimizer slots, step_count), the preprocessing statistics, the
+schedule state, early-stopping / snapshot bookkeeping, the epoch and the number of batches
+already done in it, so ``resume=True`` continues exactly as an uninterrupted run would --
+also from a Ctrl-C in the middle of an epoch (the loop stops at a step boundary).
+
+Divergence: a non-finite loss, or non-finite parameters after an update, raises
+``TrainingDiverged`` naming the epoch and step; the last good checkpoint is left untouched.
+"""
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import data as D
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint
+from .preprocess import Preprocessor
+from .schedules import make_schedule
+from .train_utils import (EMA, data_config, evaluate, net_arrays, restore_net, softmax,
+                          weights_of, load_weights, write_metrics)
+
+
+class TrainingDiverged(RuntimeError):
+    """Loss or parameters became NaN/Inf; the message names epoch and step."""
+
+
+class _Interrupt:
+    """SIGINT -> a flag checked at step boundaries (a second Ctrl-C interrupts at once)."""
+
+    def __init__(self):
+        self.flag = False
+        self.old = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            def handler(sig, frame):
+                if self.flag:
+                    raise KeyboardInterrupt
+                self.flag = True
+            self.old = signal.signal(signal.SIGINT, handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self.old is not None:
+            signal.signal(signal.SIGINT, self.old)
+
+
+def _load_spec(spec):
+    if isinstance(spec, (str, Path)):
+        import netspec
+        return netspec.load(spec)
+    return spec
+
+
+def _default_factory(backend: str):
+    def make(spec, batch_size):
+        import compiler
+        return compiler.compile(spec, backend=backend, batch_size=batch_size, train=True)
+    return make
+
+
+def train(spec, out_dir, *, epochs: int | None = None, batch_size: int | None = None,
+          data: Any = None, resume: bool = False, folds: int | None = None,
+          progress: bool = True, backend: str = "cpu",
+          net_factory: Callable | None = None, hooks: dict | None = None) -> dict:
+    """Train ``spec`` (a netspec Spec or a path) and write the run files into ``out_dir``.
+
+    ``data``: a source name, a path or a dict overriding ``train.data`` (or a
+    ``runtime.data.Dataset``).  ``folds=K``: K-fold cross-validation over train+val, one
+    sub-directory ``fold<i>`` per fold; the summary reports mean/std val accuracy.
+    ``net_factory(spec, batch_size) -> net`` replaces ``compiler.compile`` (tests);
+    ``hooks``: {"after_step": f(ctx)} called after every step (tests inject NaN / Ctrl-C).
+    Returns the summary dict (also in ``out_dir/summary.json``).  Raises TrainingDiverged,
+    runtime.data.DataError, runtime.checkpoint.CheckpointError, ValueError.
+    """
+    t0 = time.perf_counter()
+    spec = _load_spec(spec)
+    cfg = dict(getattr(spec, "train", None) or {})
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dcfg = data_config(cfg.get("data"), None if isinstance(data, D.Dataset) else data)
+    ds = data if isinstance(data, D.Dataset) else D.load_dataset(dcfg, base_dir=_spec_dir(spec))
+    splits = D.split_dataset(ds, float(dcfg.get("val_split", 0.1)), float(dcfg.get("test_split", 0.2)),
+                             int(dcfg.get("seed", 0)))
+    factory = net_factory or _default_factory(backend)
+    run_kw = dict(epochs=epochs, batch_size=batch_size, resume=resume, progress=progress,
+                  factory=factory, hooks=hooks or {})
+    if not folds:
+        summary = _Run(spec, cfg, out, splits, **run_kw).run()
+    else:
+        xs = np.concatenate([splits.train[0], splits.val[0]])
+        ys = np.concatenate([splits.train[1], splits.val[1]])
+        per = []
+        for i, (tr, va) in enumerate(D.kfold(len(ys), int(folds), int(cfg.get("seed", 0)))):
+            sp = D.Splits((xs[tr], ys[tr]), (xs[va], ys[va]), splits.test, splits.class_names)
+            fdir = out / f"fold{i}"
+            done = fdir / "summary.json"
+            if resume and done.is_file() and json.loads(done.read_text()).get("status") == "completed":
+                per.append(json.loads(done.read_text()))
+                continue
+            per.append(_Run(spec, cfg, fdir, sp, **run_kw).run())
+            if per[-1].get("status") != "completed":
+                return per[-1]
+        summary = _fold_summary(per)
+    summary["seconds"] = time.perf_counter() - t0
+    _write_json(out / "summary.json", summary)
+    return summary
+
+
+def _spec_dir(spec):
+    f = getattr(spec, "file", None)
+    return Path(f).parent if f and not str(f).startswith("<") else None
+
+
+def _fold_summary(per: list[dict]) -> dict:
+    va = np.array([p["val_accuracy"] for p in per], np.float64)
+    te = np.array([p["test_accuracy"] for p in per], np.float64)
+    s = {k: per[-1][k] for k in ("epochs", "status") if k in per[-1]}
+    s.update(folds=len(per), val_accuracy=float(va.mean()), val_accuracy_std=float(va.std()),
+             test_accuracy=float(te.mean()), test_accuracy_std=float(te.std()),
+             train_loss=float(np.mean([p["train_loss"] for p in per])),
+             images_per_second=float(np.mean([p["images_per_second"] for p in per])),
+             compile_seconds=float(sum(p.get("compile_seconds", 0.0) for p in per)),
+             fold_val_accuracy=va.tolist())
+    return s
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name("." + path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n")
+    tmp.replace(path)
+
+
+class _Run:
+    """One training run in one directory (a fold is one run)."""
+
+    def __init__(self, spec, cfg, out: Path, splits, *, epochs, batch_size, resume, progress,
+                 factory, hooks):
+        self.spec, self.cfg, self.out, self.hooks = spec, cfg, out, hooks
+        self.class_names = list(splits.class_names)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.epochs = int(epochs if epochs is not None else cfg.get("epochs", 30))
+        self.B = int(batch_size if batch_size is not None else cfg.get("batch_size", 64))
+        self.progress, self.resume = progress, resume
+        seed = int(cfg.get("seed", 0))
+        self.order_rng = np.random.default_rng([seed, 1])
+        self.aug_rng = np.random.default_rng([seed, 2])
+        (xtr, ytr), (xva, yva), (xte, yte) = splits.train, splits.val, splits.test
+        if len(ytr) < self.B:
+            raise ValueError(f"the training split has {len(ytr)} images, fewer than one batch "
+                             f"of {self.B}; lower --batch-size")
+        self.ckpt_path = out / "checkpoint.npz"
+        ck = load_checkpoint(self.ckpt_path) if resume and self.ckpt_path.is_file() else None
+        if resume and ck is None:
+            print(f"note: no checkpoint at {self.ckpt_path}; starting from scratch", file=sys.stderr)
+        self.pre = (Preprocessor.from_state(cfg.get("preprocess"), {k[5:]: v for k, v in ck[0].items()
+                                                                    if k.startswith("prep/")})
+                    if ck else Preprocessor(cfg.get("preprocess")).fit(xtr))
+        self.xtr, self.ytr = self.pre.apply(xtr), ytr
+        self.xva, self.yva = self.pre.apply(xva) if len(yva) else xva.astype(np.float32), yva
+        self.xte, self.yte = self.pre.apply(xte) if len(yte) else xte.astype(np.float32), yte
+        from .augment import Augmenter
+        self.aug = Augmenter(cfg.get("augment"), self.xtr)
+        tc = time.perf_counter()
+        self.net = factory(self.spec, self.B)
+        self.compile_seconds = time.perf_counter() - tc
+        from compiler.optim import resolve_config
+        self.opt_cfg = resolve_config(cfg)
+        self.spe = len(self.ytr) // self.B
+        self.sched = make_schedule(cfg.get("schedule"), self.opt_cfg.lr, self.epochs, self.spe,
+                                   float(cfg.get("warmup_epochs") or 0))
+        self.net.rng.bit_generator.state = np.random.default_rng([seed, 3]).bit_generator.state
+        es = cfg.get("early_stopping") or None
+        self.es = dict({"metric": "val_accuracy", "patience": 10, "restore_best": True}, **es) if es else None
+        if self.es and len(self.yva) == 0:
+            print("warning: early stopping needs a validation split; disabled", file=sys.stderr)
+            self.es = None
+        ema = cfg.get("ema") or None
+        self.ema = EMA(self.net.param_arena, (ema or {}).get("decay", 0.999)) if ema else None
+        self.snap = bool(cfg.get("snapshot_ensemble"))
+        self.lbfgs = None
+        if self.opt_cfg.name == "lbfgs":
+            from .lbfgs import LBFGS
+            self.lbfgs = LBFGS(int(self.opt_cfg.hyper["history"]), self.opt_cfg.lr)
+        # bookkeeping (all in checkpoint meta)
+        self.epoch, self.batch, self.rows = 0, 0, []
+        self.loss_sum, self.loss_n, self.train_seconds, self.train_images = 0.0, 0, 0.0, 0
+        self.first_step_seconds = None    # the process's first step (numba JIT), not in img/s
+        self.best, self.best_epoch, self.bad, self.snapshots, self.done = None, 0, 0, [], False
+        self.order_state = rng_state(self.order_rng)
+        if ck:
+            self._restore(*ck)
+
+    # ------------------------------------------------------------------ checkpoint
+    def _meta(self, net_scalars) -> dict:
+        return dict(spec=getattr(self.spec, "name", "?"), epoch=self.epoch, batch=self.batch,
+                    epochs=self.epochs, batch_size=self.B, net_scalars=net_scalars,
+                    order_rng=self.order_state, aug_rng=rng_state(self.aug_rng),
+                    net_rng=rng_state(self.net.rng), schedule=self.sched.state(), rows=self.rows,
+                    loss_sum=self.loss_sum, loss_n=self.loss_n, train_seconds=self.train_seconds,
+                    train_images=self.train_images, best=self.best, best_epoch=self.best_epoch,
+                    bad=self.bad, snapshots=self.snapshots, done=self.done,
+                    optimizer=self.opt_cfg.name, train_cfg=self.cfg, class_names=self.class_names,
+                    input_shape=list(self.xtr.shape[1:]), first_step_seconds=self.first_step_seconds)
+
+    def save(self) -> None:
+        arrays, scalars = net_arrays(self.net)
+        arrays.update({f"prep/{k}": v for k, v in self.pre.state().items()})
+        if self.ema is not None:
+            arrays["ema/arena"] = self.ema.avg
+        if self.lbfgs is not None:
+            arrays.update({f"lbfgs/{k}": v for k, v in self.lbfgs.state_dict().items()})
+        save_checkpoint(self.ckpt_path, arrays, self._meta(scalars))
+
+    def _restore(self, arrays, meta) -> None:
+        restore_net(self.net, arrays, meta.get("net_scalars", {}))
+        for k in ("epoch", "batch", "rows", "loss_sum", "loss_n", "train_seconds", "train_images",
+                  "best", "best_epoch", "bad", "snapshots", "done", "first_step_seconds"):
+            setattr(self, k, meta[k])
+        self.order_state = meta["order_rng"]
+        self.order_rng.bit_generator.state = meta["order_rng"]
+        self.aug_rng.bit_generator.state = meta["aug_rng"]
+        self.net.rng.bit_generator.state = meta["net_rng"]
+        self.sched.load_state(meta["schedule"])
+        if self.ema is not None and "ema/arena" in arrays:
+            self.ema.avg[...] = arrays["ema/arena"]
+        if self.lbfgs is not None and "lbfgs/s" in arrays:
+            self.lbfgs.load_state_dict({k[6:]: v for k, v in arrays.items() if k.startswith("lbfgs/")})
+
+    # ------------------------------------------------------------------ loop
+    def run(self) -> dict:
+        status = "completed"
+        with _Interrupt() as intr:
+            try:
+                while not self.done and self.epoch < self.epochs:
+                    if not self._epoch(intr):
+                        status = "interrupted"
+                        break
+            except KeyboardInterrupt:
+                status = "interrupted"
+                if self._at_boundary:
+                    self.save()
+        if status == "interrupted":
+            print(f"\ninterrupted at epoch {self.epoch + 1}, step {self.batch}; checkpoint saved "
+                  f"to {self.ckpt_path} (continue with --resume)", file=sys.stderr)
+            s = {"status": "interrupted", "epoch": self.epoch, "step": self.batch,
+                 "checkpoint": str(self.ckpt_path)}
+            _write_json(self.out / "summary.json", s)
+            return s
+        self.done = True
+        return self._finish()
+
+    _at_boundary = True
+    _cold = True
+
+    def _epoch(self, intr) -> bool:
+        """One epoch (or its remainder after a resume); False when interrupted."""
+        from tqdm import tqdm
+        e = self.epoch
+        if self.batch == 0:
+            self.order_state = rng_state(self.order_rng)
+            self.loss_sum, self.loss_n = 0.0, 0
+        else:                                  # mid-epoch resume: replay the epoch's permutation
+            self.order_rng.bit_generator.state = self.order_state
+        show = self.progress and sys.stderr.isatty()
+        bar = tqdm(total=self.spe, initial=self.batch, desc=f"epoch {e + 1}/{self.epochs}",
+                   unit="batch", disable=not show, leave=False, dynamic_ncols=True)
+        ts = time.perf_counter()
+        if self.lbfgs is not None:
+            self._lbfgs_epoch()
+            self.train_seconds += time.perf_counter() - ts
+        else:
+            for xb, yb in D.batches(self.xtr, self.ytr, self.B, self.order_rng, shuffle=True,
+                                    drop_last=True, start_batch=self.batch):
+                if self.aug:
+                    xb = self.aug(xb, self.aug_rng)
+                lr = self.sched.lr(e + self.batch / self.spe)
+                self.net.lr = lr
+                self._at_boundary = False
+                tq = time.perf_counter()
+                loss = float(self.net.step(np.ascontiguousarray(xb, np.float32), yb))
+                dt = time.perf_counter() - tq
+                self.batch += 1
+                self._at_boundary = True
+                if self._cold:               # JIT compilation happens on the first call
+                    self._cold = False
+                    self.first_step_seconds = self.first_step_seconds or dt
+                else:
+                    self.train_seconds += dt
+                    self.train_images += self.B
+                self._check(loss)
+                if self.ema is not None:
+                    self.ema.update(self.net.param_arena)
+                self.loss_sum += loss
+                self.loss_n += 1
+                if "after_step" in self.hooks:
+                    self.hooks["after_step"](self)
+                self._check(loss)           # a hook may have injected a NaN
+                if show:
+                    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}",
+                                    img_s=f"{self.train_images / max(self.train_seconds, 1e-9):.0f}")
+                    bar.update(1)
+                if intr.flag:
+                    bar.close()
+                    self.save()
+                    return False
+        bar.close()
+        self._end_epoch()
+        return True
+
+    def _check(self, loss: float) -> None:
+        where = f"epoch {self.epoch + 1}, step {self.batch} (global step {self.epoch * self.spe + self.batch})"
+        keep = (f"; the last good checkpoint {self.ckpt_path} is kept" if self.ckpt_path.is_file()
+                else "; no checkpoint was written yet")
+        if not math.isfinite(loss):
+            raise TrainingDiverged(f"training diverged: the loss became {loss} at {where}{keep}. "
+                                   f"Try a lower learning rate or gradient clipping.")
+        a = self.net.param_arena
+        if not math.isfinite(float(np.sum(a, dtype=np.float64))) and not np.isfinite(a).all():
+            bad = [k for k, v in self.net.params.items() if not np.isfinite(v).all()]
+            raise TrainingDiverged(f"training diverged: parameters {', '.join(bad[:3])} became "
+                                   f"non-finite after the update at {where}{keep}")
+
+    def _lbfgs_epoch(self) -> None:
+        """Full-batch L-BFGS: one call of ``max_iter`` iterations per epoch; the objective is
+        the mean train-mode loss over the training split's full batches (fixed order)."""
+        net, B = self.net, self.B
+        nb = self.spe
+        arena = net.param_arena
+
+        def fun(w):
+            arena[...] = w
+            f, g = 0.0, np.zeros(arena.shape[0], np.float64)
+            for i in range(nb):
+                f += float(net.compute_grads(self.xtr[i * B:(i + 1) * B], self.ytr[i * B:(i + 1) * B]))
+                g += net.grad_arena
+            f, g = f / nb, g / nb
+            wd = self.opt_cfg.weight_decay
+            if wd:
+                f += 0.5 * wd * float(w @ w)
+                g += wd * w
+            return f, g
+
+        w, f, _ = self.lbfgs.minimize(fun, arena.astype(np.float64),
+                                      int(self.opt_cfg.hyper["max_iter"]))
+        arena[...] = w
+        self._check(f)
+        self.loss_sum, self.loss_n = f, 1
+        self.batch = nb
+        self.train_images += nb * B
+
+    def _end_epoch(self) -> None:
+        e = self.epoch + 1
+        row = {"epoch": e, "lr": float(self.net.lr) if self.lbfgs is None else self.opt_cfg.lr,
+               "train_loss": self.loss_sum / max(self.loss_n, 1)}
+        v = evaluate(self.net, self.xva, self.yva)
+        row.update(val_loss=v["loss"], val_accuracy=v["accuracy"])
+        if self.ema is not None:
+            self.ema.swap_in(self.net)
+            try:
+                ve = evaluate(self.net, self.xva, self.yva)
+            finally:
+                self.ema.swap_out(self.net)
+            row.update(ema_val_loss=ve["loss"], ema_val_accuracy=ve["accuracy"])
+        row.update(images_per_second=self.train_images / max(self.train_seconds, 1e-9),
+                   seconds=self.train_seconds)
+        self.rows.append(row)
+        if self.sched.metric:
+            self.sched.observe(row.get(self.sched.metric, math.nan))
+        if self.es:
+            m = row[self.es["metric"]]
+            better = self.best is None or (m > self.best if "acc" in self.es["metric"] else m < self.best)
+            if better:
+                self.best, self.best_epoch, self.bad = float(m), e, 0
+                save_checkpoint(self.out / "best.npz", weights_of(self.net),
+                                {"epoch": e, self.es["metric"]: m})
+            else:
+                self.bad += 1
+                if self.bad > int(self.es["patience"]):
+                    self.done = True
+                    print(f"early stopping after epoch {e}: {self.es['metric']} has not improved "
+                          f"for {self.bad} epochs (best {self.best:.4g} at epoch {self.best_epoch})",
+                          file=sys.stderr)
+        if self.snap and self.sched.is_cycle_end(e):
+            p = self.out / f"snapshot_{len(self.snapshots)}.npz"
+            save_checkpoint(p, weights_of(self.net), {"epoch": e})
+            self.snapshots.append(p.name)
+        self.epoch, self.batch = e, 0
+        self.order_state = rng_state(self.order_rng)      # the next epoch starts from here
+        write_metrics(self.out, self.rows)
+        self.save()
+        if self.progress:
+            msg = (f"epoch {e}/{self.epochs}  loss {row['train_loss']:.4f}  val_acc "
+                   f"{row['val_accuracy']:.4f}  {row['images_per_second']:.0f} img/s")
+            print(msg, file=sys.stderr)
+
+    # ------------------------------------------------------------------ final evaluation
+    def _finish(self) -> dict:
+        s = {"status": "completed", "epochs": self.epoch, "compile_seconds": self.compile_seconds,
+             "train_loss": self.rows[-1]["train_loss"] if self.rows else math.nan,
+             "images_per_second": self.train_images / max(self.train_seconds, 1e-9),
+             "train_seconds": self.train_seconds, "batch_size": self.B, "optimizer": self.opt_cfg.name,
+             "first_step_seconds": self.first_step_seconds, "class_names": self.class_names}
+        if self.es and self.es.get("restore_best", True) and (self.out / "best.npz").is_file():
+            load_weights(self.net, load_checkpoint(self.out / "best.npz")[0])
+            s["best_epoch"], s["best_" + self.es["metric"]] = self.best_epoch, self.best
+        v, t = evaluate(self.net, self.xva, self.yva), evaluate(self.net, self.xte, self.yte)
+        s.update(val_loss=v["loss"], val_accuracy=v["accuracy"], test_loss=t["loss"],
+                 test_accuracy=t["accuracy"])
+        if self.ema is not None:
+            self.ema.swap_in(self.net)
+            try:
+                s["ema_val_accuracy"] = evaluate(self.net, self.xva, self.yva)["accuracy"]
+                s["ema_test_accuracy"] = evaluate(self.net, self.xte, self.yte)["accuracy"]
+            finally:
+                self.ema.swap_out(self.net)
+        if self.snapshots and len(self.yte):
+            s["snapshots"] = list(self.snapshots)
+            s["ensemble_test_accuracy"] = ensemble_accuracy(
+                self.net, [self.out / p for p in self.snapshots], self.xte, self.yte)
+        _write_json(self.out / "summary.json", s)
+        return s
+
+
+def ensemble_accuracy(net, paths, x, y) -> float:
+    """Accuracy of the average of the members' softmax probabilities; restores the net's
+    own weights afterwards."""
+    own = weights_of(net)
+    try:
+        probs = 0.0
+        for p in paths:
+            load_weights(net, load_checkpoint(p)[0])
+            probs = probs + softmax(net.forward(x, train=False))
+    finally:
+        load_weights(net, own)
+    return float(np.mean(np.argmax(probs, axis=1) == y))

@@ -1,0 +1,173 @@
+"""Helpers of the training loop (runtime/train.py): data resolution, evaluation, EMA weights,
+checkpoint packing and the metrics file/plot.
+
+Everything here talks to a net only through the CompiledNet members listed in
+docs/compiled-net.md: ``param_arena``, ``params``, ``buffers``, ``forward``, ``loss_fn``,
+``state_dict`` / ``load_state_dict``, ``load_params``.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from .data import SOURCES
+
+
+# ----------------------------------------------------------------------------- data
+def data_config(base: Mapping[str, Any] | None, data: Any) -> dict:
+    """The ``train.data`` dict overridden by a CLI ``--data`` value: a source name
+    (``digits``), or a path (``.npz`` file; a folder holding CIFAR-10 batches, MNIST IDX
+    files or one sub-folder per class); or a dict merged over ``base``."""
+    cfg = dict(base or {})
+    if data is None:
+        return cfg
+    if isinstance(data, Mapping):
+        cfg.update(data)
+        return cfg
+    s = str(data)
+    if s in SOURCES:
+        cfg.update(source=s, path=cfg.get("path") if s == cfg.get("source") else None)
+        return cfg
+    p = Path(s)
+    if p.is_dir():
+        names = {q.name for q in p.iterdir()}
+        if "data_batch_1" in names or (p / "cifar-10-batches-py").is_dir():
+            src = "cifar10"
+        elif any(n.startswith(("train-images", "t10k-images")) for n in names):
+            src = "mnist"
+        else:
+            src = "folder"
+    else:
+        src = "npz"
+    cfg.update(source=src, path=str(p))
+    return cfg
+
+
+# ----------------------------------------------------------------------------- evaluation
+def softmax(z: np.ndarray) -> np.ndarray:
+    z = np.asarray(z, np.float64).reshape(z.shape[0], -1)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def evaluate(net, x: np.ndarray, y: np.ndarray) -> dict:
+    """Eval-mode forward over (x, y) -> {"loss", "accuracy", "logits"}; NaNs when x is empty."""
+    if x.shape[0] == 0:
+        return {"loss": math.nan, "accuracy": math.nan, "logits": None}
+    out = net.forward(x, train=False)
+    loss = float(net.loss_fn(out, y))
+    acc = float(np.mean(np.argmax(out.reshape(out.shape[0], -1), axis=1) == y))
+    return {"loss": loss, "accuracy": acc, "logits": out}
+
+
+def confusion(y_true: np.ndarray, y_pred: np.ndarray, k: int) -> np.ndarray:
+    m = np.zeros((k, k), np.int64)
+    np.add.at(m, (y_true.astype(np.int64), y_pred.astype(np.int64)), 1)
+    return m
+
+
+class EMA:
+    """Polyak / exponential moving average of the parameter arena, host-side:
+    ``avg = decay*avg + (1-decay)*w`` after every step (the lecture's x_test update).
+    ``swap_in(net)`` / ``swap_out(net)`` put the averaged weights into the net for evaluation
+    and back (BatchNorm running statistics stay the raw ones)."""
+
+    def __init__(self, arena: np.ndarray, decay: float):
+        self.decay = float(decay)
+        self.avg = np.array(arena, dtype=np.float64)
+        self._tmp = np.empty_like(self.avg)
+        self._saved = None
+
+    def update(self, arena: np.ndarray) -> None:
+        self.avg *= self.decay
+        np.multiply(arena, 1.0 - self.decay, out=self._tmp)
+        self.avg += self._tmp
+
+    def swap_in(self, net) -> None:
+        self._saved = net.param_arena.copy()
+        net.param_arena[...] = self.avg
+
+    def swap_out(self, net) -> None:
+        net.param_arena[...] = self._saved
+        self._saved = None
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def net_arrays(net) -> tuple[dict[str, np.ndarray], dict]:
+    """``net.state_dict()`` split into arrays (copies) and JSON-able scalars."""
+    arrays, scalars = {}, {}
+    for k, v in net.state_dict().items():
+        if isinstance(v, np.ndarray) and v.ndim > 0:
+            arrays[k] = np.array(v)
+        else:
+            scalars[k] = v.item() if isinstance(v, np.generic | np.ndarray) else v
+    return arrays, scalars
+
+
+def restore_net(net, arrays: Mapping[str, np.ndarray], scalars: Mapping[str, Any]) -> None:
+    d = {k: v for k, v in arrays.items() if k.split("/", 1)[0] in ("params", "buffers", "opt")}
+    d.update(scalars)
+    net.load_state_dict(d)
+
+
+def weights_of(net) -> dict[str, np.ndarray]:
+    """Copies of params and buffers, keyed ``params/<name>`` / ``buffers/<name>``."""
+    out = {f"params/{k}": np.array(v) for k, v in net.params.items()}
+    out.update({f"buffers/{k}": np.array(v) for k, v in getattr(net, "buffers", {}).items()})
+    return out
+
+
+def load_weights(net, arrays: Mapping[str, np.ndarray]) -> None:
+    """Load ``params/*`` and ``buffers/*`` entries of a checkpoint into the net."""
+    d = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(("params/", "buffers/"))}
+    if not d:
+        raise ValueError("the checkpoint holds no params/* arrays")
+    net.load_params(d)
+
+
+# ----------------------------------------------------------------------------- metrics
+def write_metrics(out_dir: Path, rows: list[dict]) -> None:
+    """metrics.csv (one row per epoch, atomic replace) and curves.png."""
+    if not rows:
+        return
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    tmp = out_dir / ".metrics.csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    os.replace(tmp, out_dir / "metrics.csv")
+    try:
+        plot_curves(out_dir / "curves.png", rows)
+    except Exception as e:  # a plot must never stop training
+        print(f"warning: could not draw curves.png: {e}")
+
+
+def plot_curves(path: Path, rows: list[dict]) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    ep = [r["epoch"] for r in rows]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    for k in ("train_loss", "val_loss", "ema_val_loss"):
+        if any(k in r for r in rows):
+            a1.plot(ep, [r.get(k, math.nan) for r in rows], label=k, marker=".")
+    for k in ("val_accuracy", "ema_val_accuracy"):
+        if any(k in r for r in rows):
+            a2.plot(ep, [r.get(k, math.nan) for r in rows], label=k, marker=".")
+    a1.set_xlabel("epoch"); a1.set_ylabel("loss"); a1.legend(); a1.grid(alpha=0.3)
+    a2.set_xlabel("epoch"); a2.set_ylabel("accuracy"); a2.legend(); a2.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_name("." + path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    os.replace(tmp, path)
