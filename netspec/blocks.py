@@ -107,3 +107,45 @@ def _arg(doc: Document, bname: str, aname: str, kloc: Loc, node: YNode) -> Block
                             "remove `default` to make the argument required")
         coerce(doc, default, t, f"default of argument {aname!r}")
     return BlockArg(aname, t, default, kloc)
+
+
+_ARGREF = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)\Z")
+
+
+def check_bodies(doc: Document, blocks: dict[str, BlockDef], types) -> None:
+    """Static checks of every block body, used or not: layer types exist and every
+    ``$name`` is a declared argument (instances are checked fully when expanded)."""
+    known = set(types) | set(blocks) | {"sequential"}
+    for bd in blocks.values():
+        _check_list(doc, bd, bd.layers, known)
+
+
+def _check_list(doc: Document, bd: BlockDef, seq: YSeq, known: set) -> None:
+    for entry in seq.items:
+        if not isinstance(entry, YMap) or len(entry.items) != 1:
+            continue   # reported with full context when the block is expanded
+        (t, body), = entry.items.items()
+        if t not in known:
+            raise doc.error(entry.key_loc(t), f"unknown layer type {t!r} in block {bd.name!r}",
+                            did_you_mean(t, known), t)
+        if t == "sequential" and isinstance(body, YMap) and isinstance(
+                body.items.get("layers"), YSeq):
+            _check_list(doc, bd, body.items["layers"], known)
+            body = YMap(body.loc, {k: v for k, v in body.items.items() if k != "layers"})
+        _check_refs(doc, bd, body)
+
+
+def _check_refs(doc: Document, bd: BlockDef, node: YNode) -> None:
+    stack = [node]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, YMap):
+            stack.extend(x.items.values())
+        elif isinstance(x, YSeq):
+            stack.extend(x.items)
+        elif isinstance(x, YScalar) and isinstance(x.value, str) and x.value.startswith("$"):
+            m = _ARGREF.match(x.value)
+            if m and m.group(1) not in bd.args:
+                raise doc.error(x, f"block {bd.name!r} has no argument {m.group(1)!r}",
+                                did_you_mean(m.group(1), bd.args)
+                                or f"declare it under `blocks: {bd.name}: args:`", x.value)

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .blocks import ARG_TYPES, IDENT, INSTANCE_KEYS, BlockArg, BlockDef, parse_blocks  # noqa: F401
+from .blocks import IDENT, INSTANCE_KEYS, BlockArg, BlockDef, check_bodies, parse_blocks
 from .errors import Loc, SpecError, did_you_mean
 from .spec import INPUT, LayerSpec, Spec
-from .yamlsrc import (MAX_BYTES, Document, YMap, YNode, YScalar, YSeq, choice_hint, coerce,
+from .yamlsrc import (MAX_BYTES, Document, YMap, YNode, YScalar, YSeq, coerce,
                       parse, show)
 
 VERSION = 1
@@ -162,6 +162,7 @@ class _Expander:
         if "blocks" in root.items:
             self.blocks = parse_blocks(doc, root.items["blocks"],
                                        set(self.reg) | {"sequential", INPUT})
+            check_bodies(doc, self.blocks, self.reg)
         lnode = root.items["layers"]
         self.top = Scope(prefix="", input=INPUT, outs=[INPUT])
         self._entries(lnode, self.top, "`layers`")
@@ -187,7 +188,7 @@ class _Expander:
             prod = self._lookup(ref, self.top)
             if prod is None:
                 raise self.err(it, f"`outputs` names unknown layer {ref!r}",
-                               did_you_mean(ref, self.top.local) or "list layer names", ref)
+                               _name_hint(ref, self.top.local, "list layer names"), ref)
             if prod in out:
                 raise self.err(it, f"output {ref!r} is listed twice", "remove one", ref)
             out.append(prod)
@@ -207,7 +208,7 @@ class _Expander:
             s = coerce(self.doc, it, "str", "`init.skip` entry")
             if s not in self.defined:
                 raise self.err(it, f"`init.skip` names unknown layer {s!r}",
-                               did_you_mean(s, self.defined), s)
+                               _name_hint(s, self.defined, "list layer names"), s)
             skip.append(s)
         return {"checkpoint": ck, "skip": skip}
 
@@ -385,8 +386,8 @@ class _Expander:
                 if prod is None:
                     cands = set(self.top.local) | set(scope.local) | {INPUT}
                     raise self.err(it, f"`from` names unknown layer {v!r}",
-                                   (did_you_mean(v, cands) or "") +
-                                   " (only earlier layers can be named)", v, scope)
+                                   _name_hint(v, cands, "`from` can only name earlier layers, "
+                                              "`input`, or a negative index (-1: previous)"), v, scope)
                 out.append(prod)
             else:
                 raise self.err(it, f"`from` entries are layer names or negative indices, got "
@@ -515,6 +516,19 @@ class _Expander:
     def _argval(self, arg: BlockArg, node: YNode, bd: BlockDef) -> YNode:
         v = coerce(self.doc, node, arg.type, f"argument {arg.name!r} of block {bd.name!r}")
         return YScalar(node.loc, v, node.text if isinstance(node, YScalar) else str(v))
+
+
+def _name_hint(ref: str, names, otherwise: str) -> str:
+    """'did you mean' over layer names (dotted names also matched by their last part)."""
+    import difflib
+    names = sorted(set(names))
+    close = difflib.get_close_matches(ref, names, n=3, cutoff=0.6)
+    if not close:
+        tail = ref.rsplit(".", 1)[-1]
+        close = [n for n in names if n.rsplit(".", 1)[-1] == tail][:3]
+    if close:
+        return "did you mean " + " or ".join(repr(c) for c in close) + "?"
+    return otherwise
 
 
 def _is_null(node) -> bool:

@@ -18,7 +18,8 @@ import math
 from typing import Any
 
 from .layers.base import REQUIRED, Attr
-from .loader import ARG_TYPES, SPEC_NAME, TOP_KEYS
+from .blocks import ARG_TYPES
+from .loader import SPEC_NAME, TOP_KEYS
 from .train_schema import OMIT, TRAIN, Choice, Enum, Field, Group, ListOf
 
 INT = {"type": "integer"}

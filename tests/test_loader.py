@@ -241,6 +241,13 @@ def test_block_arg_errors(fake):
     assert "unknown type 'integer'" in e.message and "'int'" in e.hint
     e = err("blocks:\n  conv: {layers: [{relu: {}}]}\nlayers: [{relu: {}}]\n")
     assert "already a layer type" in e.message
+    # unused blocks are checked too (types and $arg references)
+    e = err("blocks:\n  b: {layers: [{sequential: {layers: [{rellu: {}}]}}]}\n"
+            "layers: [{relu: {}}]\n")
+    assert "unknown layer type 'rellu' in block 'b'" in e.message and "'relu'" in e.hint
+    e = err("blocks:\n  b: {args: {width: int}, layers: [{linear: {out: $widht}}]}\n"
+            "layers: [{relu: {}}]\n")
+    assert "no argument 'widht'" in e.message and "'width'" in e.hint and e.line == 5
 
 
 def test_nested_and_recursive_blocks(fake):
@@ -267,7 +274,8 @@ def test_from_resolution(fake):
     ("0", "relative indices are negative", "-1 is the previous"),
     ("-5", "reaches before the start of the net (only 2 earlier entries)", None),
     ("relu9", "unknown layer 'relu9'", "'relu1'"),
-    ("later", "unknown layer 'later'", "only earlier layers"),
+    ("later", "unknown layer 'later'", "only name earlier layers"),
+    ("conv9", "unknown layer 'conv9'", "only name earlier layers"),
     ("[]", "empty list", None),
     ("true", "layer names or negative indices, got a boolean", None),
 ])

@@ -211,3 +211,12 @@ def test_cli_schema_matches(capsys):
     from netspec.cli import main
     assert main(["schema"]) == 0
     assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(json_schema()))
+
+
+@pytest.mark.parametrize("path", sorted((__import__("pathlib").Path(__file__).resolve()
+                                         .parents[1] / "specs").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_zoo_specs_valid(schema, path):
+    """Every spec of the zoo is accepted by the loader and by the schema."""
+    netspec.load(path)
+    assert ok(schema, path.read_text())

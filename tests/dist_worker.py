@@ -1,0 +1,105 @@
+"""Worker of tests/test_distributed.py, launched as ``mpiexec -n K python tests/dist_worker.py``.
+
+Trains a small conv net (no BatchNorm, SGD momentum + weight decay) on fixed random data
+with ``runtime.distributed.train_step``: global batch G, K ranks with G/K samples each, the
+epoch order drawn from one seeded Generator on every rank.  Rank 0 writes the final
+parameters and the per-step (rank-averaged) losses to ``--out`` (.npz).  The same function
+``run`` with a single-process DistContext and local batch G is the reference the test
+compares against.
+
+Fault injection (for the failure tests): ``--die-at S`` makes the last rank SIGKILL itself
+before step S; ``--hang-at S`` makes it SIGSTOP itself (a frozen rank / lost machine the
+launcher cannot see).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+SPEC = """
+netspec: 1
+name: dist_tiny
+input: [1, 8, 8]
+layers:
+  - conv: {name: conv1, out: 8, kernel: 3, pad: 1}
+  - relu: {}
+  - maxpool: {kernel: 2, stride: 2}
+  - conv: {name: conv2, out: 16, kernel: 3, pad: 1}
+  - relu: {}
+  - flatten: {}
+  - linear: {name: fc, out: 10}
+train:
+  loss: {softmax_cross_entropy: {}}
+  optimizer: {sgd: {lr: 0.05, momentum: 0.9}}
+  regularization: {weight_decay: 1.0e-4}
+  seed: 0
+"""
+
+N_SAMPLES = 192
+
+
+def data(seed: int = 0):
+    """Fixed random inputs (N, 1, 8, 8) float32 and labels (N,) int64 with a learnable signal."""
+    r = np.random.default_rng(seed)
+    y = r.integers(0, 10, N_SAMPLES).astype(np.int64)
+    x = r.standard_normal((N_SAMPLES, 1, 8, 8)).astype(np.float32)
+    x[np.arange(N_SAMPLES), 0, y % 8, y // 8] += 2.0
+    return x, y
+
+
+def run(ctx, global_batch: int, steps: int, init_seed: int = 100, die_at: int = -1,
+        hang_at: int = -1):
+    """Train ``steps`` steps -> (param arena copy, list of losses).  Rank r compiles with a
+    different init seed (100 + r) on purpose: broadcast_params must make them equal."""
+    import compiler
+    import netspec
+    from runtime.distributed import train_step
+    B = ctx.local_batch(global_batch)
+    net = compiler.compile(netspec.load(SPEC), batch_size=B, seed=init_seed + ctx.rank)
+    ctx.broadcast_params(net)
+    ctx.assert_in_sync(net)
+    x, y = data()
+    order_rng = np.random.default_rng([0, 1])
+    losses, step = [], 0
+    while step < steps:
+        for xb, yb in ctx.batches(x, y, global_batch, order_rng):
+            if step >= steps:
+                break
+            if ctx.rank == ctx.size - 1 and step == die_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            if ctx.rank == ctx.size - 1 and step == hang_at:
+                os.kill(os.getpid(), signal.SIGSTOP)
+            net.lr = 0.05 * (1.0 - 0.5 * step / steps)      # a schedule, as the loop sets it
+            losses.append(train_step(net, np.ascontiguousarray(xb), yb, ctx))
+            step += 1
+    ctx.assert_in_sync(net)
+    return net.param_arena.copy(), losses
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--out", required=True)
+    p.add_argument("--global-batch", type=int, default=32)
+    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--die-at", type=int, default=-1)
+    p.add_argument("--hang-at", type=int, default=-1)
+    a = p.parse_args(argv)
+    from runtime.distributed import DistContext
+    ctx = DistContext.create(distributed=True)
+    w, losses = run(ctx, a.global_batch, a.steps, die_at=a.die_at, hang_at=a.hang_at)
+    if ctx.is_root:
+        np.savez(a.out, params=w, losses=np.array(losses), size=np.array([ctx.size]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
