@@ -39,6 +39,10 @@ from .layers._common import ceil_div, fmt_shape, prod
 from .spec import INPUT, LayerSpec, Spec
 
 FLOAT_BYTES = 4
+# Largest tensor (elements, one image for activations) a spec may declare: beyond 2**31
+# elements int32 indexing in kernels breaks and no machine holds it anyway, so an absurd
+# size (a 10**12-channel conv) is refused here, at check time, with a located error.
+MAX_TENSOR_ELEMENTS = 2 ** 31 - 1
 
 
 @dataclass
@@ -177,6 +181,10 @@ def _run(st: _State, ls: LayerSpec, *, inserted: bool = False) -> LayerReport:
         if e.formula:
             msg += f"  [{e.formula}]"
         raise st.error(ls, msg, hint=e.hint, attr=e.attr) from None
+    except (ArithmeticError, ValueError) as e:   # e.g. int(nan), int(1e308 * 8)
+        raise st.error(ls, f"{_layer_head(ls, in_shapes)}: invalid attribute value ({e})",
+                       hint="use finite, realistic numbers") from None
+    _check_sizes(st, ls, in_shapes, out, pspecs)
     if any(x <= 0 for x in out):  # a layer rule that forgot to check
         raise st.error(ls, f"{_layer_head(ls, in_shapes)}: non-positive output shape "
                            f"{fmt_shape(out)}")
@@ -189,6 +197,21 @@ def _run(st: _State, ls: LayerSpec, *, inserted: bool = False) -> LayerReport:
     st.reports.append(rep)
     st.layers.append(dataclasses.replace(ls, type=ld.type, inputs=list(inputs)))
     return rep
+
+
+def _check_sizes(st: _State, ls: LayerSpec, in_shapes, out, pspecs) -> None:
+    """Refuse a layer whose output (one image) or any parameter tensor exceeds
+    MAX_TENSOR_ELEMENTS, located at its ``out`` attribute when it has one."""
+    attr = "out" if "out" in ls.attr_locs else None
+    if prod(out) > MAX_TENSOR_ELEMENTS:
+        raise st.error(ls, f"{_layer_head(ls, in_shapes)}: output {fmt_shape(out)} has "
+                           f"{prod(out):,} elements per image (limit 2**31 - 1)",
+                       hint="use realistic sizes", attr=attr)
+    for p in pspecs:
+        if prod(p.shape) > MAX_TENSOR_ELEMENTS:
+            raise st.error(ls, f"{_layer_head(ls, in_shapes)}: parameter '{p.name}' "
+                               f"{fmt_shape(tuple(p.shape))} has {prod(p.shape):,} elements "
+                               f"(limit 2**31 - 1)", hint="use realistic sizes", attr=attr)
 
 
 def _stride_to(n: int, target: int, hint: float) -> int | None:
@@ -267,6 +290,10 @@ def check(spec: Spec, input_shape: Shape | None = None) -> Report:
         raise SpecError.at(spec.input_loc, f"input shape must be [C, H, W] or [F] of positive "
                                            f"integers, got {list(in_shape)}",
                            source_lines=spec.source_lines)
+    if prod(in_shape) > MAX_TENSOR_ELEMENTS:
+        raise SpecError.at(spec.input_loc, f"input shape {list(in_shape)} has {prod(in_shape):,} "
+                                           f"elements per image (limit 2**31 - 1)",
+                           hint="use realistic sizes", source_lines=spec.source_lines)
     if not spec.layers:
         raise SpecError.at(spec.input_loc, "the spec has no layers",
                            source_lines=spec.source_lines)

@@ -344,12 +344,20 @@ class DistContext:
         if self.distributed:
             self._wait([self.comm.Ibarrier()], what)
 
-    def bcast_object(self, obj, root: int = 0):
-        """Rank ``root``'s small picklable object on every rank (e.g. a stop decision).
-        Blocking: use only where every rank is known to arrive promptly."""
+    def bcast_object(self, obj, root: int = 0, what: str = "broadcast of an object"):
+        """Rank ``root``'s picklable object (e.g. a checkpoint's arrays and metadata, a stop
+        decision) on every rank: its pickle's length, then its bytes, both with ``Ibcast``
+        under the deadline.  Other ranks' ``obj`` is ignored."""
         if not self.distributed:
             return obj
-        return self.comm.bcast(obj, root=root)
+        import pickle
+        data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL) if self.rank == root else b""
+        n = np.array([len(data)], np.int64)
+        self._wait([self.comm.Ibcast(n, root=root)], what)
+        buf = np.frombuffer(data, np.uint8).copy() if self.rank == root else np.empty(int(n[0]), np.uint8)
+        if n[0]:
+            self._wait([self.comm.Ibcast(buf, root=root)], what)
+        return obj if self.rank == root else pickle.loads(buf.tobytes())
 
     def assert_in_sync(self, net, what: str = "parameters") -> None:
         """Raise DistError when the replicas' parameter arenas differ (a debugging check:

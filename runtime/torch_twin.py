@@ -20,6 +20,7 @@ PyTorch for any spec, not only the zoo:
   excluded), so a disagreement between the checker's shape rule and PyTorch's surfaces
   as a ``RuntimeError`` naming the layer. The forward returns the output layer's tensor
   (a tuple when the report names several outputs).
+* layers with ``freeze: true`` get ``requires_grad=False`` parameters;
 * ``train()`` / ``eval()`` switch dropout, stochastic depth, DropConnect and batch-norm
   statistics exactly like the corresponding torch modules (batch norm's running buffers
   are updated in training mode with the layer's momentum).
@@ -435,32 +436,21 @@ def _op(torch, net, layer) -> Callable:
 
 
 def _center_crop(a: dict, in_shapes: list, out_shape: tuple) -> Callable:
-    """Crop the first input to the output's (H, W), centred: offset (H - h) // 2 from the
-    top/left (the extra row/column of an odd difference is cut at the bottom/right).
-    Further inputs (the size reference) are ignored."""
+    """Crop input 0 to the output's (H, W) from top = (H - h) // 2, left = (W - w) // 2
+    (an odd extra row/column is cut at the bottom/right); input 1, the size reference of
+    the U-Net form, is not read."""
     oh, ow = out_shape[-2:]
-
-    def crop(x, *_ref):
-        top = (x.shape[2] - oh) // 2
-        left = (x.shape[3] - ow) // 2
-        return x[:, :, top:top + oh, left:left + ow]
-    return crop
+    top, left = (in_shapes[0][1] - oh) // 2, (in_shapes[0][2] - ow) // 2
+    return lambda x, *_ref: x[:, :, top:top + oh, left:left + ow]
 
 
 def _shortcut_pad(torch, a: dict, in_shapes: list, out_shape: tuple) -> Callable:
-    """ResNet option A: subsample by the stride (x[:, :, ::s, ::s]) and zero-pad the new
-    channels. The stride comes from the attrs when given, else from the shapes; the
-    channel padding is split evenly with the odd one after (``pad_front`` / ``pad_back``
-    attrs override), as in the common CIFAR implementations (F.pad(..., (0,0,0,0,p,p)))."""
-    F = torch.nn.functional
-    cin, h, w = in_shapes[0]
-    cout, oh, ow = out_shape
-    sh, sw = _pair(a["stride"]) if a.get("stride") is not None else (
-        max(1, -(-h // oh)), max(1, -(-w // ow)))
-    extra = cout - cin
-    lo = int(a["pad_front"]) if "pad_front" in a else extra // 2
-    hi = int(a["pad_back"]) if "pad_back" in a else extra - lo
-    return lambda x: F.pad(x[:, :, ::sh, ::sw], (0, 0, 0, 0, lo, hi))
+    """ResNet option A: x[:, :, ::s, ::s], then (out - C) // 2 zero channels before and the
+    rest after (the catalogue's rule, as in the common CIFAR code)."""
+    sh, sw = _pair(a.get("stride", 1))
+    extra = out_shape[0] - in_shapes[0][0]
+    lo, hi = extra // 2, extra - extra // 2
+    return lambda x: torch.nn.functional.pad(x[:, :, ::sh, ::sw], (0, 0, 0, 0, lo, hi))
 
 
 # ------------------------------------------------------------------ entry point
@@ -498,6 +488,10 @@ def build_torch_module(report) -> "Any":
         where = _make_tensors(torch, net, _get(l, "name"), _get(l, "param_specs") or [], Node)
         if where is not None:
             net._tensors[_get(l, "name")] = where
+            if _get(l, "freeze", False):          # `freeze: true` -> not trained
+                for holder, leaf, kind in where.values():
+                    if kind != "buffer":
+                        holder._parameters[leaf].requires_grad_(False)
     plan = []
     for i, l in enumerate(layers):
         ins = list(_get(l, "inputs"))

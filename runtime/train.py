@@ -30,6 +30,7 @@ import numpy as np
 
 from . import data as D
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint
+from .distributed import DistContext, train_step   # [distributed]
 from .preprocess import Preprocessor
 from .schedules import make_schedule
 from .train_utils import (EMA, data_config, evaluate, net_arrays, restore_net, softmax,
@@ -78,7 +79,8 @@ def _default_factory(backend: str):
 def train(spec, out_dir, *, epochs: int | None = None, batch_size: int | None = None,
           data: Any = None, resume: bool = False, folds: int | None = None,
           progress: bool = True, backend: str = "cpu",
-          net_factory: Callable | None = None, hooks: dict | None = None) -> dict:
+          net_factory: Callable | None = None, hooks: dict | None = None,
+          distributed: bool = False) -> dict:
     """Train ``spec`` (a netspec Spec or a path) and write the run files into ``out_dir``.
 
     ``data``: a source name, a path or a dict overriding ``train.data`` (or a
@@ -86,6 +88,9 @@ def train(spec, out_dir, *, epochs: int | None = None, batch_size: int | None = 
     sub-directory ``fold<i>`` per fold; the summary reports mean/std val accuracy.
     ``net_factory(spec, batch_size) -> net`` replaces ``compiler.compile`` (tests);
     ``hooks``: {"after_step": f(ctx)} called after every step (tests inject NaN / Ctrl-C).
+    ``distributed=True`` [distributed]: data-parallel over the MPI ranks (runtime/distributed.py):
+    the batch size is global (each rank compiles batch/K), only rank 0 writes files, and the
+    other ranks return ``{"status": ..., "distributed_rank": r}``.
     Returns the summary dict (also in ``out_dir/summary.json``).  Raises TrainingDiverged,
     runtime.data.DataError, runtime.checkpoint.CheckpointError, ValueError.
     """
@@ -99,8 +104,9 @@ def train(spec, out_dir, *, epochs: int | None = None, batch_size: int | None = 
     splits = D.split_dataset(ds, float(dcfg.get("val_split", 0.1)), float(dcfg.get("test_split", 0.2)),
                              int(dcfg.get("seed", 0)))
     factory = net_factory or _default_factory(backend)
+    ctx = DistContext.create(distributed)                          # [distributed]
     run_kw = dict(epochs=epochs, batch_size=batch_size, resume=resume, progress=progress,
-                  factory=factory, hooks=hooks or {})
+                  factory=factory, hooks=hooks or {}, ctx=ctx)
     if not folds:
         summary = _Run(spec, cfg, out, splits, **run_kw).run()
     else:
@@ -119,6 +125,8 @@ def train(spec, out_dir, *, epochs: int | None = None, batch_size: int | None = 
                 return per[-1]
         summary = _fold_summary(per)
     summary["seconds"] = time.perf_counter() - t0
+    if not ctx.is_root:                                            # [distributed]
+        return {"status": summary.get("status"), "distributed_rank": ctx.rank}
     _write_json(out / "summary.json", summary)
     return summary
 
@@ -151,8 +159,9 @@ class _Run:
     """One training run in one directory (a fold is one run)."""
 
     def __init__(self, spec, cfg, out: Path, splits, *, epochs, batch_size, resume, progress,
-                 factory, hooks):
+                 factory, hooks, ctx=None):
         self.spec, self.cfg, self.out, self.hooks = spec, cfg, out, hooks
+        self.ctx = ctx or DistContext()                            # [distributed]
         self.class_names = list(splits.class_names)
         self.out.mkdir(parents=True, exist_ok=True)
         self.epochs = int(epochs if epochs is not None else cfg.get("epochs", 30))
@@ -166,8 +175,9 @@ class _Run:
             raise ValueError(f"the training split has {len(ytr)} images, fewer than one batch "
                              f"of {self.B}; lower --batch-size")
         self.ckpt_path = out / "checkpoint.npz"
-        ck = load_checkpoint(self.ckpt_path) if resume and self.ckpt_path.is_file() else None
-        if resume and ck is None:
+        ck = load_checkpoint(self.ckpt_path) if resume and self.ckpt_path.is_file() and self.ctx.is_root else None
+        ck = self.ctx.bcast_object(ck, what="broadcast of the checkpoint")   # [distributed]
+        if resume and ck is None and self.ctx.is_root:
             print(f"note: no checkpoint at {self.ckpt_path}; starting from scratch", file=sys.stderr)
         self.pre = (Preprocessor.from_state(cfg.get("preprocess"), {k[5:]: v for k, v in ck[0].items()
                                                                     if k.startswith("prep/")})
@@ -178,7 +188,7 @@ class _Run:
         from .augment import Augmenter
         self.aug = Augmenter(cfg.get("augment"), self.xtr)
         tc = time.perf_counter()
-        self.net = factory(self.spec, self.B)
+        self.net = factory(self.spec, self.ctx.local_batch(self.B))   # [distributed] B is global
         self.compile_seconds = time.perf_counter() - tc
         from compiler.optim import resolve_config
         self.opt_cfg = resolve_config(cfg)
@@ -196,6 +206,8 @@ class _Run:
         self.snap = bool(cfg.get("snapshot_ensemble"))
         self.lbfgs = None
         if self.opt_cfg.name == "lbfgs":
+            if self.ctx.distributed:                               # [distributed]
+                raise ValueError("L-BFGS (full-batch) does not support --distributed")
             from .lbfgs import LBFGS
             self.lbfgs = LBFGS(int(self.opt_cfg.hyper["history"]), self.opt_cfg.lr)
         # bookkeeping (all in checkpoint meta)
@@ -206,6 +218,8 @@ class _Run:
         self.order_state = rng_state(self.order_rng)
         if ck:
             self._restore(*ck)
+        self.ctx.broadcast_params(self.net)                        # [distributed] replicas equal
+        self.ctx.decorrelate_rng(self.net.rng)                     # [distributed] dropout per rank
 
     # ------------------------------------------------------------------ checkpoint
     def _meta(self, net_scalars) -> dict:
@@ -220,6 +234,8 @@ class _Run:
                     input_shape=list(self.xtr.shape[1:]), first_step_seconds=self.first_step_seconds)
 
     def save(self) -> None:
+        if not self.ctx.is_root:                                   # [distributed]
+            return
         arrays, scalars = net_arrays(self.net)
         arrays.update({f"prep/{k}": v for k, v in self.pre.state().items()})
         if self.ema is not None:
@@ -256,6 +272,8 @@ class _Run:
                 status = "interrupted"
                 if self._at_boundary:
                     self.save()
+        if status == "interrupted" and not self.ctx.is_root:      # [distributed]
+            return {"status": "interrupted", "distributed_rank": self.ctx.rank}
         if status == "interrupted":
             print(f"\ninterrupted at epoch {self.epoch + 1}, step {self.batch}; checkpoint saved "
                   f"to {self.ckpt_path} (continue with --resume)", file=sys.stderr)
@@ -294,7 +312,12 @@ class _Run:
                 self.net.lr = lr
                 self._at_boundary = False
                 tq = time.perf_counter()
-                loss = float(self.net.step(np.ascontiguousarray(xb, np.float32), yb))
+                if self.ctx.distributed:                           # [distributed] my shard
+                    xs, ys = self.ctx.shard(xb, yb)
+                    loss = train_step(self.net, np.ascontiguousarray(xs, np.float32), ys,
+                                      self.ctx, stop=intr.flag)
+                else:
+                    loss = float(self.net.step(np.ascontiguousarray(xb, np.float32), yb))
                 dt = time.perf_counter() - tq
                 self.batch += 1
                 self._at_boundary = True
@@ -316,7 +339,7 @@ class _Run:
                     bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.3g}",
                                     img_s=f"{self.train_images / max(self.train_seconds, 1e-9):.0f}")
                     bar.update(1)
-                if intr.flag:
+                if (self.ctx.stop_requested if self.ctx.distributed else intr.flag):  # [distributed]
                     bar.close()
                     self.save()
                     return False
@@ -367,6 +390,8 @@ class _Run:
 
     def _end_epoch(self) -> None:
         e = self.epoch + 1
+        self.ctx.sync_buffers(self.net)                            # [distributed] BN statistics
+        root = self.ctx.is_root
         row = {"epoch": e, "lr": float(self.net.lr) if self.lbfgs is None else self.opt_cfg.lr,
                "train_loss": self.loss_sum / max(self.loss_n, 1)}
         v = evaluate(self.net, self.xva, self.yva)
@@ -388,30 +413,36 @@ class _Run:
             better = self.best is None or (m > self.best if "acc" in self.es["metric"] else m < self.best)
             if better:
                 self.best, self.best_epoch, self.bad = float(m), e, 0
-                save_checkpoint(self.out / "best.npz", weights_of(self.net),
-                                {"epoch": e, self.es["metric"]: m})
+                if root:
+                    save_checkpoint(self.out / "best.npz", weights_of(self.net),
+                                    {"epoch": e, self.es["metric"]: m})
             else:
                 self.bad += 1
                 if self.bad > int(self.es["patience"]):
                     self.done = True
-                    print(f"early stopping after epoch {e}: {self.es['metric']} has not improved "
+                    root and print(f"early stopping after epoch {e}: {self.es['metric']} has not improved "
                           f"for {self.bad} epochs (best {self.best:.4g} at epoch {self.best_epoch})",
                           file=sys.stderr)
         if self.snap and self.sched.is_cycle_end(e):
             p = self.out / f"snapshot_{len(self.snapshots)}.npz"
-            save_checkpoint(p, weights_of(self.net), {"epoch": e})
+            if root:
+                save_checkpoint(p, weights_of(self.net), {"epoch": e})
             self.snapshots.append(p.name)
         self.epoch, self.batch = e, 0
         self.order_state = rng_state(self.order_rng)      # the next epoch starts from here
-        write_metrics(self.out, self.rows)
+        self.done = self.ctx.bcast_object(self.done, what="broadcast of the stop decision")  # [distributed]
+        if root:
+            write_metrics(self.out, self.rows)
         self.save()
-        if self.progress:
+        if self.progress and root:
             msg = (f"epoch {e}/{self.epochs}  loss {row['train_loss']:.4f}  val_acc "
                    f"{row['val_accuracy']:.4f}  {row['images_per_second']:.0f} img/s")
             print(msg, file=sys.stderr)
 
     # ------------------------------------------------------------------ final evaluation
     def _finish(self) -> dict:
+        if not self.ctx.is_root:                                   # [distributed] rank 0 reports
+            return {"status": "completed", "distributed_rank": self.ctx.rank}
         s = {"status": "completed", "epochs": self.epoch, "compile_seconds": self.compile_seconds,
              "train_loss": self.rows[-1]["train_loss"] if self.rows else math.nan,
              "images_per_second": self.train_images / max(self.train_seconds, 1e-9),

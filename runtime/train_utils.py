@@ -147,7 +147,14 @@ def write_metrics(out_dir: Path, rows: list[dict]) -> None:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
     os.replace(tmp, out_dir / "metrics.csv")
     try:
-        plot_curves(out_dir / "curves.png", rows)
+        try:   # the shared plotter (runtime/metrics.py) when present, else the local one
+            from .metrics import plot_curves as shared_plot
+        except ImportError:
+            shared_plot = None
+        if shared_plot is not None:
+            shared_plot(out_dir / "metrics.csv", out_dir / "curves.png")
+        else:
+            plot_curves(out_dir / "curves.png", rows)
     except Exception as e:  # a plot must never stop training
         print(f"warning: could not draw curves.png: {e}")
 

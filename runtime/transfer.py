@@ -118,7 +118,7 @@ def freeze_until(spec, layer: str):
     (the seeds' "finetune a few layers": train only what comes after)."""
     names = [l.name for l in spec.layers]
     if layer not in names:
-        raise KeyError(_unknown(layer, names))
+        raise TransferError(_unknown(layer, names))
     stop = names.index(layer)
     layers = [dataclasses.replace(l, attrs={**l.attrs, "freeze": True}) if i <= stop else l
               for i, l in enumerate(spec.layers)]
@@ -142,7 +142,7 @@ def truncated_spec(spec, layer: str):
         if layer in names:
             i = names.index(layer)
             return dataclasses.replace(s, layers=list(s.layers[:i + 1]), outputs=[layer])
-    raise KeyError(_unknown(layer, [l.name for l in netspec.check(spec).layers]))
+    raise TransferError(_unknown(layer, [l.name for l in netspec.check(spec).layers]))
 
 
 def feature_net(spec, weights: Mapping[str, np.ndarray], layer: str, batch_size: int = 64,

@@ -116,10 +116,13 @@ def draw_net(report, path, engine: str = "auto") -> Path:
     fig, ax = plt.subplots(figsize=(max(4.0, 2.4 * width), max(3.0, 0.9 * height)))
     for a, b, s in edges:
         (x0, y0), (x1, y1) = pos[a], pos[b]
+        skip = x0 == x1 and y0 - y1 > 1      # a skip connection would run over the boxes between
+        rad = 0.35 if skip else 0.0 if x0 == x1 else 0.15
         ax.annotate("", (x1, y1 + 0.22), (x0, y0 - 0.22),
                     arrowprops=dict(arrowstyle="->", color="0.4", lw=0.8,
-                                    connectionstyle="arc3,rad=0.0" if x0 == x1 else "arc3,rad=0.15"))
-        ax.text((x0 + x1) / 2 + 0.05, (y0 + y1) / 2, s, fontsize=6, color="0.3", va="center")
+                                    connectionstyle=f"arc3,rad={rad}"))
+        ax.text((x0 + x1) / 2 + (-0.32 if skip else 0.05), (y0 + y1) / 2, s, fontsize=6,
+                color="0.3", va="center", ha="right" if skip else "left")
     for n, lab in nodes:
         x, y = pos[n]
         color = "#dde8f7" if n == "input" or n.startswith("__out_") else "#f7f2dd"

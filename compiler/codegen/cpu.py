@@ -16,8 +16,9 @@ import numpy as np
 from ..ir import Graph
 from .kernel_cache import _env
 
-IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
-COMMENT_SAFE = re.compile(r"^[A-Za-z0-9_.\[\]/:+\- ]{0,120}$")
+# \Z, not $: "$" also matches before a trailing newline ("relu\n" would pass)
+IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+COMMENT_SAFE = re.compile(r"[A-Za-z0-9_.\[\]/:+\- ]{0,120}\Z")
 
 
 class UnsafeValue(ValueError):

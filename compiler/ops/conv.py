@@ -13,12 +13,14 @@ dcols = Wᵀ·dY; dX = col2im(dcols).  Only grads whose ``dxs`` entry is not Non
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from compiler.codegen.kernel_cache import load_kernels
 from compiler.ops.base import Op, register_op
 
-COLS_BUDGET = 1 << 20          # elements of the im2col buffer per chunk (4 MiB in float32)
+COLS_BUDGET = 1 << 18   # im2col elements per chunk (1 MiB f32: stays in L2 between im2col and GEMM)
 _DUMMY = {}                    # dtype -> 1-element stand-in for an absent bias
 
 
@@ -29,6 +31,7 @@ def _dummy(dtype):
     return d
 
 
+@functools.lru_cache(maxsize=None)   # load_kernels re-renders and hashes (~0.2 ms): once per variant
 def kernels(act="none"):
     """The conv kernel module for ``act``; act-free kernels come from the "none" variant."""
     return load_kernels("conv", act=act)

@@ -7,6 +7,8 @@ and bias gradient are njit kernels from templates/dense.py.j2.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from compiler.codegen.kernel_cache import load_kernels
@@ -22,6 +24,7 @@ def _dummy(dtype):
     return d
 
 
+@functools.lru_cache(maxsize=None)   # load_kernels re-renders and hashes (~0.2 ms): once per variant
 def kernels(act="none"):
     return load_kernels("dense", act=act)
 

@@ -17,9 +17,13 @@ import numpy as np
 from compiler.codegen.kernel_cache import load_kernels
 from compiler.ops.base import Op, register_op
 
-# Elements from which a kernel is worth a parallel=True variant (a prange region costs
-# 1-2 us a call and ~1 s of compile per kernel; below this size the serial loop is faster).
-PAR_MIN = int(os.environ.get("NETSPEC_PAR_MIN", 1 << 18))
+# Elements from which the norm kernels use their parallel=True (prange over channels /
+# groups / samples) variant.  OFF by default: on the shared 2-core machines, at load ~7,
+# BatchNorm+ReLU train fwd/bwd on (128,16,32,32) took 2.6/4.0 ms serial vs 14.7/6.2 ms
+# parallel, and on (64,6,28,28) 0.28/0.86 vs 0.15/0.25 ms -- prange wins only on idle
+# cores, costs ~1 s of cold compile per kernel, and fights the project's two-thread nogil
+# scheme (DESIGN.md section 5).  Opt in with NETSPEC_PAR_MIN=<elements>.
+PAR_MIN = int(os.environ.get("NETSPEC_PAR_MIN", 1 << 62))
 
 _EMPTY: dict = {}
 

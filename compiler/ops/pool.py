@@ -9,6 +9,8 @@ train mode for backward.  Kernels: templates/pool.py.j2 (serial njit).
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from compiler.codegen.kernel_cache import load_kernels
@@ -24,6 +26,7 @@ def _dummy_i32(ndim):
     return d
 
 
+@functools.lru_cache(maxsize=None)   # load_kernels re-renders and hashes (~0.2 ms): once per variant
 def kernels():
     return load_kernels("pool")
 

@@ -10,6 +10,8 @@ scatter.  center_crop and shortcut_pad are strided copies done with numpy slice 
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from compiler.codegen.kernel_cache import load_kernels
@@ -65,6 +67,7 @@ def _tables(H, W, attrs, dtype):
     return tab
 
 
+@functools.lru_cache(maxsize=None)   # load_kernels re-renders and hashes (~0.2 ms): once per variant
 def kernels():
     return load_kernels("resample")
 

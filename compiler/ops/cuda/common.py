@@ -1,0 +1,262 @@
+"""The CUDA op contract: launch *plans* over device arrays, bound once into pre-configured
+launchers.
+
+A CUDA op (``CudaOp``, registered in ``CUDA_OPS`` under the same name as the CPU op in
+``compiler.ops.OPS``) keeps the CPU launcher signature -- ``forward(xs, y, saved, ws, attrs,
+train, rng)`` and ``backward(xs, y, saved, dy, dxs, ws, attrs)`` -- but on numba-CUDA device
+arrays.  Internally every op only *plans*: ``plan_forward(ctx, ...)`` / ``plan_backward(ctx,
+...)`` return a list of steps, each one of
+
+* ``Launch(kernel, grid, block, args)``  -- a ``@cuda.jit`` kernel and its arguments;
+* ``Draw(dev, p)``                        -- ``rng.random`` into a pinned host buffer, copied
+  to the device array ``dev`` (dropout masks: the same rng contract as the CPU ops, so CPU
+  and CUDA runs draw identical numbers);
+* ``HostStep(fn)``                       -- a host callable ``fn(rng)`` (used by the CPU
+  fallback of ops without CUDA kernels, see ``HostFallback``).
+
+``ctx`` decides what "an array" is: ``DeviceCtx`` allocates device memory (persistent
+scratch such as split-K partial sums and small index tables, made once at bind time), and
+``HostCtx`` uses numpy arrays so plans can be built without a GPU -- the tests type-check
+every kernel a plan uses with ``numba.cuda.compile_ptx`` from the plan's own arguments.
+
+``bind_plan(plan, stream)`` turns a plan into ``[(fn, args)]`` with every kernel
+pre-configured as ``kernel[grid, block, stream]`` (DESIGN §5: ~24 µs a launch instead of
+~45 µs); ``run_seq(seq, rng)`` executes it.  Scalars are passed as the net's float type
+(``ft(v)``) so float32 kernels never see float64 arguments.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+SIM = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
+# The simulator runs every thread as a Python thread: keep blocks small there.
+BLOCK = 32 if SIM else 256          # threads of a flat (grid-stride) launch
+RBLOCK = 32 if SIM else 256         # threads of a reduction block (power of two)
+TILE = 4 if SIM else 16             # GEMM tile edge (TILE*TILE threads a block)
+MAX_BLOCKS = 64 if SIM else 8192    # grid-stride kernels never need more blocks
+
+
+@dataclass
+class Launch:
+    kernel: Any
+    grid: tuple
+    block: tuple
+    args: tuple
+
+
+@dataclass
+class Draw:
+    dev: Any          # device array to fill with U[0, 1) in its dtype
+
+
+@dataclass
+class HostStep:
+    fn: Callable      # fn(rng)
+
+
+def grid1(n: int, block: int = BLOCK) -> tuple[tuple, tuple]:
+    """(grid, block) for a grid-stride kernel over n items."""
+    return (max(1, min(MAX_BLOCKS, -(-int(n) // block))),), (block,)
+
+
+def flat(a):
+    """A 1-D view of a C-contiguous (device or host) array."""
+    return a.reshape(a.size) if a.ndim != 1 else a
+
+
+def as_shape(a, shape):
+    return a.reshape(*shape) if tuple(a.shape) != tuple(shape) else a
+
+
+_TEMPLATES: dict = {}
+
+
+def kernels(template: str, dtype) -> Any:
+    """The rendered + imported CUDA kernel module ``<template>.py.j2`` for a float dtype."""
+    key = (template, np.dtype(dtype).name)
+    mod = _TEMPLATES.get(key)
+    if mod is None:
+        from compiler.codegen.kernel_cache import load_kernels
+        mod = _TEMPLATES[key] = load_kernels(template, ftype=np.dtype(dtype).name, tile=TILE,
+                                             rblock=RBLOCK)
+    return mod
+
+
+# --------------------------------------------------------------------------- contexts
+class HostCtx:
+    """Plans over numpy arrays (type-checking without a GPU)."""
+    device = False
+
+    def array(self, shape, dtype):
+        return np.zeros(shape, dtype)
+
+    def table(self, a):
+        return np.ascontiguousarray(a)
+
+
+class DeviceCtx:
+    """Plans over device arrays; persistent scratch is device memory made once."""
+    device = True
+
+    def array(self, shape, dtype):
+        from numba import cuda
+        return cuda.to_device(np.zeros(shape, dtype))
+
+    def table(self, a):
+        from numba import cuda
+        return cuda.to_device(np.ascontiguousarray(a))
+
+
+_DUMMIES: dict = {}
+
+
+def dummy(ctx, dtype, ndim=1):
+    """A 1-element stand-in for an absent optional array (kernels never read it)."""
+    key = (ctx.device, np.dtype(dtype).str, ndim)
+    d = _DUMMIES.get(key)
+    if d is None:
+        d = _DUMMIES[key] = ctx.array((1,) * ndim, dtype)
+    return d
+
+
+# --------------------------------------------------------------------------- ops
+class CudaOp:
+    name = ""
+    random = False
+
+    def plan_forward(self, ctx, xs, y, saved, ws, attrs, train) -> list:
+        raise NotImplementedError
+
+    def plan_backward(self, ctx, xs, y, saved, dy, dxs, ws, attrs) -> list:
+        raise NotImplementedError
+
+    # the CPU launcher signature, on device arrays (plans made and run on the spot)
+    def forward(self, xs, y, saved, ws, attrs, train, rng=None):
+        run_seq(bind_plan(self.plan_forward(DeviceCtx(), xs, y, saved, ws, attrs, train), None), rng)
+
+    def backward(self, xs, y, saved, dy, dxs, ws, attrs):
+        run_seq(bind_plan(self.plan_backward(DeviceCtx(), xs, y, saved, dy, dxs, ws, attrs), None), None)
+
+
+CUDA_OPS: dict[str, CudaOp] = {}
+
+
+def register(cls):
+    if cls.name in CUDA_OPS:
+        raise RuntimeError(f"CUDA op {cls.name!r} registered twice")
+    CUDA_OPS[cls.name] = cls()
+    return cls
+
+
+class HostFallback(CudaOp):
+    """Runs the CPU op on host copies (one synchronisation per call).  Used only for the
+    ops listed in ``compiler.ops.cuda.FALLBACK`` that have no CUDA kernels yet."""
+
+    def __init__(self, name):
+        self.name = name
+
+    @property
+    def cpu(self):
+        from compiler.ops import OPS
+        return OPS[self.name]
+
+    @staticmethod
+    def _mirror(arrs):
+        return [None if a is None else np.zeros(a.shape, a.dtype) for a in arrs]
+
+    def plan_forward(self, ctx, xs, y, saved, ws, attrs, train):
+        keys_s, keys_w = sorted(saved), sorted(ws)
+        dev_in = list(xs) + [saved[k] for k in keys_s]
+        h_in, h_y, h_s, h_w = self._mirror(dev_in), self._mirror([y])[0], self._mirror(
+            [saved[k] for k in keys_s]), self._mirror([ws[k] for k in keys_w])
+        cpu, n = self.cpu, len(xs)
+
+        def fn(rng):
+            for d, h in zip(dev_in, h_in):
+                if d is not None:
+                    d.copy_to_host(h)
+            hs = dict(zip(keys_s, h_in[n:]))
+            cpu.forward(h_in[:n], h_y, hs, dict(zip(keys_w, h_w)), attrs, train, rng)
+            y.copy_to_device(h_y)
+            for k, h in hs.items():
+                saved[k].copy_to_device(h)
+            for d, h in zip(xs, h_in[:n]):   # in-place buffer updates (none today)
+                if d is not None:
+                    d.copy_to_device(h)
+        return [HostStep(fn)] if ctx.device else []
+
+    def plan_backward(self, ctx, xs, y, saved, dy, dxs, ws, attrs):
+        keys_s, keys_w = sorted(saved), sorted(ws)
+        dev_in = list(xs) + [y, dy] + [saved[k] for k in keys_s]
+        h_in, h_dx, h_w = self._mirror(dev_in), self._mirror(dxs), self._mirror([ws[k] for k in keys_w])
+        cpu, n = self.cpu, len(xs)
+
+        def fn(rng):
+            for d, h in zip(dev_in, h_in):
+                if d is not None:
+                    d.copy_to_host(h)
+            cpu.backward(h_in[:n], h_in[n], dict(zip(keys_s, h_in[n + 2:])), h_in[n + 1], h_dx,
+                         dict(zip(keys_w, h_w)), attrs)
+            for d, h in zip(dxs, h_dx):
+                if d is not None:
+                    d.copy_to_device(h)
+        return [HostStep(fn)] if ctx.device else []
+
+
+# --------------------------------------------------------------------------- binding
+def bind_plan(plan: list, stream) -> list:
+    """Plan -> [(fn, args)]: kernels pre-configured once; args None means fn(rng)."""
+    from numba import cuda
+    out = []
+    for s in plan:
+        if isinstance(s, Launch):
+            cfg = s.kernel[s.grid, s.block, stream] if stream is not None else s.kernel[s.grid, s.block]
+            out.append((cfg, s.args))
+        elif isinstance(s, Draw):
+            out.append((_drawer(s.dev, stream), None))
+        elif isinstance(s, HostStep):
+            fn = s.fn
+
+            def host(rng, fn=fn):
+                if stream is not None:
+                    stream.synchronize()
+                else:
+                    cuda.synchronize()
+                fn(rng)
+            out.append((host, None))
+        else:
+            raise TypeError(f"unknown plan step {s!r}")
+    return out
+
+
+def _drawer(dev, stream):
+    """rng.random into a pinned buffer, then an async copy; the event keeps the next draw
+    from overwriting the buffer before the copy has finished."""
+    from numba import cuda
+    host = cuda.pinned_array(dev.shape, dev.dtype)
+    ev = cuda.event() if stream is not None else None
+    state = {"pending": False}
+
+    def draw(rng):
+        if state["pending"]:
+            ev.synchronize()
+        rng.random(out=host, dtype=host.dtype)
+        if stream is not None:
+            dev.copy_to_device(host, stream=stream)
+            ev.record(stream)
+            state["pending"] = True
+        else:
+            dev.copy_to_device(host)
+    return draw
+
+
+def run_seq(seq: list, rng) -> None:
+    for fn, args in seq:
+        if args is None:
+            fn(rng)
+        else:
+            fn(*args)

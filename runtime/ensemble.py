@@ -1,0 +1,140 @@
+"""Model ensembles and Polyak averaging at test time (the seeds' "Model Ensembles" slides).
+
+* ``ensemble_probs(net, sources, x)``: average the softmax probabilities of several weight
+  sets (independent runs, or snapshots of one run: ``snapshot_<k>.npz``) -- "train multiple
+  independent models, at test time average their results".  ``net`` is one compiled
+  eval net of the architecture; each member's weights are loaded into it in turn and the
+  net's own weights are restored afterwards.
+* ``evaluate_ensemble(net, sources, x, y)``: accuracy of every member and of the average.
+* ``polyak_vs_raw(net, checkpoint, x, y)``: "instead of the actual parameter vector keep a
+  moving average and use that at test time": the training loop stores the EMA of the
+  parameter arena as ``ema/arena`` in ``checkpoint.npz`` (``train.ema: {decay: ...}``);
+  this evaluates the raw and the averaged weights side by side.
+* ``polyak_average(arrays_list, decay)``: the EMA x_test = decay*x_test + (1-decay)*x over a
+  sequence of weight dicts (e.g. the checkpoints of consecutive epochs), for runs that were
+  trained without ``ema``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+
+def _softmax(z):
+    z = np.asarray(z, np.float64).reshape(len(z), -1)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _arrays(src) -> dict:
+    if isinstance(src, (str, Path)):
+        from .checkpoint import load_checkpoint
+        return load_checkpoint(src)[0]
+    return dict(src)
+
+
+def _load(net, arrays: Mapping) -> None:
+    d = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(("params/", "buffers/"))}
+    if not d:      # a plain {name: array}
+        d = {k: v for k, v in arrays.items() if "/" not in k}
+    if not d:
+        raise ValueError("no weights (params/* arrays) in an ensemble member")
+    net.load_params(d)
+
+
+def _own(net) -> dict:
+    return {**{k: v.copy() for k, v in net.params.items()},
+            **{k: v.copy() for k, v in getattr(net, "buffers", {}).items()}}
+
+
+def member_probs(net, sources: Sequence, x: np.ndarray) -> list[np.ndarray]:
+    """[softmax probabilities (N, K) of each member]; the net's weights are restored."""
+    own = _own(net)
+    try:
+        out = []
+        for s in sources:
+            _load(net, _arrays(s))
+            out.append(_softmax(net.forward(x, train=False)))
+        return out
+    finally:
+        net.load_params(own)
+
+
+def ensemble_probs(net, sources: Sequence, x: np.ndarray) -> np.ndarray:
+    return np.mean(member_probs(net, sources, x), axis=0)
+
+
+def evaluate_ensemble(net, sources: Sequence, x: np.ndarray, y: np.ndarray) -> dict:
+    """{"members": [accuracy of each], "ensemble": accuracy of the mean probabilities,
+    "ensemble_nll": its mean negative log-likelihood}."""
+    probs = member_probs(net, sources, x)
+    y = np.asarray(y)
+    mean = np.mean(probs, axis=0)
+    return {"members": [float(np.mean(p.argmax(1) == y)) for p in probs],
+            "ensemble": float(np.mean(mean.argmax(1) == y)),
+            "ensemble_nll": float(-np.mean(np.log(np.maximum(mean[np.arange(len(y)), y], 1e-12))))}
+
+
+def polyak_average(members: Sequence, decay: float = 0.995) -> dict[str, np.ndarray]:
+    """EMA over a sequence of weight sets (checkpoint paths or arrays), oldest first: the
+    first one starts the average.  Parameters are averaged; buffers (BatchNorm running
+    statistics) are taken from the last member, as the training loop's EMA does."""
+    avg: dict[str, np.ndarray] = {}
+    last: dict = {}
+    for m in members:
+        last = _arrays(m)
+        for k, v in last.items():
+            if not k.startswith("params/"):
+                continue
+            v = np.asarray(v, np.float64)
+            avg[k] = v.copy() if k not in avg else decay * avg[k] + (1.0 - decay) * v
+    out = {k: v.astype(np.float32) for k, v in avg.items()}
+    out.update({k: np.asarray(v) for k, v in last.items() if k.startswith("buffers/")})
+    return out
+
+
+def polyak_vs_raw(net, checkpoint, x: np.ndarray, y: np.ndarray) -> dict:
+    """Accuracy of the raw weights and of the Polyak/EMA weights (``ema/arena``) of one
+    checkpoint, side by side: {"raw": acc, "ema": acc or None, "agreement": fraction of
+    equal predictions}.  The net's own weights are restored."""
+    arrays = _arrays(checkpoint)
+    own = _own(net)
+    y = np.asarray(y)
+    try:
+        _load(net, arrays)
+        raw = net.forward(x, train=False).reshape(len(x), -1).argmax(1)
+        res = {"raw": float(np.mean(raw == y)), "ema": None, "agreement": None}
+        if "ema/arena" in arrays:
+            ema = np.asarray(arrays["ema/arena"])
+            if ema.shape != net.param_arena.shape:
+                raise ValueError(f"ema/arena has {ema.size} values, the net's arena {net.param_arena.size}")
+            net.param_arena[...] = ema
+            pred = net.forward(x, train=False).reshape(len(x), -1).argmax(1)
+            res.update(ema=float(np.mean(pred == y)), agreement=float(np.mean(pred == raw)))
+        return res
+    finally:
+        net.load_params(own)
+
+
+def ema_weights(report, arrays: Mapping) -> dict[str, np.ndarray]:
+    """The Polyak/EMA weights of a checkpoint as ``params/<name>`` arrays (plus its
+    ``buffers/*``): ``ema/arena`` split in the parameter arena's order (spec order, params
+    only -- how ``compiler.compile`` lays the arena out)."""
+    if "ema/arena" not in arrays:
+        raise ValueError("the checkpoint has no ema/arena (train with `ema: {decay: 0.999}`)")
+    arena = np.asarray(arrays["ema/arena"])
+    out, off = {}, 0
+    for L in report.layers:
+        for full, ps in L.param_specs:
+            if ps.kind != "param":
+                continue
+            n = int(np.prod(ps.shape)) if ps.shape else 1
+            out[f"params/{full}"] = arena[off:off + n].reshape(ps.shape).astype(np.float32)
+            off += n
+    if off != arena.size:
+        raise ValueError(f"ema/arena has {arena.size} values but the net has {off} parameters")
+    out.update({k: np.asarray(v) for k, v in arrays.items() if k.startswith("buffers/")})
+    return out
