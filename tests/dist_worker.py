@@ -7,6 +7,12 @@ parameters and the per-step (rank-averaged) losses to ``--out`` (.npz).  The sam
 ``run`` with a single-process DistContext and local batch G is the reference the test
 compares against.
 
+``python tests/dist_worker.py loop --out DIR --stop-at S`` instead runs the real training loop
+(``runtime.train.train(..., distributed=True)``) on ``LOOP_SPEC`` (the digits data, with
+augmentation and a cosine schedule) and interrupts it after global step S (a hook raising
+KeyboardInterrupt on every rank at the same step, as an agreed Ctrl-C would), leaving rank 0's
+checkpoint in DIR for a resume with another number of ranks.
+
 Fault injection (for the failure tests): ``--die-at S`` makes the last rank SIGKILL itself
 before step S; ``--hang-at S`` makes it SIGSTOP itself (a frozen rank / lost machine the
 launcher cannot see).
@@ -43,6 +49,16 @@ train:
   regularization: {weight_decay: 1.0e-4}
   seed: 0
 """
+
+LOOP_SPEC = SPEC.replace("name: dist_tiny", "name: dist_loop").replace("""  seed: 0
+""", """  seed: 0
+  data: {source: digits, val_split: 0.1, test_split: 0.2, seed: 0}
+  preprocess: [{standardize: per_channel}]
+  augment: [{random_crop: {pad: 1}}]
+  schedule: {cosine: {min_lr: 0.0}}
+  batch_size: 32
+  epochs: 2
+""")
 
 N_SAMPLES = 192
 
@@ -85,7 +101,28 @@ def run(ctx, global_batch: int, steps: int, init_seed: int = 100, die_at: int = 
     return net.param_arena.copy(), losses
 
 
+def loop(out: str, stop_at: int, distributed: bool = True, resume: bool = False) -> dict:
+    """The training loop on LOOP_SPEC in ``out``; interrupted after global step ``stop_at``
+    (< 0: never)."""
+    import netspec
+    from runtime.train import train
+
+    def hook(run):
+        if run.epoch * run.spe + run.batch == stop_at:
+            raise KeyboardInterrupt
+    return train(netspec.load(LOOP_SPEC), out, progress=False, resume=resume,
+                 distributed=distributed, hooks={"after_step": hook})
+
+
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["loop"]:
+        q = argparse.ArgumentParser()
+        q.add_argument("--out", required=True)
+        q.add_argument("--stop-at", type=int, default=-1)
+        b = q.parse_args(argv[1:])
+        loop(b.out, b.stop_at)
+        return 0
     p = argparse.ArgumentParser()
     p.add_argument("--out", required=True)
     p.add_argument("--global-batch", type=int, default=32)

@@ -65,14 +65,44 @@ def test_two_ranks_match_one_process_with_double_batch(tmp_path):
     got = np.load(out)
     assert int(got["size"][0]) == 2
     ref_w, ref_losses = W.run(DistContext(), 32, 12)      # one process, batch 32, net.step
-    w0 = None
-    import compiler, netspec
+    import compiler
+    import netspec
     w0 = compiler.compile(netspec.load(W.SPEC), batch_size=32, seed=100).param_arena
     moved = np.abs(ref_w - w0).max()
     assert moved > 1e-2                                    # training really changed the weights
     np.testing.assert_allclose(got["params"], ref_w, rtol=1e-4, atol=2e-6)
     np.testing.assert_allclose(got["losses"], ref_losses, rtol=1e-5)
     assert np.abs(got["params"] - ref_w).max() < 1e-3 * moved
+
+
+def test_training_loop_k2_interrupted_then_resumed_with_k1_equals_k1(tmp_path):
+    """runtime.train.train(distributed=True) with 2 ranks (sharding after augmentation,
+    schedule, rank-0 checkpoint) stopped mid-epoch 2, resumed by ONE process: the final
+    weights equal an uninterrupted single-process run (the checkpoint is global state)."""
+    _need_mpi()
+    import dist_worker as W
+    from runtime.checkpoint import load_checkpoint
+    run = tmp_path / "k2"
+    p, _ = _launch(tmp_path, "loop", "--out", str(run), "--stop-at", "50", limit=180)
+    assert p.returncode == 0, p.stderr[-3000:]
+    ck_meta = load_checkpoint(run / "checkpoint.npz")[1]
+    assert ck_meta["epoch"] == 1 and ck_meta["batch"] > 0        # stopped mid epoch 2
+    assert json_status(run / "summary.json") == "interrupted"
+    s = W.loop(str(run), -1, distributed=False, resume=True)
+    assert s["status"] == "completed" and s["epochs"] == 2
+    ref = W.loop(str(tmp_path / "k1"), -1, distributed=False)
+    got = load_checkpoint(run / "checkpoint.npz")[0]
+    want = load_checkpoint(tmp_path / "k1" / "checkpoint.npz")[0]
+    names = [k for k in want if k.startswith("params/")]
+    assert names
+    for k in names:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-5, err_msg=k)
+    assert abs(s["test_accuracy"] - ref["test_accuracy"]) < 0.01
+
+
+def json_status(path) -> str:
+    import json
+    return json.loads(Path(path).read_text()).get("status")
 
 
 # ----------------------------------------------------------------------------- (b)

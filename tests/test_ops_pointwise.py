@@ -237,6 +237,9 @@ def test_torch_batchnorm_train(shape):
     np.testing.assert_allclose(xs[4], bn.running_var.numpy(), rtol=1e-10)
     for mine, theirs in zip(grads[:3], (xt.grad, bn.weight.grad, bn.bias.grad)):
         np.testing.assert_allclose(mine, theirs.numpy(), rtol=1e-8, atol=1e-10)
+    # eval mode with the updated running statistics
+    ye, _ = get_op("batchnorm").ref_forward([x, w, b, xs[3], xs[4]], {}, train=False)
+    np.testing.assert_allclose(ye, bn.eval()(torch.tensor(x)).detach().numpy(), rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.torch

@@ -273,6 +273,21 @@ def test_weight_norm_is_torchs():
         torch.testing.assert_close(sub(x), ref(x), rtol=1e-5, atol=1e-5)
 
 
+def test_frozen_layers_do_not_train():
+    rep = _report("""
+netspec: 1
+name: frozen
+input: [1, 8, 8]
+layers:
+  - conv: {name: c, out: 4, kernel: 3, freeze: true}
+  - flatten: {}
+  - linear: {name: fc, out: 2}
+""")
+    net = build_torch_module(rep)
+    grads = {n: p.requires_grad for n, p in net.named_parameters()}
+    assert grads == {"c.weight": False, "c.bias": False, "fc.weight": True, "fc.bias": True}
+
+
 def test_unknown_type_raises():
     layer = SimpleNamespace(name="odd", type="capsule", inputs=["input"],
                             input_shapes=[(1, 4, 4)], output_shape=(1, 4, 4), attrs={},
