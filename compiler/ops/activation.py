@@ -1,4 +1,5 @@
 """Activation ops: activation (relu/sigmoid/tanh/leaky_relu/elu), prelu, softmax (axis 1).
+(maxout lives in compiler/ops/pool.py with the other argmax ops.)
 
 Kernels: ``templates/activation.py.j2`` rendered per kind.  ``backward_reads(attrs)`` names
 what the backward reads besides dy ("x" and/or "y"): relu, sigmoid, tanh, leaky_relu with
@@ -168,3 +169,4 @@ class Softmax(Op):
             sh = _ncs(y.shape)
             kernels("activation", kind="softmax", from_y=True).softmax_bwd(
                 view(y, sh), view(dy, sh), view(dxs[0], sh))
+

@@ -134,7 +134,14 @@ class Conv2d(Op):
         K = C * kh * kw
         return N, C, O, Cg, kh, kw, OH, OW, P, K, chunk_images(N, K * P)
 
+    @staticmethod
+    def depthwise(in_shapes, attrs):
+        """groups == C (one input channel per group): direct loops instead of G tiny GEMMs."""
+        return attrs.get("groups", 1) > 1 and in_shapes[1][1] == 1 and attrs.get("groups", 1) == in_shapes[0][1]
+
     def workspace(self, in_shapes, attrs):
+        if self.depthwise(in_shapes, attrs):
+            return {}
         N, C, O, Cg, kh, kw, OH, OW, P, K, nb = self._geom(in_shapes, attrs)
         return {"cols": (K * nb * P,), "gemm": (O * nb * P,), "dw": (O * Cg * kh * kw,)}
 
@@ -156,6 +163,9 @@ class Conv2d(Op):
         Og, Kg = O // G, Cg * kh * kw
         y3 = y.reshape(N, O, P)
         bias = _dummy(x.dtype) if b is None else b
+        if self.depthwise([x.shape, w.shape], attrs):
+            ka.dw_fwd(x, w.reshape(O, kh, kw), bias, b is not None, y, O // C, sh, sw, pt, pl, dh, dw)
+            return
         for n0 in range(0, N, nb):
             m = min(nb, N - n0)
             cols = ws["cols"][:K * m * P].reshape(K, m * P)
@@ -171,6 +181,12 @@ class Conv2d(Op):
         sh, sw, pt, pb, pl, pr, dh, dw, G, act = conv_attrs(attrs)
         N, C, O, Cg, kh, kw, OH, OW, P, K, nb = self._geom([x.shape, w.shape], attrs)
         k0, ka = kernels(), kernels(act)
+        if self.depthwise([x.shape, w.shape], attrs):
+            d = _dummy(x.dtype)
+            ka.dw_bwd(x, w.reshape(O, kh, kw), y, dy, d.reshape(1, 1, 1, 1) if dx is None else dx,
+                      d.reshape(1, 1, 1) if dW is None else dW.reshape(O, kh, kw), d if db is None else db,
+                      dx is not None, dW is not None, db is not None, O // C, sh, sw, pt, pl, dh, dw)
+            return
         w2 = w.reshape(O, Cg * kh * kw)
         Og, Kg = O // G, Cg * kh * kw
         dW2 = None if dW is None else dW.reshape(O, Kg)

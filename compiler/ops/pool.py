@@ -291,22 +291,27 @@ class FractionalMaxPool2d(Op):
             _argmax_bwd(dy, saved["argmax"], dxs[0])
 
 
+def _k(attrs):
+    return int(attrs["k"] if "k" in attrs else attrs["pieces"])
+
+
 @register_op
 class Maxout(Op):
-    """maxout (Goodfellow et al. 2013): attr ``k``; x (N, C, ...) -> (N, C/k, ...),
-    y[:, j] = max over x[:, j*k:(j+1)*k] (first maximum); saved argmax = index in the group."""
+    """maxout (Goodfellow et al. 2013): attr ``k`` (``pieces`` accepted as an alias);
+    x (N, C, ...) -> (N, C/k, ...), y[:, j] = max over x[:, j*k:(j+1)*k] (first maximum);
+    saved argmax (int32) = index within the group."""
     name = "maxout"
 
     def out_shape(self, in_shapes, attrs):
         s = tuple(in_shapes[0])
-        return (s[0], s[1] // attrs["k"]) + s[2:]
+        return (s[0], s[1] // _k(attrs)) + s[2:]
 
     def saved_specs(self, in_shapes, attrs):
         return {"argmax": (self.out_shape(in_shapes, attrs), "int32")}
 
     def ref_forward(self, xs, attrs, train=False, rng=None):
         x = xs[0]
-        k = attrs["k"]
+        k = _k(attrs)
         x4 = x.reshape(x.shape[0], x.shape[1] // k, k, -1)
         arg = np.argmax(x4, axis=2)
         y = np.take_along_axis(x4, arg[:, :, None], axis=2)[:, :, 0]
@@ -315,14 +320,14 @@ class Maxout(Op):
 
     def ref_backward(self, xs, y, saved, dy, attrs):
         x = xs[0]
-        k = attrs["k"]
+        k = _k(attrs)
         arg = saved["argmax"].reshape(x.shape[0], x.shape[1] // k, 1, -1)
         onehot = np.arange(k)[None, None, :, None] == arg
         return [(onehot * dy.reshape(arg.shape)).reshape(x.shape)]
 
     def forward(self, xs, y, saved, ws, attrs, train, rng=None):
         x = xs[0]
-        k = attrs["k"]
+        k = _k(attrs)
         N, G = x.shape[0], x.shape[1] // k
         arg = saved["argmax"].reshape(N, G, -1) if train else _dummy_i32(3)
         kernels().maxout_fwd(x.reshape(N, G, k, -1), y.reshape(N, G, -1), arg, train)
@@ -330,7 +335,7 @@ class Maxout(Op):
     def backward(self, xs, y, saved, dy, dxs, ws, attrs):
         dx = dxs[0]
         if dx is not None:
-            k = attrs["k"]
+            k = _k(attrs)
             N, G = dx.shape[0], dx.shape[1] // k
             kernels().maxout_bwd(dy.reshape(N, G, -1), saved["argmax"].reshape(N, G, -1),
                                  dx.reshape(N, G, k, -1))

@@ -63,6 +63,11 @@ def grid1(n: int, block: int = BLOCK) -> tuple[tuple, tuple]:
     return (max(1, min(MAX_BLOCKS, -(-int(n) // block))),), (block,)
 
 
+def gridx(n: int, block: int = BLOCK) -> tuple[tuple, tuple]:
+    """(grid, block) with at least one thread per item (kernels that guard ``if i >= n``)."""
+    return (max(1, -(-int(n) // block)),), (block,)
+
+
 def flat(a):
     """A 1-D view of a C-contiguous (device or host) array."""
     return a.reshape(a.size) if a.ndim != 1 else a

@@ -1,0 +1,160 @@
+"""CUDA launchers of the GEMM-shaped ops: conv2d (implicit GEMM, any stride / padding /
+dilation / groups), conv_transpose2d (the adjoint, same kernels with roles swapped) and
+linear (the tiled GEMM).  Kernels: templates/cuda_gemm.py.j2.
+
+conv2d      forward  conv_fwd (bias + relu epilogue)
+            backward dW: conv_dw split-K over the (n, oh, ow) columns + sum_splits,
+                     dX: conv_dx gather, db: per-channel block reduction; dy is masked by
+                     y > 0 while loading when the relu is fused.
+conv_transpose2d  forward = conv_dx of the underlying conv (plus bias + relu);
+            backward dX = conv_fwd of the masked dy, dW = conv_dw with x := masked dy,
+                     dz := x.
+linear      y = x W^T + b (gemm tb), dX = dz W, dW = dz^T x (gemm ta), db block reduction.
+"""
+from __future__ import annotations
+
+from compiler.ops.conv import conv_attrs
+
+from .common import SIM, TILE, CudaOp, Launch, as_shape, dummy, grid1, kernels, register
+from .reduce import chan_reduce
+
+T = "cuda_gemm"
+SPLIT_COLS = 256 if SIM else 8192       # columns per split of the weight-gradient reduction
+MAX_SPLITS = 64
+
+
+def _cdiv(a, b):
+    return -(-a // b)
+
+
+def conv_forward(x, w, b, y, geo, relu, xm=None, ctx=None):
+    """Launch of y = conv(x[masked by xm > 0], w) + b (relu)."""
+    sh, sw, pt, pl, dh, dw, G = geo
+    N, O, OH, OW = y.shape
+    w2 = as_shape(w, (O, w.size // O))
+    dt = y.dtype
+    grid = (_cdiv(N * OH * OW, TILE), _cdiv(O // G, TILE), G)
+    return Launch(kernels(T, dt).conv_fwd, grid, (TILE, TILE),
+                  (x, w2, b if b is not None else dummy(ctx, dt), b is not None, y, G, w.shape[2], w.shape[3],
+                   sh, sw, pt, pl, dh, dw, bool(relu), xm if xm is not None else x, xm is not None))
+
+
+def conv_weight_grad(ctx, x, dz, dw, geo, zm=None, xm=None):
+    """Launches of dw (O, Cg, KH, KW) = sum over columns of dz[masked] x im2col(x[masked])."""
+    sh, sw, pt, pl, dh, dwl, G = geo
+    N, O, OH, OW = dz.shape
+    Kg = dw.size // O
+    cols = N * OH * OW
+    S = max(1, min(MAX_SPLITS, _cdiv(cols, SPLIT_COLS)))
+    chunk = _cdiv(cols, S)
+    S = _cdiv(cols, chunk)
+    dt = dz.dtype
+    k = kernels(T, dt)
+    part = ctx.array((S, O, Kg), dt) if S > 1 else as_shape(dw, (1, O, Kg))
+    out = [Launch(k.conv_dw, (_cdiv(Kg, TILE), _cdiv(O // G, TILE), G * S), (TILE, TILE),
+                  (x, xm if xm is not None else x, xm is not None, dz, zm if zm is not None else dz,
+                   zm is not None, part, G, dw.shape[2], dw.shape[3], sh, sw, pt, pl, dh, dwl, chunk))]
+    if S > 1:
+        g, b = grid1(O * Kg)
+        out.append(Launch(k.sum_splits, g, b, (part, as_shape(dw, (O, Kg)))))
+    return out
+
+
+def conv_input_grad(ctx, dz, w, dx, geo, zm=None, bias=None, relu=False):
+    """Launch of dx = conv-adjoint(dz[masked by zm > 0]) (+ bias, relu)."""
+    sh, sw, pt, pl, dh, dw, G = geo
+    dt = dx.dtype
+    g, b = grid1(dx.size)
+    return Launch(kernels(T, dt).conv_dx, g, b,
+                  (dz, zm if zm is not None else dz, zm is not None, w, dx, G, sh, sw, pt, pl, dh, dw,
+                   bias if bias is not None else dummy(ctx, dt), bias is not None, bool(relu)))
+
+
+def _geo(attrs):
+    sh, sw, pt, pb, pl, pr, dh, dw, G, act = conv_attrs(attrs)
+    return (sh, sw, pt, pl, dh, dw, G), act == "relu"
+
+
+def bias_grad(dy, y, db, relu):
+    N, C = dy.shape[:2]
+    sh = (N, C, dy.size // (N * C))
+    return chan_reduce(as_shape(dy, sh), as_shape(y, sh), db, 2 if relu else 0)
+
+
+@register
+class Conv2d(CudaOp):
+    name = "conv2d"
+
+    def plan_forward(self, ctx, xs, y, saved, ws, attrs, train):
+        x, w, b = xs
+        geo, relu = _geo(attrs)
+        return [conv_forward(x, w, b, y, geo, relu, ctx=ctx)]
+
+    def plan_backward(self, ctx, xs, y, saved, dy, dxs, ws, attrs):
+        x, w, b = xs
+        dx, dW, db = dxs
+        geo, relu = _geo(attrs)
+        zm = y if relu else None
+        out = []
+        if db is not None:
+            out.append(bias_grad(dy, y, db, relu))
+        if dW is not None:
+            out += conv_weight_grad(ctx, x, dy, dW, geo, zm=zm)
+        if dx is not None:
+            out.append(conv_input_grad(ctx, dy, w, dx, geo, zm=zm))
+        return out
+
+
+@register
+class ConvTranspose2d(CudaOp):
+    name = "conv_transpose2d"
+
+    def plan_forward(self, ctx, xs, y, saved, ws, attrs, train):
+        x, w, b = xs
+        geo, relu = _geo(attrs)
+        return [conv_input_grad(ctx, x, w, y, geo, bias=b, relu=relu)]
+
+    def plan_backward(self, ctx, xs, y, saved, dy, dxs, ws, attrs):
+        x, w, b = xs
+        dx, dW, db = dxs
+        geo, relu = _geo(attrs)
+        ym = y if relu else None
+        out = []
+        if db is not None:
+            out.append(bias_grad(dy, y, db, relu))
+        if dW is not None:    # the underlying conv: input = masked dy, output-gradient = x
+            out += conv_weight_grad(ctx, dy, x, dW, geo, xm=ym)
+        if dx is not None:
+            out.append(conv_forward(dy, w, None, dx, geo, False, xm=ym, ctx=ctx))
+        return out
+
+
+def gemm(C, A, B, ta=False, tb=False, bias=None, relu=False, am=None, ctx=None):
+    M, N = C.shape
+    dt = C.dtype
+    return Launch(kernels(T, dt).gemm, (_cdiv(N, TILE), _cdiv(M, TILE)), (TILE, TILE),
+                  (A, B, C, ta, tb, bias if bias is not None else dummy(ctx, dt), bias is not None,
+                   bool(relu), am if am is not None else A, am is not None))
+
+
+@register
+class Linear(CudaOp):
+    name = "linear"
+
+    def plan_forward(self, ctx, xs, y, saved, ws, attrs, train):
+        x, w, b = xs
+        return [gemm(y, x, w, tb=True, bias=b, relu=attrs.get("act", "none") == "relu", ctx=ctx)]
+
+    def plan_backward(self, ctx, xs, y, saved, dy, dxs, ws, attrs):
+        x, w, b = xs
+        dx, dW, db = dxs
+        relu = attrs.get("act", "none") == "relu"
+        am = y if relu else None
+        out = []
+        if db is not None:
+            out.append(bias_grad(dy, y, db, relu))
+        if dx is not None:
+            out.append(gemm(dx, dy, w, am=am, ctx=ctx))
+        if dW is not None:
+            out.append(gemm(dW, dy, x, ta=True, am=am, ctx=ctx))
+        return out

@@ -1,0 +1,81 @@
+"""CUDA launchers of maxpool2d, avgpool2d, global_pool (kernels: templates/cuda_pool.py.j2).
+Same attrs, output sizes (PyTorch ceil_mode rules) and int32 argmax convention as
+compiler/ops/pool.py, whose ``_pattrs`` parses the attrs."""
+from __future__ import annotations
+
+import numpy as np
+
+from compiler.ops.pool import _pattrs
+
+from .common import CudaOp, Launch, as_shape, dummy, grid1, gridx, kernels, register
+
+T = "cuda_pool"
+
+
+def argmax_bwd(dy, arg, dx):
+    N, C = dx.shape[:2]
+    g, b = gridx(N * C)
+    return Launch(kernels(T, dx.dtype).argmax_bwd, g, b,
+                  (as_shape(dy, (N, C, dy.size // (N * C))), as_shape(arg, (N, C, arg.size // (N * C))),
+                   as_shape(dx, (N, C, dx.size // (N * C)))))
+
+
+@register
+class MaxPool2d(CudaOp):
+    name = "maxpool2d"
+
+    def plan_forward(self, ctx, xs, y, saved, ws, attrs, train):
+        kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, _ = _pattrs(attrs)
+        arg = saved["argmax"] if train else dummy(ctx, np.int32, 4)
+        g, b = grid1(y.size)
+        return [Launch(kernels(T, y.dtype).maxpool_fwd, g, b,
+                       (xs[0], y, arg, bool(train), kh, kw, sh, sw, pt, pl, dh, dw))]
+
+    def plan_backward(self, ctx, xs, y, saved, dy, dxs, ws, attrs):
+        return [] if dxs[0] is None else [argmax_bwd(dy, saved["argmax"], dxs[0])]
+
+
+@register
+class AvgPool2d(CudaOp):
+    name = "avgpool2d"
+
+    def _geo(self, attrs):
+        kh, kw, sh, sw, pt, pb, pl, pr, _, _, _ = _pattrs(attrs)
+        return (kh, kw, sh, sw, pt, pb, pl, pr, bool(attrs.get("count_include_pad", True)))
+
+    def plan_forward(self, ctx, xs, y, saved, ws, attrs, train):
+        g, b = grid1(y.size)
+        return [Launch(kernels(T, y.dtype).avgpool_fwd, g, b, (xs[0], y, *self._geo(attrs)))]
+
+    def plan_backward(self, ctx, xs, y, saved, dy, dxs, ws, attrs):
+        if dxs[0] is None:
+            return []
+        g, b = grid1(dxs[0].size)
+        return [Launch(kernels(T, dy.dtype).avgpool_bwd, g, b, (dy, dxs[0], *self._geo(attrs)))]
+
+
+@register
+class GlobalPool(CudaOp):
+    name = "global_pool"
+
+    def plan_forward(self, ctx, xs, y, saved, ws, attrs, train):
+        x = xs[0]
+        N, C = x.shape[:2]
+        k = kernels(T, x.dtype)
+        x3, y2 = as_shape(x, (N, C, x.size // (N * C))), as_shape(y, (N, C))
+        g, b = gridx(N * C)
+        if attrs.get("mode", "avg") == "avg":
+            return [Launch(k.global_avg, g, b, (x3, y2))]
+        arg = as_shape(saved["argmax"], (N, C)) if train else dummy(ctx, np.int32, 2)
+        return [Launch(k.global_max, g, b, (x3, y2, arg, bool(train)))]
+
+    def plan_backward(self, ctx, xs, y, saved, dy, dxs, ws, attrs):
+        dx = dxs[0]
+        if dx is None:
+            return []
+        if attrs.get("mode", "avg") == "max":
+            return [argmax_bwd(dy, saved["argmax"], dx)]
+        N, C = dx.shape[:2]
+        g, b = grid1(dx.size)
+        return [Launch(kernels(T, dx.dtype).global_avg_bwd, g, b,
+                       (as_shape(dy, (N, C)), as_shape(dx, (N, C, dx.size // (N * C)))))]

@@ -1,0 +1,258 @@
+"""CUDA launchers of the reduction ops (kernels: templates/cuda_reduce.py.j2): batchnorm,
+layernorm / instancenorm / groupnorm, lrn, softmax, the four losses, weight_norm and the
+BN-folding helpers.  Reductions are one block per output with a shared-memory tree (no
+atomics, deterministic); the elementwise halves are flat grid-stride kernels.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from compiler.ops import OPS
+from compiler.ops.norm import _ncs
+
+from .common import (RBLOCK, CudaOp, Launch, as_shape, dummy, flat, grid1, gridx, kernels,
+                     register)
+
+T = "cuda_reduce"
+
+
+def K(dtype):
+    return kernels(T, dtype)
+
+
+def chan_reduce(a3, b3, out, mode):
+    """out[c] = per-channel sum of a3 (N, C, S) (modes: see the template)."""
+    return Launch(K(a3.dtype).chan_reduce, (a3.shape[1],), (RBLOCK,), (a3, b3, out, mode))
+
+
+def _opt(ctx, a, dtype):
+    return (a, True) if a is not None else (dummy(ctx, dtype), False)
+
+
+@register
+class BatchNorm(CudaOp):
+    name = "batchnorm"
+
+    def plan_forward(self, ctx, xs, y, saved, ws, attrs, train):
+        from .pointwise import pw
+        x, w, b, rm, rv = xs
+        N, C, S = _ncs(x.shape)
+        dt = x.dtype
+        mean = saved.get("mean") if "mean" in saved else ctx.array((C,), dt)
+        istd = saved.get("istd") if "istd" in saved else ctx.array((C,), dt)
+        tflag = saved["train"] if "train" in saved else ctx.array((0,), np.uint8)
+        w1, hw = _opt(ctx, w, dt)
+        b1, hb = _opt(ctx, b, dt)
+        x3 = as_shape(x, (N, C, S))
+        return [Launch(K(dt).bn_stats, (C,), (RBLOCK,),
+                       (x3, rm, rv, mean, istd, tflag, float(attrs.get("eps", 1e-5)),
+                        float(attrs.get("momentum", 0.1)), bool(train))),
+                pw("bn_apply", x.size, flat(x), mean, istd, w1, b1, flat(y), hw, hb, C, S,
+                   attrs.get("act", "none") == "relu", dtype=dt)]
+
+    def plan_backward(self, ctx, xs, y, saved, dy, dxs, ws, attrs):
+        x, w = xs[0], xs[1]
+        N, C, S = _ncs(x.shape)
+        dt = x.dtype
+        relu = attrs.get("act", "none") == "relu"
+        sh = (N, C, S)
+        x3, dy3 = as_shape(x, sh), as_shape(dy, sh)
+        y3 = as_shape(y, sh) if relu else x3
+        sums = ctx.array((2, C), dt)
+        dw, hdw = _opt(ctx, dxs[1], dt)
+        db, hdb = _opt(ctx, dxs[2], dt)
+        w1, hw = _opt(ctx, w, dt)
+        out = [Launch(K(dt).bn_bwd_sums, (C,), (RBLOCK,),
+                      (x3, dy3, y3, saved["mean"], saved["istd"], relu, sums, dw, db, hdw, hdb))]
+        if dxs[0] is not None:
+            g, b = grid1(x.size)
+            out.append(Launch(K(dt).bn_bwd_dx, g, b, (x3, dy3, y3, saved["mean"], saved["istd"], w1, hw,
+                                                     relu, sums, saved["train"], as_shape(dxs[0], sh))))
+        return out
+
+
+class _Group(CudaOp):
+    """layernorm / instancenorm / groupnorm: rows of (N*G, L) contiguous groups."""
+
+    def _layout(self, x, attrs):
+        N, Cv, Sv, G, _ = OPS[self.name].layout(tuple(x.shape), attrs)
+        return N, Cv, Sv, G, (Cv // G) * Sv
+
+    def plan_forward(self, ctx, xs, y, saved, ws, attrs, train):
+        from .pointwise import pw
+        x, w, b = xs
+        N, Cv, Sv, G, L = self._layout(x, attrs)
+        st = saved if "mean" in saved else ws
+        dt = x.dtype
+        w1, hw = _opt(ctx, flat(w) if w is not None else None, dt)
+        b1, hb = _opt(ctx, flat(b) if b is not None else None, dt)
+        return [Launch(K(dt).gn_stats, (N * G,), (RBLOCK,),
+                       (flat(x), flat(st["mean"]), flat(st["rstd"]), L, float(attrs.get("eps", 1e-5)))),
+                pw("gn_apply", x.size, flat(x), st["mean"], st["rstd"], w1, b1, flat(y), hw, hb, Cv, Sv, G,
+                   dtype=dt)]
+
+    def plan_backward(self, ctx, xs, y, saved, dy, dxs, ws, attrs):
+        x, w, b = xs
+        N, Cv, Sv, G, L = self._layout(x, attrs)
+        dt = x.dtype
+        w1, hw = _opt(ctx, flat(w) if w is not None else None, dt)
+        mean, rstd = flat(saved["mean"]), flat(saved["rstd"])
+        out = []
+        if dxs[0] is not None:
+            out.append(Launch(K(dt).gn_bwd_dx, (N * G,), (RBLOCK,),
+                              (flat(x), flat(dy), w1, hw, mean, rstd, L, Sv, flat(dxs[0]))))
+        if dxs[1] is not None or dxs[2] is not None:
+            dw, hdw = _opt(ctx, flat(dxs[1]) if dxs[1] is not None else None, dt)
+            db, hdb = _opt(ctx, flat(dxs[2]) if dxs[2] is not None else None, dt)
+            out.append(Launch(K(dt).gn_bwd_wb, (Cv,), (RBLOCK,),
+                              (flat(x), flat(dy), mean, rstd, N, Cv, Sv, G, dw, db, hdw, hdb)))
+        return out
+
+
+for _n in ("layernorm", "instancenorm", "groupnorm"):
+    register(type(f"Cuda_{_n}", (_Group,), {"name": _n}))
+
+
+@register
+class LRN(CudaOp):
+    name = "lrn"
+
+    def plan_forward(self, ctx, xs, y, saved, ws, attrs, train):
+        x = xs[0]
+        N, C, S = _ncs(x.shape)
+        size, alpha, beta, k = OPS["lrn"]._params(attrs)
+        t, sh = x.dtype.type, (N, C, S)
+        scale = as_shape(saved["scale"], sh) if "scale" in saved else dummy(ctx, x.dtype, 3)
+        g, b = grid1(x.size)
+        return [Launch(K(x.dtype).lrn_fwd, g, b, (as_shape(x, sh), size, t(alpha), t(beta), t(k),
+                                                 as_shape(y, sh), scale, "scale" in saved))]
+
+    def plan_backward(self, ctx, xs, y, saved, dy, dxs, ws, attrs):
+        if dxs[0] is None:
+            return []
+        x = xs[0]
+        N, C, S = _ncs(x.shape)
+        size, alpha, beta, k = OPS["lrn"]._params(attrs)
+        t, sh = x.dtype.type, (N, C, S)
+        g, b = grid1(x.size)
+        return [Launch(K(x.dtype).lrn_bwd, g, b, tuple(as_shape(a, sh) for a in (x, y, dy, saved["scale"]))
+                       + (size, t(alpha), t(beta), as_shape(dxs[0], sh)))]
+
+
+@register
+class Softmax(CudaOp):
+    name = "softmax"
+
+    def plan_forward(self, ctx, xs, y, saved, ws, attrs, train):
+        sh = _ncs(y.shape)
+        g, b = gridx(sh[0] * sh[2])
+        return [Launch(K(y.dtype).softmax_fwd, g, b, (as_shape(xs[0], sh), as_shape(y, sh)))]
+
+    def plan_backward(self, ctx, xs, y, saved, dy, dxs, ws, attrs):
+        if dxs[0] is None:
+            return []
+        sh = _ncs(y.shape)
+        g, b = gridx(sh[0] * sh[2])
+        return [Launch(K(y.dtype).softmax_bwd, g, b, tuple(as_shape(a, sh) for a in (y, dy, dxs[0])))]
+
+
+@register
+class SoftmaxCrossEntropy(CudaOp):
+    name = "softmax_cross_entropy"
+
+    def plan_forward(self, ctx, xs, y, saved, ws, attrs, train):
+        z, t = xs
+        prob = saved["prob"] if "prob" in saved else ctx.array(z.shape, z.dtype)
+        return [Launch(K(z.dtype).ce_fwd, (1,), (RBLOCK,),
+                       (z, t, float(attrs.get("label_smoothing", 0.0)), y, prob))]
+
+    def plan_backward(self, ctx, xs, y, saved, dy, dxs, ws, attrs):
+        if dxs[0] is None:
+            return []
+        z, t = xs
+        g, b = grid1(z.size)
+        return [Launch(K(z.dtype).ce_bwd, g, b,
+                       (t, float(attrs.get("label_smoothing", 0.0)), saved["prob"], dy, dxs[0]))]
+
+
+@register
+class Hinge(CudaOp):
+    name = "hinge"
+
+    def plan_forward(self, ctx, xs, y, saved, ws, attrs, train):
+        s, t = xs
+        return [Launch(K(s.dtype).hinge_fwd, (1,), (RBLOCK,),
+                       (s, t, s.dtype.type(attrs.get("margin", 1.0)), y))]
+
+    def plan_backward(self, ctx, xs, y, saved, dy, dxs, ws, attrs):
+        if dxs[0] is None:
+            return []
+        s, t = xs
+        g, b = gridx(s.shape[0])
+        return [Launch(K(s.dtype).hinge_bwd, g, b, (s, t, s.dtype.type(attrs.get("margin", 1.0)), dy, dxs[0]))]
+
+
+class _FlatLoss(CudaOp):
+    def plan_forward(self, ctx, xs, y, saved, ws, attrs, train):
+        p, t = xs
+        return [Launch(getattr(K(p.dtype), self.kname + "_fwd"), (1,), (RBLOCK,), (flat(p), flat(t), y))]
+
+    def plan_backward(self, ctx, xs, y, saved, dy, dxs, ws, attrs):
+        if dxs[0] is None:
+            return []
+        p, t = xs
+        g, b = grid1(p.size)
+        return [Launch(getattr(K(p.dtype), self.kname + "_bwd"), g, b, (flat(p), flat(t), dy, flat(dxs[0])))]
+
+
+register(type("CudaBCE", (_FlatLoss,), {"name": "bce_with_logits", "kname": "bce"}))
+register(type("CudaMSE", (_FlatLoss,), {"name": "mse", "kname": "mse"}))
+
+
+@register
+class WeightNorm(CudaOp):
+    name = "weight_norm"
+
+    def plan_forward(self, ctx, xs, y, saved, ws, attrs, train):
+        v, g = xs
+        O = v.shape[0]
+        return [Launch(K(v.dtype).wn_fwd, (O,), (RBLOCK,), (as_shape(v, (O, v.size // O)), flat(g),
+                                                            as_shape(y, (O, v.size // O))))]
+
+    def plan_backward(self, ctx, xs, y, saved, dy, dxs, ws, attrs):
+        v, g = xs
+        dv, dg = dxs
+        if dv is None and dg is None:
+            return []
+        O, R = v.shape[0], v.size // v.shape[0]
+        dv2 = as_shape(dv, (O, R)) if dv is not None else dummy(ctx, v.dtype, 2)
+        dg1 = flat(dg) if dg is not None else dummy(ctx, v.dtype)
+        return [Launch(K(v.dtype).wn_bwd, (O,), (RBLOCK,), (as_shape(v, (O, R)), flat(g), as_shape(dy, (O, R)),
+                                                            dv2, dg1, dv is not None, dg is not None))]
+
+
+@register
+class BnFoldWeight(CudaOp):
+    name = "bn_fold_weight"
+
+    def plan_forward(self, ctx, xs, y, saved, ws, attrs, train):
+        w, gamma, var = xs
+        O = w.shape[0]
+        g1, hg = _opt(ctx, gamma, w.dtype)
+        g, b = grid1(w.size)
+        return [Launch(K(w.dtype).fold_weight, g, b, (as_shape(w, (O, w.size // O)), g1, hg, var,
+                                                      float(attrs["eps"]), as_shape(y, (O, w.size // O))))]
+
+
+@register
+class BnFoldBias(CudaOp):
+    name = "bn_fold_bias"
+
+    def plan_forward(self, ctx, xs, y, saved, ws, attrs, train):
+        b, gamma, beta, mean, var = xs
+        dt = mean.dtype
+        b1, hb = _opt(ctx, b, dt)
+        g1, hg = _opt(ctx, gamma, dt)
+        be, hbe = _opt(ctx, beta, dt)
+        g, bl = gridx(y.size)
+        return [Launch(K(dt).fold_bias, g, bl, (b1, hb, g1, hg, be, hbe, mean, var, float(attrs["eps"]), y))]
