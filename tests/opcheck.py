@@ -28,7 +28,11 @@ Conventions and details
   on the *same-dtype* inputs (float32 vs float32) for random ops in train mode; everything else
   is compared against the float64 reference run on the float32 values cast up.
 * Output, saved, workspace and gradient buffers handed to the kernels are filled with NaN (or
-  garbage ints) first: kernels must overwrite, never rely on zeroed memory.
+  garbage ints) first: kernels must overwrite, never rely on zeroed memory.  In train mode,
+  integer saved buffers named ``argmax``/``idx``/``index`` must equal the reference's exactly.
+* References may return their saved dict in eval mode too (the gradient check uses it).
+* Numba compiles per dtype/layout signature, not per shape: vary shapes freely, keep one
+  ``dtype`` (float32) in test tables so each kernel compiles once.
 * ``needs``: tuple of input indices whose gradients the kernel backward is asked for; default:
   every present, non-int input that ``ref_backward`` returns a gradient for.
 * Inputs are copied before every call, so ops that update an input in place (running stats)

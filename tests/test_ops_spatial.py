@@ -32,6 +32,10 @@ CASES = [
     ("conv2d", [(3, 4, 9, 8), (6, 2, 3, 2), (6,)], conv((2, 1), (1, 0, 2, 1), (2, 1), 2, "relu"),
      {"needs": (1, 2)}),
     ("conv2d", [(2, 4, 6, 6), (4, 1, 3, 3), None], conv(pad=P1, groups=4), {}),          # depthwise
+    ("conv2d", [(2, 3, 9, 8), (6, 1, 3, 2), (6,)], conv((2, 1), (1, 0, 2, 1), (2, 1), 3, "relu"), {}),
+    ("conv2d", [(2, 3, 9, 8), (6, 1, 3, 2), (6,)], conv((1, 2), (1, 0, 2, 1), (1, 2), 3, "relu"),
+     {"needs": (0, 2)}),
+    ("conv2d", [(2, 4, 6, 6), (4, 2, 3, 3), (4,)], conv(pad=P1, groups=2, act="relu"), {}),  # grouped GEMM
     ("conv2d", [(2, 3, 5, 5), (5, 3, 1, 1), (5,)], conv(stride=(2, 2)), {}),             # 1x1 stride 2
     ("conv_transpose2d", [(2, 4, 5, 4), (4, 3, 3, 3), (6,)],
      conv((2, 2), (1, 0, 1, 2), (1, 2), 2, "relu", output_padding=(1, 0)), {}),
@@ -154,11 +158,12 @@ def _rand(*shapes, seed=0):
     ((1, 1), (1, 1, 1, 1), (1, 1), 1, "none"),
     ((2, 1), (1, 0, 2, 1), (2, 1), 2, "relu"),
     ((2, 2), (0, 0, 0, 0), (1, 1), 4, "none"),
+    ((1, 2), (1, 1, 0, 2), (2, 1), 4, "relu"),
 ])
 def test_torch_conv2d(stride, pad, dil, groups, act):
     torch = _torch()
     F = torch.nn.functional
-    xs = _rand((2, 4, 9, 8), (8, 4 // groups, 3, 2), (8,))
+    xs = _rand((2, 4, 9, 8), (8, 4 // groups, 3, 2), (8,))   # groups=4: depthwise path
     attrs = conv(stride, pad, dil, groups, act)
 
     def fn(x, w, b):
@@ -286,3 +291,83 @@ def test_torch_upsample(mode, out, ac, dtype):
     tol = 1e-10 if dtype == np.float64 else 2e-6
     _ref_and_torch("upsample", _rand((2, 3, 4, 3)), dict(mode=mode, out_size=out, align_corners=ac),
                    lambda x: F.interpolate(x, size=out, mode=mode, **kw), dtype=dtype, tol=tol)
+
+
+def _random_case(r):
+    """A random (op, shapes, attrs, kw) for conv2d / conv_transpose2d / maxpool2d / avgpool2d,
+    or None when the draw is degenerate.  Shapes vary freely: numba compiles per dtype and
+    layout, not per shape, so this adds no compilations beyond the table above."""
+    from compiler.ops.pool import pool_out
+    kind = ["conv2d", "depthwise", "conv_transpose2d", "maxpool2d", "avgpool2d"][int(r.integers(5))]
+    N, H, W = (int(v) for v in r.integers(1, [4, 10, 10]))
+    kh, kw, sh, sw, dh, dw = (int(v) for v in r.integers(1, [5, 5, 4, 4, 3, 3]))
+    act = ["none", "relu"][int(r.integers(2))]
+    if kind in ("conv2d", "depthwise"):
+        G = int(r.integers(1, 3))
+        C, O = G * int(r.integers(1, 3)), G * int(r.integers(1, 3))
+        if kind == "depthwise":
+            G = C = int(r.integers(1, 4))
+            O = C * int(r.integers(1, 3))
+            sh, sw = (1, 1) if r.random() < 0.5 else (sh, sw)
+        pad = tuple(int(v) for v in r.integers(0, 3, 4))
+        if H + pad[0] + pad[1] < dh * (kh - 1) + 1 or W + pad[2] + pad[3] < dw * (kw - 1) + 1:
+            return None
+        return ("conv2d", [(N, C, H, W), (O, C // G, kh, kw), (O,) if r.random() < 0.5 else None],
+                conv((sh, sw), pad, (dh, dw), G, act), {})
+    if kind == "conv_transpose2d":
+        G = int(r.integers(1, 3))
+        Cin, Cg = G * int(r.integers(1, 3)), int(r.integers(1, 3))
+        p = (int(r.integers(0, kh)), int(r.integers(0, kw)))
+        op_ = (int(r.integers(0, max(sh, dh))), int(r.integers(0, max(sw, dw))))
+        if (H - 1) * sh - 2 * p[0] + dh * (kh - 1) + op_[0] < 0 or (W - 1) * sw - 2 * p[1] + dw * (kw - 1) + op_[1] < 0:
+            return None
+        return ("conv_transpose2d", [(N, Cin, H, W), (Cin, Cg, kh, kw), (Cg * G,) if r.random() < 0.5 else None],
+                conv((sh, sw), (p[0], p[0], p[1], p[1]), (dh, dw), G, act, output_padding=op_), {})
+    pt, pl = int(r.integers(0, kh // 2 + 1)), int(r.integers(0, kw // 2 + 1))
+    cm = bool(r.random() < 0.5)
+    if kind == "avgpool2d":
+        dh = dw = 1
+    if pool_out(H, kh, sh, pt, pt, dh, cm) < 1 or pool_out(W, kw, sw, pl, pl, dw, cm) < 1:
+        return None
+    if (H + 2 * pt - dh * (kh - 1) - 1 < 0 or W + 2 * pl - dw * (kw - 1) - 1 < 0
+            or (kind == "maxpool2d" and (pt + 1 > dh * (kh - 1) + 1 or pl + 1 > dw * (kw - 1) + 1))):
+        return None
+    attrs = dict(kernel=(kh, kw), stride=(sh, sw), pad=(pt, pt, pl, pl), ceil_mode=cm)
+    if kind == "maxpool2d":
+        attrs["dilation"] = (dh, dw)
+    else:
+        attrs["count_include_pad"] = bool(r.random() < 0.5)
+    return (kind, [(N, 2, H, W)], attrs, {"train": True})
+
+
+def test_random_configs():
+    """Random geometry (odd sizes, stride > kernel, dilation, asymmetric pads, ceil mode)."""
+    r = np.random.default_rng(123)
+    done = 0
+    while done < 40:
+        case = _random_case(r)
+        if case is None:
+            continue
+        op, shapes, attrs, kw = case
+        if op == "maxpool2d":   # skip draws with a window that has no tap in the image
+            y, _ = get_op(op).ref_forward([np.zeros(shapes[0])], attrs)
+            if not np.all(np.isfinite(y)):
+                continue
+        check_op(op, shapes, attrs, seed=done, n_coords=4, **kw)
+        done += 1
+
+
+def test_maxpool_window_without_taps():
+    """Dilated window entirely in the padding: -inf and argmax -1, ignored by backward."""
+    op = get_op("maxpool2d")
+    attrs = dict(kernel=(2, 2), stride=(1, 1), pad=(1, 1, 1, 1), dilation=(3, 3), ceil_mode=False)
+    x = np.random.default_rng(0).standard_normal((1, 2, 2, 2)).astype(np.float32)   # taps at -1, 2
+    yr, sr = op.ref_forward([x], attrs, train=True)
+    y = np.empty(op.out_shape([x.shape], attrs), np.float32)
+    saved = {"argmax": np.empty(y.shape, np.int32)}
+    op.forward([x], y, saved, {}, attrs, True)
+    assert np.all(y == -np.inf) and np.array_equal(y, yr)
+    assert np.all(saved["argmax"] == -1) and np.array_equal(saved["argmax"], sr["argmax"])
+    dx = np.full_like(x, np.nan)
+    op.backward([x], y, saved, np.ones_like(y), [dx], {}, attrs)
+    np.testing.assert_array_equal(dx, op.ref_backward([x], yr, sr, np.ones_like(y), attrs)[0])

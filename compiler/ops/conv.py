@@ -4,12 +4,15 @@ Attrs (canonical): ``stride`` (sh, sw), ``pad`` (top, bottom, left, right), ``di
 (dh, dw), ``groups``, ``act`` ("none" | "relu": fused epilogue y = relu(conv + bias); backward
 masks dy by (y > 0) first), conv_transpose2d also ``output_padding`` (oh, ow).
 
-CPU kernels (templates/conv.py.j2): im2col over a chunk of images (njit, serial) + one BLAS
-GEMM per group from Python with a preallocated ``out=`` (DESIGN §5: np.dot from Python was
+CPU kernels (templates/conv.py.j2; conv_direct.py.j2 for local2d and depthwise): im2col
+over a chunk of images (njit, serial) + one BLAS GEMM per group from Python with a preallocated ``out=`` (DESIGN §5: np.dot from Python was
 2x faster than inside njit), then an njit epilogue (bias + act, scatter into NCHW).  The
 chunk size (``chunk_images``) keeps the column buffer under ``COLS_BUDGET`` elements.
 Backward per chunk: gather dY (masked) into (O, nb*P) and accumulate db; dW += dY·colsᵀ;
 dcols = Wᵀ·dY; dX = col2im(dcols).  Only grads whose ``dxs`` entry is not None are computed.
+Depthwise convs (groups == C, any channel multiplier) skip im2col and the G tiny GEMMs:
+direct njit loops, for stride 1 on zero-padded "wide" rows so that every tap is one long
+contiguous axpy / dot (workspace: two padded planes and one wide plane).
 """
 from __future__ import annotations
 
@@ -35,6 +38,12 @@ def _dummy(dtype):
 def kernels(act="none"):
     """The conv kernel module for ``act``; act-free kernels come from the "none" variant."""
     return load_kernels("conv", act=act)
+
+
+@functools.lru_cache(maxsize=None)
+def direct_kernels(act="none"):
+    """local2d and depthwise kernels (templates/conv_direct.py.j2)."""
+    return load_kernels("conv_direct", act=act)
 
 
 def conv_attrs(attrs):
@@ -137,11 +146,19 @@ class Conv2d(Op):
     @staticmethod
     def depthwise(in_shapes, attrs):
         """groups == C (one input channel per group): direct loops instead of G tiny GEMMs."""
-        return attrs.get("groups", 1) > 1 and in_shapes[1][1] == 1 and attrs.get("groups", 1) == in_shapes[0][1]
+        G = attrs.get("groups", 1)
+        return G > 1 and in_shapes[1][1] == 1 and G == in_shapes[0][1]
 
     def workspace(self, in_shapes, attrs):
         if self.depthwise(in_shapes, attrs):
-            return {}
+            if tuple(attrs.get("stride", (1, 1))) != (1, 1):
+                return {}
+            _, _, kh, kw = in_shapes[1]
+            OH, OW = conv_out_hw(*in_shapes[0][2:], kh, kw, attrs)
+            dh, dw = attrs.get("dilation", (1, 1))
+            Wp, Hp = OW + dw * (kw - 1), OH + dh * (kh - 1)
+            n = Hp * Wp + dw * (kw - 1) + 1     # + the tail read by the last wide row's taps
+            return {"xpad": (n,), "dxpad": (n,), "wide": (OH * Wp,)}
         N, C, O, Cg, kh, kw, OH, OW, P, K, nb = self._geom(in_shapes, attrs)
         return {"cols": (K * nb * P,), "gemm": (O * nb * P,), "dw": (O * Cg * kh * kw,)}
 
@@ -164,7 +181,11 @@ class Conv2d(Op):
         y3 = y.reshape(N, O, P)
         bias = _dummy(x.dtype) if b is None else b
         if self.depthwise([x.shape, w.shape], attrs):
-            ka.dw_fwd(x, w.reshape(O, kh, kw), bias, b is not None, y, O // C, sh, sw, pt, pl, dh, dw)
+            kd, args = direct_kernels(act), (x, w.reshape(O, kh, kw), bias, b is not None, y, O // C)
+            if (sh, sw) == (1, 1):
+                kd.dw_fwd_s1(*args, pt, pl, dh, dw, ws["xpad"], ws["wide"])
+            else:
+                kd.dw_fwd(*args, sh, sw, pt, pl, dh, dw)
             return
         for n0 in range(0, N, nb):
             m = min(nb, N - n0)
@@ -183,9 +204,13 @@ class Conv2d(Op):
         k0, ka = kernels(), kernels(act)
         if self.depthwise([x.shape, w.shape], attrs):
             d = _dummy(x.dtype)
-            ka.dw_bwd(x, w.reshape(O, kh, kw), y, dy, d.reshape(1, 1, 1, 1) if dx is None else dx,
-                      d.reshape(1, 1, 1) if dW is None else dW.reshape(O, kh, kw), d if db is None else db,
-                      dx is not None, dW is not None, db is not None, O // C, sh, sw, pt, pl, dh, dw)
+            args = (x, w.reshape(O, kh, kw), y, dy, d.reshape(1, 1, 1, 1) if dx is None else dx,
+                    d.reshape(1, 1, 1) if dW is None else dW.reshape(O, kh, kw), d if db is None else db,
+                    dx is not None, dW is not None, db is not None, O // C)
+            if (sh, sw) == (1, 1):
+                direct_kernels(act).dw_bwd_s1(*args, pt, pl, dh, dw, ws["xpad"], ws["wide"], ws["dxpad"])
+            else:
+                direct_kernels(act).dw_bwd(*args, sh, sw, pt, pl, dh, dw)
             return
         w2 = w.reshape(O, Cg * kh * kw)
         Og, Kg = O // G, Cg * kh * kw
@@ -289,8 +314,9 @@ class ConvTranspose2d(Op):
                 for kj in range(kw):
                     d = full[:, g * Cg:(g + 1) * Cg, ki * dh:ki * dh + sh * (H - 1) + 1:sh,
                              kj * dw_:kj * dw_ + sw * (W - 1) + 1:sw]
-                    dx[:, g * Ig:(g + 1) * Ig] += np.einsum("nohw,co->nchw", d, w[g * Ig:(g + 1) * Ig, :, ki, kj])
-                    dw[g * Ig:(g + 1) * Ig, :, ki, kj] = np.einsum("nchw,nohw->co", x[:, g * Ig:(g + 1) * Ig], d)
+                    gi = slice(g * Ig, (g + 1) * Ig)
+                    dx[:, gi] += np.einsum("nohw,co->nchw", d, w[gi, :, ki, kj])
+                    dw[gi, :, ki, kj] = np.einsum("nchw,nohw->co", x[:, gi], d)
         return [dx, dw, None if b is None else dz.sum(axis=(0, 2, 3))]
 
     def forward(self, xs, y, saved, ws, attrs, train, rng=None):
@@ -401,7 +427,7 @@ class Local2d(Op):
         sh, sw, pt, pb, pl, pr, _, _, _, act = conv_attrs(attrs)
         OH, OW, O, C, kh, kw = w.shape
         bias = _dummy3(x.dtype) if b is None else b
-        kernels(act).local_fwd(x, w.reshape(OH, OW, O, C * kh * kw), bias, b is not None, y,
+        direct_kernels(act).local_fwd(x, w.reshape(OH, OW, O, C * kh * kw), bias, b is not None, y,
                                kh, kw, sh, sw, pt, pl, ws["patch"])
 
     def backward(self, xs, y, saved, dy, dxs, ws, attrs):
@@ -410,7 +436,7 @@ class Local2d(Op):
         sh, sw, pt, pb, pl, pr, _, _, _, act = conv_attrs(attrs)
         OH, OW, O, C, kh, kw = w.shape
         d4 = _dummy4(x.dtype)
-        kernels(act).local_bwd(
+        direct_kernels(act).local_bwd(
             x, w.reshape(OH, OW, O, C * kh * kw), y, dy, d4 if dx is None else dx,
             d4 if dw is None else dw.reshape(OH, OW, O, C * kh * kw),
             _dummy3(x.dtype) if db is None else db, dx is not None, dw is not None, db is not None,

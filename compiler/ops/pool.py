@@ -64,7 +64,8 @@ def _ref_argmax_bwd(x, dy, arg):
     dx = np.zeros((N, C, x.shape[2] * x.shape[3]), dtype=x.dtype)
     for n in range(N):
         for c in range(C):
-            np.add.at(dx[n, c], arg[n, c].reshape(-1), dy[n, c].reshape(-1))
+            a, d = arg[n, c].reshape(-1), dy[n, c].reshape(-1)
+            np.add.at(dx[n, c], a[a >= 0], d[a >= 0])
     return dx.reshape(x.shape)
 
 
@@ -91,7 +92,11 @@ class MaxPool2d(Op):
             for j in range(OW):
                 rows = [i * sh - pt + a * dh for a in range(kh)]
                 cols = [j * sw - pl + b * dw for b in range(kw)]
-                idx = np.array([r * W + c for r in rows if 0 <= r < H for c in cols if 0 <= c < W])
+                idx = np.array([r * W + c for r in rows if 0 <= r < H for c in cols if 0 <= c < W],
+                               dtype=np.int64)
+                if idx.size == 0:                           # no tap in the image: -inf, argmax -1
+                    y[:, :, i, j], arg[:, :, i, j] = -np.inf, -1
+                    continue
                 vals = flat[:, :, idx]                      # window taps in row-major order
                 k = np.argmax(vals, axis=2)                 # first maximum
                 arg[:, :, i, j] = idx[k]
