@@ -359,6 +359,9 @@ def compile(spec, backend: str = "cpu", batch_size: int = 64, train: bool = True
             net._io[mode]["target"] = tensors[[s.key for s in slots].index("target")]
         mod = import_path(path)
         net._fns[mode] = mod.bind(_Bound(tensors, net))
+    if backend == "cuda":
+        from .codegen.cuda import to_cuda
+        net = to_cuda(net)
     return net
 
 

@@ -176,7 +176,8 @@ def plot_activations(acts: Mapping[str, np.ndarray], path, max_channels: int = 1
     """acts: {layer: (C, H, W) or (F,)} of one input -> one row per layer."""
     plt = _plt()
     items = list(acts.items())
-    cols = max_channels + (1 if image is not None else 0)
+    widest = max((np.asarray(a).shape[0] if np.ndim(a) > 1 else 1) for _, a in items)
+    cols = min(max_channels, widest) + (1 if image is not None else 0)
     fig, axes = plt.subplots(len(items), cols, figsize=(1.1 * cols, 1.3 * len(items) + 0.3),
                              squeeze=False)
     for r, (name, a) in enumerate(items):
@@ -202,8 +203,9 @@ def occlusion_map(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray, la
     """Occlusion saliency of one image x (C, H, W) for class ``label``.
 
     ``predict(batch) -> logits (B, K)``; a square patch of ``fill`` (0: the mean grey after
-    standardisation) slides with ``stride``.  Returns (drop (h, w): base probability minus
-    the occluded probability at each patch position, base probability)."""
+    standardisation) slides with ``stride``.  Returns (heat (H, W), base probability): at
+    each pixel, the mean over the patches covering it of (base probability - occluded
+    probability); positive where hiding the pixel hurts the class."""
     C, H, W = x.shape
     patch = patch or max(1, min(H, W) // 4)
     stride = stride or max(1, patch // 2)
@@ -225,7 +227,11 @@ def occlusion_map(predict: Callable[[np.ndarray], np.ndarray], x: np.ndarray, la
         for k, (i, j) in enumerate(part):
             b[k, :, i:i + patch, j:j + patch] = fill
         out[s:s + len(part)] = prob(b)
-    return base - out.reshape(len(ys), len(xs)), base
+    heat, count = np.zeros((H, W)), np.zeros((H, W))
+    for (i, j), p in zip(pos, out):
+        heat[i:i + patch, j:j + patch] += base - p
+        count[i:i + patch, j:j + patch] += 1
+    return heat / np.maximum(count, 1), base
 
 
 def plot_occlusion(x: np.ndarray, drop: np.ndarray, path, label=None, base: float | None = None) -> Path:

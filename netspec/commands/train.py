@@ -1,5 +1,9 @@
 """``netspec train SPEC [--out DIR] [--epochs N] [--batch-size B] [--data SOURCE_OR_PATH]
-[--resume] [--folds K] [--backend cpu|cuda] [--no-progress]``.
+[--resume] [--folds K] [--backend cpu|cuda] [--no-progress] [--distributed]``.
+
+``--distributed`` [distributed]: data-parallel over MPI ranks, launched as
+``mpiexec -n K netspec train SPEC --distributed`` (runtime/distributed.py; the batch size is
+global, rank 0 writes the files and prints the summary).
 
 Runs ``runtime.train.train`` and prints a one-line summary. Exit status: 0 done, 1 failed
 (bad spec, data, checkpoint, divergence: one message on stderr, no traceback), 130 when
@@ -39,6 +43,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--folds", type=_pos, default=None, help="K-fold cross-validation (K >= 2)")
     p.add_argument("--backend", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or epoch lines")
+    p.add_argument("--distributed", action="store_true",               # [distributed]
+                   help="data-parallel training over MPI ranks: mpiexec -n K netspec train "
+                   "SPEC --distributed (needs mpi4py + an MPI; --batch-size is global)")
     return p
 
 
@@ -54,14 +61,17 @@ def run(args) -> int:
         return fail("netspec train: --folds needs K >= 2")
     out = Path(args.out) if args.out else Path("runs") / spec.name
     from runtime.train import train
+    from runtime.distributed import DistError                         # [distributed]
     try:
         s = train(spec, out, epochs=args.epochs, batch_size=args.batch_size, data=args.data,
                   resume=args.resume, folds=args.folds, progress=not args.no_progress,
-                  backend=args.backend)
-    except known_errors() as e:
+                  backend=args.backend, distributed=args.distributed)
+    except known_errors() + (DistError,) as e:
         return fail(f"netspec train: {e}")
     if s.get("status") == "interrupted":
         return 130
+    if "distributed_rank" in s:                                       # [distributed] rank > 0
+        return 0
     line = (f"{spec.name}: {s['epochs']} epochs, train loss {s['train_loss']:.4f}, "
             f"val acc {s['val_accuracy']:.4f}, test acc {s['test_accuracy']:.4f}, "
             f"{s['images_per_second']:.0f} img/s, {s['seconds']:.1f} s -> {out}")

@@ -37,7 +37,7 @@ SIM = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
 BLOCK = 32 if SIM else 256          # threads of a flat (grid-stride) launch
 RBLOCK = 32 if SIM else 256         # threads of a reduction block (power of two)
 TILE = 4 if SIM else 16             # GEMM tile edge (TILE*TILE threads a block)
-MAX_BLOCKS = 64 if SIM else 8192    # grid-stride kernels never need more blocks
+MAX_BLOCKS = 2 if SIM else 8192    # grid-stride kernels never need more blocks
 
 
 @dataclass
@@ -219,7 +219,13 @@ def bind_plan(plan: list, stream) -> list:
     out = []
     for s in plan:
         if isinstance(s, Launch):
-            cfg = s.kernel[s.grid, s.block, stream] if stream is not None else s.kernel[s.grid, s.block]
+            if SIM:
+                # the simulator's kernel[...] mutates and returns the kernel itself, so a
+                # pre-configured launcher would take the last configuration: configure per call
+                def cfg(*args, k=s.kernel, g=s.grid, b=s.block):
+                    return k[g, b, stream](*args) if stream is not None else k[g, b](*args)
+            else:
+                cfg = s.kernel[s.grid, s.block, stream] if stream is not None else s.kernel[s.grid, s.block]
             out.append((cfg, s.args))
         elif isinstance(s, Draw):
             out.append((_drawer(s.dev, stream), None))

@@ -1,0 +1,373 @@
+"""CUDA printer and runtime: the same planned IR graph -> a generated CUDA step module, and
+``CudaNet``, the CompiledNet whose arrays live on the GPU for the whole run.
+
+Printer: ``print_cuda_step_module(g, mode, dtype)`` walks the graph exactly like the CPU
+printer (same tensor table, same safe literals) but prints *plan* calls of the CUDA ops
+(``compiler.ops.cuda.CUDA_OPS``).  Runtime (``to_cuda(net)``, called by ``compiler.compile``
+for backend="cuda" after the CPU-side net is built):
+
+* device arrays: one parameter arena and one gradient arena (params / grads are views, same
+  offsets as on the host), the optimizer state arenas, BatchNorm buffers, one planned
+  activation arena per graph (views at the planner's offsets) -- allocated once;
+* the generated module's plans are bound ONCE into pre-configured launchers
+  ``kernel[grid, block, stream]``; a step is a loop over them on one stream;
+* input batches go host -> pinned buffer -> device asynchronously (double-buffered, an
+  event guards reuse); the loss is copied back only when asked (``step(..., want_loss=False)``
+  returns None and never synchronises);
+* host mirrors: ``net.params``, ``grads``, ``buffers``, ``opt_state``, ``param_arena``,
+  ``grad_arena`` stay the host arrays of the CPU contract; reading one pulls the device copy
+  first (if the device is newer) and marks it possibly written, so it is pushed back before
+  the next device use.  Reading them every step therefore costs a copy each way.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..ir import Graph
+from .cpu import IDENT, UnsafeValue, _dict_literal, safe_literal, tensor_table
+from .kernel_cache import _env, import_path, write_module
+
+
+def print_cuda_step_module(g: Graph, mode: str, dtype: str):
+    """-> (source, slots) of the CUDA step module of one planned graph."""
+    from ..ops import OPS
+    slots = tensor_table(g)
+    ix = {s.key: s.idx for s in slots}
+    T = lambda name: "None" if name is None else f"t{ix[name]}"
+    ops_used = sorted({n.op for n in g.nodes if n.op in OPS and n.op != "fill"})
+    for o in ops_used:
+        if not IDENT.match(o):
+            raise UnsafeValue(f"op name {o!r}")
+    dicts, dict_names = [], {}
+
+    def D(text):
+        if text not in dict_names:
+            dict_names[text] = f"D{len(dict_names)}"
+            dicts.append({"name": dict_names[text], "text": text})
+        return dict_names[text]
+
+    def sub(nid, kind, keys):
+        return D(_dict_literal({k: f"t{ix[f'{nid}/{kind}/{k}']}" for k in keys}))
+
+    fwd, fwd_train, bwd = [], [], []
+    for n in g.nodes:
+        if n.op == "reshape":
+            continue
+        if n.op == "fill":
+            bwd.append(f'ops["fill"].plan_forward(ctx, [], {T(n.outputs[0])}, {{}}, {{}}, '
+                       f'{{"value": {safe_literal(float(n.a["value"]))}}}, False)')
+            continue
+        op = OPS[n.op]
+        a = {k: v for k, v in n.attrs if k != "of"}
+        A = D(_dict_literal({k: safe_literal(v) for k, v in a.items()}))
+        if n.phase == "fwd":
+            shapes = [g.values[i].shape if i else None for i in n.inputs]
+            S, W = sub(n.id, "saved", op.saved_specs(shapes, a)), sub(n.id, "ws", op.workspace(shapes, a))
+            ins = "[" + ", ".join(T(i) for i in n.inputs) + "]"
+            call = f"op_{n.op}.plan_forward(ctx, {ins}, {T(n.outputs[0])}, {S}, {W}, {A}, "
+            if n.id != "loss":
+                fwd.append(call + "train)")
+            fwd_train.append(call + "True)")
+        elif n.phase == "bwd":
+            fin = n.inputs[:-2]
+            shapes = [g.values[i].shape if i else None for i in fin]
+            S, W = sub(n.a["of"], "saved", op.saved_specs(shapes, a)), sub(n.id, "ws", op.workspace(shapes, a))
+            ins = "[" + ", ".join(T(i) for i in fin) + "]"
+            outs = "[" + ", ".join(T(o) for o in n.outputs) + "]"
+            bwd.append(f"op_{n.op}.plan_backward(ctx, {ins}, {T(n.inputs[-2])}, {S}, {T(n.inputs[-1])}, "
+                       f"{outs}, {W}, {A})")
+        elif n.phase == "acc":
+            shapes = [g.values[i].shape for i in n.inputs]
+            W = sub(n.id, "ws", op.workspace(shapes, a))
+            ins = "[" + ", ".join(T(i) for i in n.inputs) + "]"
+            bwd.append(f"op_{n.op}.plan_forward(ctx, {ins}, {T(n.outputs[0])}, {{}}, {W}, {A}, False)")
+    net_outs = [o for o in g.outputs if o != "loss"]
+    outputs = T(net_outs[0]) if len(net_outs) == 1 else "(" + ", ".join(T(o) for o in net_outs) + ",)"
+    plan = g.meta.get("plan", {})
+    itemsize = 4 if dtype == "float32" else 8
+    src = _env.get_template("step_cuda.py.j2").render(
+        graph_name=g.name if IDENT.match(g.name) else "net", mode=mode, batch=g.meta.get("batch_size"),
+        dtype=dtype, tensors=slots, ops_used=ops_used, dicts=dicts, forward_lines=fwd,
+        forward_train_lines=fwd_train, backward_lines=bwd, outputs=outputs,
+        dloss=ix.get("dloss", 0), loss=ix.get("loss", 0),
+        arena_bytes=plan.get("arena_size", 0) * itemsize, unplanned_bytes=plan.get("unplanned", 0) * itemsize)
+    return src, slots
+
+
+_INT = {"int32": np.int32, "int64": np.int64, "uint8": np.uint8, "bool": np.bool_}
+
+
+def allocate_device(g: Graph, slots, dev, dtype) -> list:
+    """The V list on the device (same rules as compiler.net._allocate): views of the device
+    arena at the planner's offsets, the persistent device arrays, own arrays otherwise."""
+    from numba import cuda
+    plan = g.meta["plan"]
+    arena = cuda.to_device(np.zeros(max(plan["arena_size"], 1), dtype))
+    offsets, views = plan["offsets"], plan["views"]
+    pgrad_of = {v: p for p, v in g.param_grads.items()}
+    out, by_key = [None] * len(slots), {}
+    for s in slots:
+        v = g.values.get(s.key)
+        if v is not None and v.kind == "param":
+            a = dev["params"][s.key]
+        elif v is not None and v.kind == "buffer":
+            a = dev["buffers"][s.key]
+        elif v is not None and v.kind == "pgrad":
+            a = dev["grads"][pgrad_of[s.key]]
+        elif s.key in offsets:
+            n = int(np.prod(s.shape)) if s.shape else 1
+            a = arena[offsets[s.key]:offsets[s.key] + n].reshape(*s.shape)
+        elif s.key in views:
+            continue
+        else:
+            dt = dtype if s.dtype == "float" else _INT[s.dtype]
+            a = cuda.to_device(np.zeros(s.shape, dt))
+        out[s.idx] = a
+        by_key[s.key] = a
+    for n in g.nodes:
+        if n.op == "reshape":
+            o = n.outputs[0]
+            a = by_key[n.inputs[0]].reshape(*g.values[o].shape)
+            by_key[o] = a
+            for s in slots:
+                if s.key == o:
+                    out[s.idx] = a
+    return out, arena
+
+
+class _Rt:
+    def __init__(self, tensors, ops, ctx):
+        self.tensors, self.ops, self.ctx = tensors, ops, ctx
+
+
+def _views(arena, host_views: dict, base) -> dict:
+    """Device views with the same offsets as the host views into ``base``."""
+    out = {}
+    for k, h in host_views.items():
+        off = (h.__array_interface__["data"][0] - base.__array_interface__["data"][0]) // base.itemsize
+        out[k] = arena[off:off + h.size].reshape(*h.shape) if h.shape else arena[off:off + 1]
+    return out
+
+
+# ------------------------------------------------------------------------------ runtime
+from ..net import CompiledNet  # noqa: E402  (compiler.net imports this module lazily)
+
+_GROUP_OF = {"params": "params", "param_arena": "params", "grads": "grads", "grad_arena": "grads",
+             "buffers": "buffers", "opt_state": "opt"}
+
+
+def _mirror(attr):
+    def get(self):
+        d = self.__dict__
+        if "_dev" in d:
+            self._pull(_GROUP_OF[attr])
+        return d[attr]
+
+    def put(self, value):
+        self.__dict__[attr] = value
+    return property(get, put, doc=f"host mirror of the device {attr} (synchronised on access)")
+
+
+class CudaNet(CompiledNet):
+    """CompiledNet on the GPU (docs/compiled-net.md API; see the module docstring)."""
+
+    params = _mirror("params")
+    param_arena = _mirror("param_arena")
+    grads = _mirror("grads")
+    grad_arena = _mirror("grad_arena")
+    buffers = _mirror("buffers")
+    opt_state = _mirror("opt_state")
+
+    # ---- host <-> device coherence --------------------------------------------------
+    def _host_arrays(self, group):
+        d = self.__dict__
+        if group == "params":
+            return [(d["param_arena"], self._d_param)]
+        if group == "grads":
+            return [(d["grad_arena"], self._d_grad)]
+        src = d["buffers"] if group == "buffers" else d["opt_state"]
+        dev = self._dev["buffers" if group == "buffers" else "opt"]
+        return [(src[k], dev[k]) for k in src]
+
+    def _pull(self, group):
+        st = self._state[group]
+        if st["dev_newer"]:
+            for h, dv in self._host_arrays(group):
+                dv.copy_to_host(h, stream=self.stream)
+            self.stream.synchronize()
+            st["dev_newer"] = False
+        st["host_dirty"] = True        # the caller may write through the arrays we return
+
+    def _push(self):
+        for group, st in self._state.items():
+            if st["host_dirty"]:
+                for h, dv in self._host_arrays(group):
+                    dv.copy_to_device(h, stream=self.stream)
+                st["host_dirty"] = False
+
+    def _touched(self, *groups):
+        for g in groups:
+            self._state[g]["dev_newer"] = True
+
+    def synchronize(self) -> None:
+        self.stream.synchronize()
+
+    # ---- setup -----------------------------------------------------------------------
+    def _setup(self):
+        from numba import cuda
+
+        from ..ops.cuda import CUDA_OPS
+        from ..ops.cuda.common import DeviceCtx
+        from ..ops.cuda.optim import DeviceOptimizer
+        d = self.__dict__
+        self.stream = cuda.stream()
+        self._ctx = DeviceCtx()
+        self._state = {g: {"dev_newer": False, "host_dirty": False} for g in ("params", "grads", "buffers", "opt")}
+        self._d_param = cuda.to_device(d["param_arena"])
+        self._d_grad = cuda.to_device(d["grad_arena"])
+        dev = {"params": _views(self._d_param, d["params"], d["param_arena"]),
+               "grads": _views(self._d_grad, d["grads"], d["grad_arena"]),
+               "buffers": {k: cuda.to_device(v) for k, v in d["buffers"].items()},
+               "opt": {k: cuda.to_device(v) for k, v in d["opt_state"].items()}}
+        self.cuda_sources, self._gen, self._dio, self._seqs, self._d_arenas = {}, {}, {}, {}, {}
+        for mode, g in self.graphs.items():
+            src, slots = print_cuda_step_module(g, mode, self.dtype.name)
+            path = write_module(src, f"step_cuda_{mode}", subdir="steps")
+            self.cuda_sources[mode] = (path, src, slots)
+            tensors, arena = allocate_device(g, slots, dev, self.dtype)
+            self._d_arenas[mode] = arena
+            keys = [s.key for s in slots]
+            io = {"x": tensors[keys.index("x")]}
+            if "target" in g.values:
+                io["target"] = tensors[keys.index("target")]
+            io["pin"] = {k: [cuda.pinned_array(a.shape, a.dtype) for _ in range(2)] for k, a in list(io.items())}
+            io["ev"] = {k: [None, None] for k in io["pin"]}
+            io["turn"] = 0
+            self._dio[mode] = io
+            self._gen[mode] = import_path(path).bind(_Rt(tensors, CUDA_OPS, self._ctx))
+        self._dev = dev
+        self._dopt = None
+        if self.optimizer is not None:
+            self._dopt = DeviceOptimizer(self.optimizer, self._ctx)
+            from ..ops.cuda.common import bind_plan
+            self._opt_seq = bind_plan(self._dopt.plan(self._d_param, self._d_grad, dev["opt"]), self.stream)
+        self._pin_out = {}
+        # the CPU-side step modules and host activation arenas are not used on this backend
+        self._fns = {}
+        d.pop("_arenas", None)
+
+    def _seq(self, mode, what):
+        from ..ops.cuda.common import bind_plan
+        key = (mode, what)
+        s = self._seqs.get(key)
+        if s is None:
+            fns = self._gen[mode]
+            plan = fns["plan_grads"]() if what == "grads" else fns["plan_forward"](what == "fwd_train")
+            s = self._seqs[key] = bind_plan(plan, self.stream)
+        return s
+
+    def _run(self, seq):
+        from ..ops.cuda.common import run_seq
+        run_seq(seq, self.rng)
+
+    # ---- execution ---------------------------------------------------------------------
+    def _copy_in(self, mode, x, target=None):
+        """host batch -> pinned buffer (alternating pair) -> device input, asynchronously."""
+        from numba import cuda
+        io = self._dio[mode]
+        io["turn"] ^= 1
+        k = io["turn"]
+        for name, val in (("x", x), ("target", target)):
+            if val is None or name not in io:
+                continue
+            pin = io["pin"][name][k]
+            val = np.asarray(val)
+            if name == "x" and val.shape != pin.shape:
+                raise ValueError(f"expected input of shape {pin.shape}, got {val.shape}")
+            ev = io["ev"][name][k]
+            if ev is not None:
+                ev.synchronize()        # the copy that last read this buffer is done
+            pin[...] = val.reshape(pin.shape)
+            io[name].copy_to_device(pin, stream=self.stream)
+            ev = io["ev"][name][k] = ev or cuda.event()
+            ev.record(self.stream)
+
+    def _read_loss(self, mode="train"):
+        out = self._pin_out.get("loss")
+        if out is None:
+            from numba import cuda
+            out = self._pin_out["loss"] = cuda.pinned_array((1,), self.dtype)
+        self._gen[mode]["loss"].copy_to_host(out, stream=self.stream)
+        self.stream.synchronize()
+        return float(out[0])
+
+    def forward(self, x, train: bool = False) -> np.ndarray:
+        x = np.asarray(x, dtype=self.dtype)
+        if x.shape[1:] != self.input_shape:
+            raise ValueError(f"expected inputs of shape (N, {', '.join(map(str, self.input_shape))}), got {x.shape}")
+        if train and x.shape[0] != self.batch_size:
+            raise ValueError(f"train-mode forward needs exactly batch_size={self.batch_size} samples")
+        mode = "train" if train else "eval"
+        self._push()
+        B, N = self.batch_size, x.shape[0]
+        out = np.empty((N, *self.output_shape), self.dtype)
+        ydev = self._gen[mode]["outputs"]
+        seq = self._seq(mode, "fwd_train" if train else "fwd_eval")
+        key = ("y", mode)
+        if key not in self._pin_out:
+            from numba import cuda
+            self._pin_out[key] = cuda.pinned_array(ydev.shape, ydev.dtype)
+        ypin = self._pin_out[key]
+        chunk = np.zeros((B, *self.input_shape), self.dtype)
+        for s in range(0, N, B):
+            n = min(B, N - s)
+            chunk[:n] = x[s:s + n]
+            chunk[n:] = 0
+            self._copy_in(mode, chunk)
+            self._run(seq)
+            ydev.copy_to_host(ypin, stream=self.stream)
+            self.stream.synchronize()
+            out[s:s + n] = ypin[:n]
+        if train:
+            self._touched("buffers")
+        return out
+
+    def compute_grads(self, x, target) -> float:
+        self._push()
+        self._copy_in("train", x, target)
+        self._run(self._seq("train", "grads"))
+        self._touched("grads", "buffers")
+        return self._read_loss()
+
+    def apply_update(self) -> None:
+        self._push()
+        self.step_count += 1
+        self._dopt.run(self._opt_seq, self._dopt.scalars(self.lr, self.step_count))
+        self._touched("params", "opt")
+
+    def step(self, x, target, want_loss: bool = True):
+        """One training step on the device; returns the loss (one sync) or None."""
+        self._push()
+        self._copy_in("train", x, target)
+        self.step_count += 1
+        self._run(self._seq("train", "grads"))
+        self._dopt.run(self._opt_seq, self._dopt.scalars(self.lr, self.step_count))
+        self._touched("params", "grads", "buffers", "opt")
+        return self._read_loss() if want_loss else None
+
+    def params_finite(self) -> bool:
+        """Finite check of the parameters (pulls them once; no host-dirty mark)."""
+        prev = self._state["params"]["host_dirty"]
+        self._pull("params")
+        self._state["params"]["host_dirty"] = prev
+        return bool(np.isfinite(self.__dict__["param_arena"]).all())
+
+
+def to_cuda(net: CompiledNet) -> CudaNet:
+    """Turn a freshly compiled CPU-side net into a CudaNet (arrays to the device, plans bound)."""
+    if isinstance(net, CudaNet):
+        return net
+    net.__class__ = CudaNet
+    net.backend = "cuda"
+    net._setup()
+    return net

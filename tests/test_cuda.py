@@ -1,0 +1,283 @@
+"""The numba-CUDA backend without a GPU.
+
+1. Type checks: every CUDA kernel that the op plans of the op test tables (and the
+   optimizer, every rule) launch is compiled to PTX for sm_90 with
+   ``numba.cuda.compile_ptx`` from float32 signatures taken from the plans' own arguments.
+2. Simulator parity (a subprocess with NUMBA_ENABLE_CUDASIM=1, because the simulator must
+   be chosen before numba.cuda is imported): one case per op against the float64 numpy
+   reference, then a tiny conv-bn-relu-conv-add-pool-linear net (1x6x6, B=2) CPU vs CUDA:
+   forward, loss, every gradient, one optimizer step and the BN running statistics.
+3. ``backend="cuda"`` without a GPU: CompileError with one sentence; the CLI exits 1.
+
+The per-op simulator sweep takes about a minute on 2 cores, so it runs only with
+NETSPEC_CUDA_SIM_OPS=1 (or by hand: ``NUMBA_ENABLE_CUDASIM=1 python tests/test_cuda.py sim ops``);
+the net parity (~30 s) always runs.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+EXTRA = [
+    ("bn_fold_weight", [(4, 3, 3, 3), (4,), (4,)], {"eps": 1e-5}, dict(inputs={2: np.arange(1.0, 5.0)})),
+    ("bn_fold_bias", [(4,), (4,), (4,), (4,), (4,)], {"eps": 1e-5}, dict(inputs={4: np.arange(1.0, 5.0)})),
+    ("fill", [], {"shape": (2, 3), "value": 1.5}, {}),
+]
+
+
+def all_cases():
+    from test_ops_pointwise import CASES as A
+    from test_ops_spatial import CASES as B
+    return list(A) + list(B) + EXTRA
+
+
+def _arrays(op, shapes, attrs, kw, dtype=np.float32, make=lambda a: a, seed=0):
+    """Inputs (float or int labels), output, saved, ws, dy and dxs for one case."""
+    rng = np.random.default_rng(seed)
+    ints = kw.get("int_inputs", {})
+    host = []
+    for i, s in enumerate(shapes):
+        if s is None:
+            host.append(None)
+        elif i in ints:
+            host.append(rng.integers(0, ints[i], s).astype(np.int64))
+        elif i in kw.get("inputs", {}):
+            host.append(np.asarray(kw["inputs"][i], dtype).reshape(s))
+        else:
+            host.append(rng.standard_normal(s).astype(dtype))
+    if op.name == "fill":
+        yshape = tuple(attrs["shape"])
+    else:
+        yshape = op.out_shape([None if s is None else tuple(s) for s in shapes], attrs)
+    dt = lambda d: dtype if d == "float" else np.dtype(d)
+    sp = [None if s is None else tuple(s) for s in shapes]
+    saved = {k: np.zeros(s, dt(d)) for k, (s, d) in op.saved_specs(sp, attrs).items()}
+    ws = {k: np.zeros(s, dtype) for k, s in op.workspace(sp, attrs).items()}
+    dy = rng.standard_normal(yshape).astype(dtype)
+    return host, yshape, saved, ws, dy
+
+
+def _plans(name, shapes, attrs, kw, ctx):
+    """Forward (+ backward when differentiable) plans on numpy arrays (HostCtx)."""
+    from compiler.ops import OPS
+    from compiler.ops.cuda import CUDA_OPS
+    op = OPS[name]
+    xs, yshape, saved, ws, dy = _arrays(op, shapes, attrs, kw)
+    y = np.zeros(yshape, np.float32)
+    train = kw.get("train", True)
+    plan = CUDA_OPS[name].plan_forward(ctx, xs, y, saved, ws, attrs, train)
+    if op.differentiable and op.name not in ("fill",):
+        dxs = [None if (x is None or x.dtype.kind == "i") else np.zeros_like(x) for x in xs]
+        if name in ("batchnorm",):
+            dxs[3] = dxs[4] = None
+        if name in ("softmax_cross_entropy", "hinge", "bce_with_logits", "mse"):
+            dxs[1] = None
+        plan += CUDA_OPS[name].plan_backward(ctx, xs, y, saved, dy, dxs, ws, attrs)
+    return plan
+
+
+def _optimizer_plans(ctx):
+    from compiler.net import ParamInfo
+    from compiler.ops.cuda.optim import DeviceOptimizer
+    from compiler.optim import make_optimizer
+    info = {"w": ParamInfo("l", True, 1.0, False, (4, 6)), "b": ParamInfo("l", False, 1.0, False, (4,))}
+    cfgs = [{"sgd": {"lr": 0.1}}, {"momentum": {}}, {"nesterov": {"momentum": 0.9}}, {"adam": {}},
+            {"adamw": {"weight_decay": 0.1}}, {"rmsprop": {}}, {"rmsprop": {"momentum": 0.9}}, {"adagrad": {}}]
+    plans = []
+    for c in cfgs:
+        reg = {"weight_decay": 1e-3, "l1": 1e-4, "max_norm": 2.0, "clip_grad_norm": 1.0}
+        opt = make_optimizer({"optimizer": c, "regularization": reg}, info)
+        dopt = DeviceOptimizer(opt, ctx)
+        p, g = np.zeros(28, np.float32), np.zeros(28, np.float32)
+        plans += dopt.plan(p, g, {k: np.zeros(28, np.float32) for k in opt.state_specs()})
+    return plans
+
+
+def test_kernels_typecheck_sm90():
+    cuda = pytest.importorskip("numba.cuda", reason="numba-cuda is not installed")
+    if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0"):
+        pytest.skip("compile_ptx needs the real numba.cuda, not the simulator")
+    import numba
+    from compiler.ops.cuda.common import HostCtx, Launch
+    ctx = HostCtx()
+    launches = []
+    for name, shapes, attrs, kw in all_cases():
+        launches += [s for s in _plans(name, shapes, attrs, kw, ctx) if isinstance(s, Launch)]
+    launches += _optimizer_plans(ctx)
+    seen, failures = set(), []
+    for s in launches:
+        sig = tuple(numba.typeof(a) for a in s.args)
+        key = (s.kernel.py_func.__module__, s.kernel.py_func.__name__, sig)
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            cuda.compile_ptx(s.kernel.py_func, sig, cc=(9, 0))
+        except Exception as e:   # report every failing kernel at once
+            failures.append(f"{key[1]}{sig}: {type(e).__name__}: {str(e)[:300]}")
+    assert not failures, "\n".join(failures)
+    assert len(seen) >= 60          # the tables exercise every kernel family
+    kernels = {k[1] for k in seen}
+    for must in ("conv_fwd", "conv_dw", "conv_dx", "gemm", "bn_stats", "bn_bwd_dx", "ce_fwd", "update",
+                 "maxpool_fwd", "argmax_bwd", "window_copy", "gn_bwd_dx", "act_fwd_relu"):
+        assert must in kernels, must
+
+
+def test_every_op_has_cuda_launchers():
+    from compiler.ops import OPS
+    from compiler.ops.cuda import CUDA_OPS, FALLBACK, native_ops
+    assert set(OPS) == set(CUDA_OPS)
+    assert len(native_ops()) == len(OPS) - len(FALLBACK)
+
+
+def test_cuda_backend_without_gpu_is_one_sentence_and_cli_exit_1(tmp_path):
+    from compiler.codegen import cuda_backend
+    if cuda_backend.gpu_available():
+        pytest.skip("a GPU (or the simulator) is present")
+    import compiler
+    from compiler.net import CompileError
+    with pytest.raises(CompileError) as e:
+        compiler.compile(str(ROOT / "specs" / "digits.yaml"), backend="cuda", batch_size=4)
+    msg = str(e.value)
+    assert msg == cuda_backend.MESSAGE and msg.count(". ") == 1 and msg.endswith("Use --backend cpu.")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    env["PYTHONPATH"] = str(ROOT)
+    r = subprocess.run([sys.executable, "-m", "netspec", "train", str(ROOT / "specs" / "digits.yaml"),
+                        "--backend", "cuda", "--out", str(tmp_path / "o"), "--no-progress"],
+                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "needs an NVIDIA GPU" in r.stderr + r.stdout
+    assert "Traceback" not in r.stderr
+
+
+def test_simulator_parity():
+    pytest.importorskip("numba.cuda", reason="numba-cuda is not installed")
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", PYTHONPATH=str(ROOT))
+    args = ["sim", "ops"] if os.environ.get("NETSPEC_CUDA_SIM_OPS") == "1" else ["sim"]
+    r = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env,
+                       cwd=ROOT, timeout=900)
+    assert r.returncode == 0, (r.stdout[-4000:], r.stderr[-4000:])
+    assert "SIM OK" in r.stdout
+
+
+# ------------------------------------------------------------------ simulator worker
+def _sim_op_cases():
+    """One case per op (the first in the tables), to keep the simulator run short."""
+    seen, out = set(), []
+    for c in all_cases():
+        if c[0] not in seen and c[0] not in ("fill",):
+            seen.add(c[0])
+            out.append(c)
+    return out
+
+
+def _rel(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-6))
+
+
+def _sim_ops():
+    from numba import cuda
+
+    from compiler.ops import OPS
+    from compiler.ops.cuda import CUDA_OPS
+    bad = []
+    for name, shapes, attrs, kw in _sim_op_cases():
+        op = OPS[name]
+        train = kw.get("train", False)
+        xs, yshape, saved, ws, dy = _arrays(op, shapes, attrs, kw)
+        x64 = [None if a is None else (a.astype(np.float64) if a.dtype.kind == "f" else a) for a in xs]
+        if op.random and train:     # same-dtype reference (the rng draws in the array dtype)
+            x64 = [None if a is None else a.copy() for a in xs]
+        ry, rs = op.ref_forward([None if a is None else a.copy() for a in x64], attrs, train,
+                                np.random.default_rng(5))
+        dev = [None if a is None else cuda.to_device(a) for a in xs]
+        yd = cuda.to_device(np.full(yshape, np.nan, np.float32))
+        sd = {k: cuda.to_device(v) for k, v in saved.items()}
+        wd = {k: cuda.to_device(v) for k, v in ws.items()}
+        CUDA_OPS[name].forward(dev, yd, sd, wd, attrs, train, np.random.default_rng(5))
+        e = _rel(yd.copy_to_host(), ry)
+        if not e < 1e-4:
+            bad.append(f"{name} forward {e:.2e}")
+        if not op.differentiable:
+            continue
+        rg = op.ref_backward(x64, ry, rs, dy.astype(np.float64), attrs)
+        needs = kw.get("needs", tuple(i for i, g in enumerate(rg) if g is not None))
+        dxs = [cuda.to_device(np.full(xs[i].shape, np.nan, np.float32)) if i in needs and rg[i] is not None
+               else None for i in range(len(xs))]
+        CUDA_OPS[name].backward(dev, yd, sd, cuda.to_device(dy), dxs, wd, attrs)
+        for i, d in enumerate(dxs):
+            if d is not None:
+                e = _rel(d.copy_to_host(), rg[i])
+                if not e < 1e-4:
+                    bad.append(f"{name} d{i} {e:.2e}")
+        print(name, "ok" if not bad or not bad[-1].startswith(name) else "BAD", flush=True)
+    return bad
+
+
+NET = """
+netspec: 1
+name: tiny
+input: [1, 6, 6]
+layers:
+  - conv: {name: conv1, out: 3, kernel: 3, pad: 1, bias: false}
+  - batchnorm: {name: bn1}
+  - relu: {}
+  - conv: {name: conv2, out: 3, kernel: 3, pad: 1}
+  - add: {from: [-1, bn1]}
+  - maxpool: {kernel: 2, stride: 2}
+  - flatten: {}
+  - linear: {name: fc, out: 4}
+train:
+  optimizer: {sgd: {lr: 0.1, momentum: 0.9}}
+"""
+
+
+def _sim_net():
+    import compiler
+    from compiler.codegen.cuda import to_cuda
+    cpu = compiler.compile(NET, backend="cpu", batch_size=2, seed=1)
+    gpu = to_cuda(compiler.compile(NET, backend="cuda", batch_size=2, seed=1))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 1, 6, 6)).astype(np.float32)
+    t = np.array([1, 3])
+    bad = []
+    if not _rel(gpu.forward(x), cpu.forward(x)) < 1e-4:
+        bad.append("net forward")
+    l1, g1 = cpu.loss_and_grads(x, t)
+    l2, g2 = gpu.loss_and_grads(x, t)
+    if abs(l1 - l2) > 1e-5 * max(1, abs(l1)):
+        bad.append(f"loss {l1} {l2}")
+    bad += [f"grad {k} {_rel(g2[k], g1[k]):.2e}" for k in g1 if not _rel(g2[k], g1[k]) < 1e-4]
+    cpu.lr = gpu.lr = 0.1
+    for _ in range(1):
+        cpu.step(x, t)
+        gpu.step(x, t, want_loss=False)
+    bad += [f"param {k}" for k in cpu.params if not _rel(gpu.params[k], cpu.params[k]) < 1e-4]
+    bad += [f"buffer {k}" for k in cpu.buffers if not _rel(gpu.buffers[k], cpu.buffers[k]) < 1e-4]
+    sd = gpu.state_dict()
+    assert any(k.startswith("opt/") for k in sd)
+    return bad
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["sim"]:
+    import time
+    assert os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+    t0 = time.time()
+    problems = _sim_ops() if "ops" in sys.argv[2:] else []
+    t1 = time.time()
+    problems += _sim_net()
+    print(f"ops {t1 - t0:.1f} s, net {time.time() - t1:.1f} s")
+    if problems:
+        print("\n".join(problems))
+        sys.exit(1)
+    print("SIM OK")
