@@ -117,13 +117,14 @@ def train(spec, out_dir, *, epochs: int | None = None, batch_size: int | None = 
             sp = D.Splits((xs[tr], ys[tr]), (xs[va], ys[va]), splits.test, splits.class_names)
             fdir = out / f"fold{i}"
             done = fdir / "summary.json"
-            if resume and done.is_file() and json.loads(done.read_text()).get("status") == "completed":
-                per.append(json.loads(done.read_text()))
+            skip = resume and done.is_file() and json.loads(done.read_text()).get("status") == "completed"
+            if ctx.bcast_object(skip if ctx.is_root else None):   # [distributed] rank 0 decides
+                per.append(json.loads(done.read_text()) if ctx.is_root else {"status": "completed"})
                 continue
             per.append(_Run(spec, cfg, fdir, sp, **run_kw).run())
             if per[-1].get("status") != "completed":
                 return per[-1]
-        summary = _fold_summary(per)
+        summary = _fold_summary(per) if ctx.is_root else {"status": "completed"}   # [distributed]
     summary["seconds"] = time.perf_counter() - t0
     if not ctx.is_root:                                            # [distributed]
         return {"status": summary.get("status"), "distributed_rank": ctx.rank}
@@ -185,6 +186,9 @@ class _Run:
         self.xtr, self.ytr = self.pre.apply(xtr), ytr
         self.xva, self.yva = self.pre.apply(xva) if len(yva) else xva.astype(np.float32), yva
         self.xte, self.yte = self.pre.apply(xte) if len(yte) else xte.astype(np.float32), yte
+        self.ctx.check_same([len(self.ytr), float(np.sum(self.ytr, dtype=np.float64)),    # [distributed]
+                             float(np.sum(self.xtr, dtype=np.float64)), len(self.yva), len(self.yte)],
+                            "training data")
         from .augment import Augmenter
         self.aug = Augmenter(cfg.get("augment"), self.xtr)
         tc = time.perf_counter()
@@ -296,7 +300,7 @@ class _Run:
             self.loss_sum, self.loss_n = 0.0, 0
         else:                                  # mid-epoch resume: replay the epoch's permutation
             self.order_rng.bit_generator.state = self.order_state
-        show = self.progress and sys.stderr.isatty()
+        show = self.progress and sys.stderr.isatty() and self.ctx.is_root   # [distributed]
         bar = tqdm(total=self.spe, initial=self.batch, desc=f"epoch {e + 1}/{self.epochs}",
                    unit="batch", disable=not show, leave=False, dynamic_ncols=True)
         ts = time.perf_counter()

@@ -133,8 +133,24 @@ def main(argv=None) -> int:
     from runtime.distributed import DistContext
     ctx = DistContext.create(distributed=True)
     w, losses = run(ctx, a.global_batch, a.steps, die_at=a.die_at, hang_at=a.hang_at)
+    # BatchNorm running statistics: rank r holds r + [0, 1, 2] -> averaged on every rank
+    class BN:
+        buffers = {"bn.running_mean": np.arange(3, dtype=np.float32) + ctx.rank,
+                   "bn.running_var": np.full((2, 2), 1.0 + ctx.rank, np.float32)}
+    ctx.sync_buffers(BN)
+    obj = ctx.bcast_object({"from": ctx.rank, "arr": np.arange(4) * (ctx.rank + 1)})
+    gathered = ctx.comm.gather((BN.buffers["bn.running_mean"].tolist(),
+                                float(BN.buffers["bn.running_var"][1, 1]), obj["from"],
+                                obj["arr"].tolist()), root=0)
+    try:                                                 # differing data -> DistError on all
+        ctx.check_same([N_SAMPLES, ctx.rank], "training data")
+        mismatch = "none"
+    except Exception as e:                              # noqa: BLE001
+        mismatch = f"{type(e).__name__}: {e}"
+    mismatches = ctx.comm.gather(mismatch, root=0)
     if ctx.is_root:
-        np.savez(a.out, params=w, losses=np.array(losses), size=np.array([ctx.size]))
+        np.savez(a.out, mismatch=np.array(mismatches), params=w, losses=np.array(losses), size=np.array([ctx.size]),
+                 synced=np.array([g[0] + [g[1], g[2]] + g[3] for g in gathered]))
     return 0
 
 

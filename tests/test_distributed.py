@@ -73,6 +73,35 @@ def test_two_ranks_match_one_process_with_double_batch(tmp_path):
     np.testing.assert_allclose(got["params"], ref_w, rtol=1e-4, atol=2e-6)
     np.testing.assert_allclose(got["losses"], ref_losses, rtol=1e-5)
     assert np.abs(got["params"] - ref_w).max() < 1e-3 * moved
+    # sync_buffers averaged rank 0's [0,1,2]/1.0 and rank 1's [1,2,3]/2.0 on both ranks;
+    # bcast_object delivered rank 0's object to both
+    np.testing.assert_allclose(got["synced"], [[0.5, 1.5, 2.5, 1.5, 0, 0, 1, 2, 3]] * 2)
+    # check_same: rank-dependent "data" is refused on every rank
+    assert all(m.startswith("DistError: the training data differ between ranks") for m in got["mismatch"])
+
+
+def test_cli_train_distributed_rank0_writes(tmp_path):
+    """`mpiexec -n 2 python -m netspec.cli train SPEC --distributed`: one summary line, the
+    run files written once (by rank 0), exit status 0; an indivisible batch is refused."""
+    _need_mpi()
+    import dist_worker as W
+    spec = tmp_path / "loop.yaml"
+    spec.write_text(W.LOOP_SPEC)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    cmd = [_mpiexec(), "-n", "2", sys.executable, "-m", "netspec.cli", "train", str(spec),
+           "--distributed", "--epochs", "1", "--out", str(tmp_path / "run")]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.count("dist_loop: 1 epochs") == 1, p.stdout
+    assert p.stderr.count("epoch 1/1") == 1                # epoch line from rank 0 only
+    import json
+    s = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert s["status"] == "completed" and s["batch_size"] == 32 and s["test_accuracy"] > 0.3
+    rows = (tmp_path / "run" / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 2                                  # header + one epoch
+    p = subprocess.run(cmd[:-2] + ["--batch-size", "33", "--out", str(tmp_path / "bad")],
+                       env=env, capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert p.returncode != 0 and "not divisible by the 2 ranks" in p.stderr
 
 
 def test_training_loop_k2_interrupted_then_resumed_with_k1_equals_k1(tmp_path):
@@ -187,6 +216,7 @@ def test_single_process_context_is_trivial():
     assert ctx.allreduce_mean(2.5) == 2.5
     np.testing.assert_array_equal(ctx.allreduce_grads(None, [1.0, 2.0]), [1.0, 2.0])
     ctx.barrier()
+    ctx.check_same([1.0, 2.0], "anything")
     ctx.sync_buffers(None)
     ctx.broadcast_params(None)
 
