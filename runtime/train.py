@@ -194,6 +194,12 @@ class _Run:
         tc = time.perf_counter()
         self.net = factory(self.spec, self.ctx.local_batch(self.B))   # [distributed] B is global
         self.compile_seconds = time.perf_counter() - tc
+        if ck is None and getattr(self.spec, "init", None) and hasattr(self.net, "params"):
+            # transfer learning: start from another run's weights (init: {checkpoint, skip})
+            from .transfer import apply_spec_init
+            rep = apply_spec_init(self.net, self.spec)
+            if rep is not None and self.ctx.is_root and progress:
+                print(f"initialised from {self.spec.init['checkpoint']}: {rep.format()}", file=sys.stderr)
         from compiler.optim import resolve_config
         self.opt_cfg = resolve_config(cfg)
         self.spe = len(self.ytr) // self.B
