@@ -68,7 +68,7 @@ def attempt(src) -> None:
     except SpecError as e:
         assert e.line >= 1 and e.col >= 0 and e.file == "fuzz.yaml", (e.line, e.col, e.file)
         assert str(e).startswith(f"fuzz.yaml:{e.line}:{e.col}: ")
-    assert time.perf_counter() - t < 3
+    assert time.perf_counter() - t < 10   # bounded (generous: CI machines are shared and slow)
 
 
 @FUZZ
