@@ -150,9 +150,15 @@ class CompiledNet:
         self._fns: dict[str, dict] = {}
 
     # ------------------------------------------------------------------ parameters
-    def load_params(self, d: dict) -> None:
-        """Copy arrays in by PyTorch name; refuses unknown, missing-shape or mis-shaped ones."""
+    def load_params(self, d: dict, strict: bool = False) -> None:
+        """Copy arrays in by PyTorch name; refuses unknown or mis-shaped ones (naming each,
+        with both shapes), and with ``strict`` also a dict that lacks any of the net's
+        parameters or buffers (nothing is copied unless everything fits)."""
         problems = []
+        if strict:
+            have = {k for k in d if not k.endswith("num_batches_tracked")}
+            problems += [f"missing tensor {k!r} {v.shape}" for k, v in {**self.params, **self.buffers}.items()
+                         if k not in have]
         for k, v in d.items():
             if k.endswith("num_batches_tracked"):
                 continue

@@ -34,7 +34,7 @@ from yaml.nodes import MappingNode, ScalarNode, SequenceNode
 
 from .errors import Loc, SpecError
 
-MAX_BYTES = 2 * 1024 * 1024   # a spec is a few KB; pure-Python YAML parses ~1 MB/s
+MAX_BYTES = 256 * 1024      # a spec is a few KiB; bounds parse time (pyyaml is ~8 µs a node)
 MAX_DEPTH = 100               # nesting levels (maps + lists)
 MAX_NODES = 200_000           # nodes after alias expansion
 
@@ -285,12 +285,44 @@ def parse(source: "str | bytes", file: str = "<spec>") -> Document:
     if node is None:
         raise doc.error(Loc(file, 1, 1), "the spec is empty",
                         "a spec starts with `netspec: 1`, then name, input and layers")
+    _check_expansion(node, doc)
     root = _Builder(doc).build(node, 0)
     if not isinstance(root, YMap):
         raise doc.error(root, f"the top level of a spec must be a mapping, not {root.kind}",
                         "a spec starts with `netspec: 1`, then name, input and layers")
     doc.root = root
     return doc
+
+
+def _check_expansion(root, doc: Document) -> None:
+    """Refuse alias bombs before building anything: the expanded node count of every
+    composed node, memoised by identity (an alias is the same node object), costs time
+    linear in the text, not in the expansion. Located at the first node whose expansion
+    alone exceeds MAX_NODES. A node containing itself (recursive alias) is left to the
+    builder's depth limit."""
+    size: dict[int, int] = {}
+    visiting: set[int] = set()
+    stack = [(root, False)]
+    while stack:
+        n, done = stack.pop()
+        if id(n) in size:
+            continue
+        kids = ([] if isinstance(n, ScalarNode) else n.value if isinstance(n, SequenceNode)
+                else [x for kv in n.value for x in kv])
+        if not done:
+            if id(n) in visiting:       # a cycle: the builder reports it as too deep
+                return
+            visiting.add(id(n))
+            stack.append((n, True))
+            stack.extend((k, False) for k in kids if id(k) not in size)
+            continue
+        visiting.discard(id(n))
+        total = 1 + sum(size.get(id(k), 0) for k in kids)
+        if total > MAX_NODES:
+            raise doc.error(_loc_of(n.start_mark, doc.file), f"the spec expands to more than "
+                            f"{MAX_NODES} YAML nodes (aliases expanding exponentially?)",
+                            "do not nest aliases (*name) of aliases")
+        size[id(n)] = total
 
 
 class _Builder:

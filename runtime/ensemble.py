@@ -42,7 +42,7 @@ def _load(net, arrays: Mapping) -> None:
         d = {k: v for k, v in arrays.items() if "/" not in k}
     if not d:
         raise ValueError("no weights (params/* arrays) in an ensemble member")
-    net.load_params(d)
+    net.load_params(d, strict=True)
 
 
 def _own(net) -> dict:

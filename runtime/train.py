@@ -272,7 +272,9 @@ class _Run:
     # ------------------------------------------------------------------ loop
     def run(self) -> dict:
         status = "completed"
-        with _Interrupt() as intr:
+        # overflow in a diverging step is reported by the NaN guard with the epoch and step;
+        # numpy's own RuntimeWarnings would only print noise before that message
+        with _Interrupt() as intr, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             try:
                 while not self.done and self.epoch < self.epochs:
                     if not self._epoch(intr):

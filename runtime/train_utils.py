@@ -128,7 +128,7 @@ def load_weights(net, arrays: Mapping[str, np.ndarray]) -> None:
     d = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(("params/", "buffers/"))}
     if not d:
         raise ValueError("the checkpoint holds no params/* arrays")
-    net.load_params(d)
+    net.load_params(d, strict=True)
 
 
 # ----------------------------------------------------------------------------- metrics

@@ -209,8 +209,7 @@ def test_hostile_spec_is_a_located_spec_error_quickly(key, tmp_path):
     assert dt < 2.0, f"{key}: {dt:.2f} s"
 
 
-# size-proportional inputs: bounded by MAX_BYTES (2 MiB) and the node/layer budgets, but the
-# pure-Python YAML composer needs seconds for them (see the xfail below)
+# size-proportional inputs: bounded by MAX_BYTES (256 KiB) and the node/layer budgets
 HOSTILE_BIG = {
     "many_layers": "netspec: 1\nname: t\ninput: [3, 8, 8]\nlayers:\n" + "  - relu: {}\n" * 21000,
     "max_size_many_nodes": "netspec: 1\nname: t\ninput: [3, 8, 8]\nlayers:\n"
@@ -228,10 +227,6 @@ def test_size_proportional_inputs_are_bounded(key):
     assert time.process_time() - t < 40
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="yamlsrc composes the whole document (pure-Python "
-                   "PyYAML, ~8 s/MiB) before its node budget applies; needs MAX_BYTES ~256 KiB "
-                   "or counting nodes in compose_node (yamlsrc.py is not this helper's file)")
 def test_max_size_spec_refused_quickly():
     t = time.process_time()
     with pytest.raises(SpecError):
@@ -451,8 +446,6 @@ def test_kernel_config_refuses_injection():
             _check_config({"act": bad})
 
 
-@pytest.mark.xfail(strict=True, reason="kernel_cache._check_config uses `$`: a trailing "
-                   "newline passes (shared contract file; fix reported, not edited here)")
 def test_kernel_config_refuses_trailing_newline():
     from compiler.codegen.kernel_cache import _check_config
     with pytest.raises(ValueError):

@@ -46,7 +46,7 @@ def cache_root() -> Path:
 def _check_config(config: dict) -> None:
     """Only plain numbers, bools and identifier-like strings may reach generated source."""
     import re
-    ident = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    ident = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
     for k, v in config.items():
         if isinstance(v, bool) or v is None:
             continue

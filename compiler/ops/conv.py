@@ -21,6 +21,7 @@ import functools
 import numpy as np
 
 from compiler.codegen.kernel_cache import load_kernels
+from compiler.ops import conv_wide, parallel
 from compiler.ops.base import Op, register_op
 
 COLS_BUDGET = 1 << 18   # im2col elements per chunk (1 MiB f32: stays in L2 between im2col and GEMM)
@@ -115,6 +116,11 @@ def ref_conv_grads(x, w, dz, attrs):
     return dxp[:, :, pt:pt + H, pl:pl + W], dw
 
 
+def _parts(N, macs):
+    """Batch ranges, one per thread when the conv is big enough to pay the hand-off."""
+    return parallel.split(N, parallel.WORKERS if macs >= conv_wide.PAR_MIN_MACS else 1)
+
+
 def _dot_acc(a, b, out, tmp, first):
     """out (+)= a @ b without allocating: the first chunk writes out, later ones go via tmp."""
     if first:
@@ -141,7 +147,7 @@ class Conv2d(Op):
         OH, OW = conv_out_hw(H, W, kh, kw, attrs)
         P = OH * OW
         K = C * kh * kw
-        return N, C, O, Cg, kh, kw, OH, OW, P, K, chunk_images(N, K * P)
+        return N, C, O, Cg, kh, kw, OH, OW, P, K, chunk_images(-(-N // parallel.WORKERS), K * P)
 
     @staticmethod
     def depthwise(in_shapes, attrs):
@@ -159,8 +165,12 @@ class Conv2d(Op):
             Wp, Hp = OW + dw * (kw - 1), OH + dh * (kh - 1)
             n = Hp * Wp + dw * (kw - 1) + 1     # + the tail read by the last wide row's taps
             return {"xpad": (n,), "dxpad": (n,), "wide": (OH * Wp,)}
+        if conv_wide.usable(in_shapes[0], in_shapes[1], attrs):
+            return conv_wide.workspace(in_shapes[0], in_shapes[1], attrs)
         N, C, O, Cg, kh, kw, OH, OW, P, K, nb = self._geom(in_shapes, attrs)
-        return {"cols": (K * nb * P,), "gemm": (O * nb * P,), "dw": (O * Cg * kh * kw,)}
+        T = parallel.WORKERS     # one scratch set per thread (see _parts)
+        return {"cols": (T * K * nb * P,), "gemm": (T * O * nb * P,), "dw": (2 * T * O * Cg * kh * kw,),
+                "db2": (T * O,)}
 
     def ref_forward(self, xs, attrs, train=False, rng=None):
         return ref_conv(xs[0], xs[1], xs[2], attrs), {}
@@ -187,14 +197,25 @@ class Conv2d(Op):
             else:
                 kd.dw_fwd(*args, sh, sw, pt, pl, dh, dw)
             return
-        for n0 in range(0, N, nb):
-            m = min(nb, N - n0)
-            cols = ws["cols"][:K * m * P].reshape(K, m * P)
-            gm = ws["gemm"][:O * m * P].reshape(O, m * P)
-            k0.im2col(x, n0, m, cols, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW)
-            for g in range(G):
-                np.dot(w2[g * Og:(g + 1) * Og], cols[g * Kg:(g + 1) * Kg], out=gm[g * Og:(g + 1) * Og])
-            ka.epilogue(gm, n0, m, bias, b is not None, y3)
+        if conv_wide.usable(x.shape, w.shape, attrs):
+            conv_wide.forward(x, w, b, y, ws, attrs)
+            return
+        parts = _parts(N, N * O * Kg * P)
+
+        def run(p):
+            lo, hi = parts[p]
+            cbuf = ws["cols"][p * K * nb * P:(p + 1) * K * nb * P]
+            gbuf = ws["gemm"][p * O * nb * P:(p + 1) * O * nb * P]
+            for n0 in range(lo, hi, nb):
+                m = min(nb, hi - n0)
+                cols = cbuf[:K * m * P].reshape(K, m * P)
+                gm = gbuf[:O * m * P].reshape(O, m * P)
+                k0.im2col(x, n0, m, cols, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW)
+                for g in range(G):
+                    np.dot(w2[g * Og:(g + 1) * Og], cols[g * Kg:(g + 1) * Kg], out=gm[g * Og:(g + 1) * Og])
+                ka.epilogue(gm, n0, m, bias, b is not None, y3)
+
+        parallel.run(run, len(parts))
 
     def backward(self, xs, y, saved, dy, dxs, ws, attrs):
         x, w, b = xs
@@ -212,30 +233,44 @@ class Conv2d(Op):
             else:
                 direct_kernels(act).dw_bwd(*args, sh, sw, pt, pl, dh, dw)
             return
+        if conv_wide.usable(x.shape, w.shape, attrs):
+            conv_wide.backward(x, w, y, dy, dx, dW, db, ws, attrs)
+            return
         w2 = w.reshape(O, Cg * kh * kw)
         Og, Kg = O // G, Cg * kh * kw
-        dW2 = None if dW is None else dW.reshape(O, Kg)
-        tmp = ws["dw"].reshape(O, Kg)
+        parts = _parts(N, N * O * Kg * P)
+        nparts = len(parts)
+        dwp = ws["dw"].reshape(2, -1, O, Kg)      # [0]: per-thread dW accumulators, [1]: tmp
+        db2 = ws["db2"].reshape(-1, O)
         want_db = db is not None
-        if want_db:
-            db[...] = 0
-        dbk = db if want_db else _dummy(x.dtype)
+        db2[:nparts] = 0
         dy3, y3 = dy.reshape(N, O, P), y.reshape(N, O, P)
-        for n0 in range(0, N, nb):
-            m = min(nb, N - n0)
-            cols = ws["cols"][:K * m * P].reshape(K, m * P)
-            gm = ws["gemm"][:O * m * P].reshape(O, m * P)
-            ka.gather(dy3, y3, n0, m, gm, dbk, want_db)
-            if dW is not None:
-                k0.im2col(x, n0, m, cols, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW)
-                for g in range(G):
-                    og, kg = slice(g * Og, (g + 1) * Og), slice(g * Kg, (g + 1) * Kg)
-                    _dot_acc(gm[og], cols[kg].T, dW2[og], tmp[og], n0 == 0)
-            if dx is not None:
-                for g in range(G):
-                    og, kg = slice(g * Og, (g + 1) * Og), slice(g * Kg, (g + 1) * Kg)
-                    np.dot(w2[og].T, gm[og], out=cols[kg])
-                k0.col2im(cols, n0, m, dx, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW)
+
+        def run(p):
+            lo, hi = parts[p]
+            cbuf = ws["cols"][p * K * nb * P:(p + 1) * K * nb * P]
+            gbuf = ws["gemm"][p * O * nb * P:(p + 1) * O * nb * P]
+            for n0 in range(lo, hi, nb):
+                m = min(nb, hi - n0)
+                cols = cbuf[:K * m * P].reshape(K, m * P)
+                gm = gbuf[:O * m * P].reshape(O, m * P)
+                ka.gather(dy3, y3, n0, m, gm, db2[p], want_db)
+                if dW is not None:
+                    k0.im2col(x, n0, m, cols, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW)
+                    for g in range(G):
+                        og, kg = slice(g * Og, (g + 1) * Og), slice(g * Kg, (g + 1) * Kg)
+                        _dot_acc(gm[og], cols[kg].T, dwp[0, p, og], dwp[1, p, og], n0 == lo)
+                if dx is not None:
+                    for g in range(G):
+                        og, kg = slice(g * Og, (g + 1) * Og), slice(g * Kg, (g + 1) * Kg)
+                        np.dot(w2[og].T, gm[og], out=cols[kg])
+                    k0.col2im(cols, n0, m, dx, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW)
+
+        parallel.run(run, nparts)
+        if dW is not None:
+            np.sum(dwp[0, :nparts], axis=0, out=dW.reshape(O, Kg))
+        if want_db:
+            np.sum(db2[:nparts], axis=0, out=db)
 
 
 def convt_out_hw(H, W, kh, kw, attrs):

@@ -36,7 +36,7 @@ def run(args) -> int:
     from ._common import fail, known_errors
     try:
         spec = netspec.load(Path(args.spec))
-        B = args.batch_size or int((spec.train or {}).get("batch_size") or 64)
+        B = args.batch_size if args.batch_size is not None else int((spec.train or {}).get("batch_size") or 64)
         if B < 1:
             return fail("netspec compile: --batch-size must be at least 1")
         import compiler
