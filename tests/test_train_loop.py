@@ -97,7 +97,7 @@ class FakeNet:
             v[...] = d[f"opt/{k}"]
         self.step_count = int(d["step_count"])
 
-    def load_params(self, d):
+    def load_params(self, d, strict=False):
         for k, v in self.params.items():
             v[...] = d[k]
 
