@@ -195,12 +195,7 @@ def test_torch_state_dict_loads_into_the_torch_twin(zoo_net, tmp_path):
     assert all(sd[k].item() == 7 for k in sd if k.endswith("num_batches_tracked"))
 
 
-def _cli(module: str, argv: list[str]) -> int:
-    mod = importlib.import_module(f"netspec.commands.{module}")
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers()
-    mod.add_parser(sub)
-    return mod.run(parser.parse_args([next(iter(sub.choices)), *argv]))
+from clihelp import run_command as _cli  # noqa: E402
 
 
 def test_export_command(zoo_net, tmp_path, capsys):

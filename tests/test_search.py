@@ -131,12 +131,7 @@ def test_space_helpers():
     assert new["train"]["schedule"] == {"cosine": {"min_lr": 0.0}} and raw["train"]["optimizer"]["sgd"]["lr"] == 0.1
 
 
-def _cli(module: str, argv: list[str]) -> int:
-    mod = importlib.import_module(f"netspec.commands.{module}")
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers()
-    mod.add_parser(sub)
-    return mod.run(parser.parse_args([next(iter(sub.choices)), *argv]))
+from clihelp import run_command as _cli  # noqa: E402
 
 
 def test_search_command_real_training(spec_path, tmp_path, capsys):

@@ -111,12 +111,7 @@ def test_features_are_the_layer_output(small):
 
 # ----------------------------------------------------------------------------- commands
 
-def _cli(module: str, argv: list[str]) -> int:
-    mod = importlib.import_module(f"netspec.commands.{module}")
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers()
-    mod.add_parser(sub)
-    return mod.run(parser.parse_args([next(iter(sub.choices)), *argv]))
+from clihelp import run_command as _cli  # noqa: E402
 
 
 def test_features_command(small, tmp_path, capsys):

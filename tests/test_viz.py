@@ -44,12 +44,7 @@ def _png(path, min_h=100, min_w=100):
     return im
 
 
-def _cli(module: str, argv: list[str]) -> int:
-    mod = importlib.import_module(f"netspec.commands.{module}")
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers()
-    mod.add_parser(sub)
-    return mod.run(parser.parse_args([next(iter(sub.choices)), *argv]))
+from clihelp import run_command as _cli  # noqa: E402
 
 
 @pytest.fixture(scope="module")
