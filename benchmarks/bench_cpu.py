@@ -2,8 +2,9 @@
 
     python benchmarks/bench_cpu.py [--quick]
 
-For lenet5 (B=64), resnet20 (B=128) and digits (B=64): train-step and inference medians
-and the speedup over the faster PyTorch layout (NCHW or channels_last), same threads, same
+For lenet5 (B=64), resnet20 (B=128) and digits (B=64): train-step and inference times
+(minimum over interleaved windows, medians kept in the JSON; runtime/bench.py says why) and
+the speedup over the faster PyTorch layout (NCHW or channels_last), same threads, same
 process. Then compile time, cold (empty cache dir, fresh process) and warm (same cache,
 fresh process), for lenet5, resnet20 and resnet50 (train graph, compile + first step).
 Writes benchmarks/results/cpu.json and cpu.md.
@@ -84,6 +85,9 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "cpu.json").write_text(json.dumps(results, indent=2))
     md = [f"# CPU benchmark ({results['cpu']}, {results['cores']} cores, {results['date']})", "",
+          "Times: minimum over interleaved windows (ours, torch NCHW, torch channels_last in turn); "
+          "load average during each net: " + ", ".join(f"{r['name']} {r['loadavg'][0]:.1f}-{r['loadavg'][1]:.1f}"
+                                                     for r in results["nets"]) + ".", "",
           TABLE_HEAD] + [format_row(r) for r in results["nets"]]
     if results["compile"]:
         md += ["", "| spec | batch | cold compile + first step (s) | warm (s) |", "|---|---|---|---|"]

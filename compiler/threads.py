@@ -5,7 +5,13 @@ numba's or other processes' made small GEMMs 10-200x slower (a 64x400·400x120 s
 42 ms with 2 OpenBLAS threads on a busy 2-core machine, 0.21 ms with 1).  Every GEMM in a
 ConvNet step is small or chunked, so a step pins BLAS to ``NETSPEC_BLAS_THREADS`` (default
 1) for its duration and gets its parallelism from the kernels / chunk threads instead.
-The limit is restored after the call (threadpoolctl, ~40 µs), so user code is unaffected.
+The limit is restored after the call (threadpoolctl, ~20 µs), so user code is unaffected.
+
+The limit is process-wide, so it also covers the BLAS calls that the conv kernels make from
+the two worker threads of compiler/ops/parallel.py (each thread: its own batch half, its own
+single-threaded sgemm).  Measured on the shared 2-core machine: concurrent 1-thread sgemms
+from two threads scale only when a second core is actually free (with a neighbour's job on
+one core, two threads ran no faster than one) -- compare ratios, not absolute times.
 """
 from __future__ import annotations
 

@@ -1,12 +1,17 @@
 """Side-by-side speed measurement: our compiled step vs PyTorch eager, same process.
 
-Medians over repeated timed windows after warm-up (each window = ``steps`` calls), for
+Measured for
   * train step: forward + backward + SGD-momentum update (softmax cross-entropy);
   * inference: eval-mode forward of one batch.
 PyTorch (optional) runs the same architecture (built generically from the checked spec by
 ``runtime.torch_twin``), with the same thread count, in its default NCHW layout and in
 channels_last; the faster of the two is the competitor the ratio is computed against.
-Only ratios measured in one run mean anything: the machine type varies between sessions.
+
+The machines are shared, so the candidates are measured *interleaved*: every round runs one
+timed window (``steps`` calls) of each candidate in turn, and a candidate's time is the
+minimum over rounds (what the code can do when the neighbours leave it a core; a median
+mostly measures the neighbours).  Medians are reported too.  Only ratios measured in one
+run mean anything: the machine type varies between sessions.
 """
 from __future__ import annotations
 
@@ -17,19 +22,22 @@ import time
 import numpy as np
 
 
-def _windows(fn, steps: int, windows: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    meds = []
-    for _ in range(windows):
-        t = time.perf_counter()
-        for _ in range(steps):
+def _interleaved(fns: dict, steps: int, windows: int, warmup: int) -> dict:
+    """{name: (min, median) seconds per call} over ``windows`` interleaved rounds."""
+    for fn in fns.values():
+        for _ in range(warmup):
             fn()
-        meds.append((time.perf_counter() - t) / steps)
-    return statistics.median(meds)
+    per = {k: [] for k in fns}
+    for _ in range(windows):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            per[k].append((time.perf_counter() - t) / steps)
+    return {k: (min(v), statistics.median(v)) for k, v in per.items()}
 
 
-def bench_ours(spec, batch_size: int, steps=5, windows=5, warmup=3) -> dict:
+def _ours(spec, batch_size: int):
     import compiler
     t0 = time.perf_counter()
     net = compiler.compile(spec, batch_size=batch_size,
@@ -42,24 +50,20 @@ def bench_ours(spec, batch_size: int, steps=5, windows=5, warmup=3) -> dict:
     net.step(x, y)
     net.forward(x)
     compile_s = time.perf_counter() - t0
-    train = _windows(lambda: net.step(x, y), steps, windows, warmup)
-    infer = _windows(lambda: net.forward(x), steps, windows, warmup)
-    return {"compile_and_first_call_s": compile_s, "train_step_ms": train * 1e3,
-            "train_images_per_s": batch_size / train, "infer_ms": infer * 1e3,
-            "infer_images_per_s": batch_size / infer}
+    return compile_s, (lambda: net.step(x, y)), (lambda: net.forward(x))
 
 
-def bench_torch(report, batch_size: int, threads: int, steps=5, windows=5, warmup=3) -> dict | None:
+def _torch(report, batch_size: int, threads: int):
     try:
         import torch
     except ImportError:
         return None
     from runtime.torch_twin import build_torch_module
     torch.set_num_threads(threads)
-    out = {"torch_version": torch.__version__, "threads": threads}
     rng = np.random.default_rng(0)
     x0 = torch.tensor(rng.standard_normal((batch_size, *report.input_shape)).astype(np.float32))
     y = torch.tensor(rng.integers(0, int(np.prod(report.output_shape)), batch_size))
+    fns = {}
     for layout in ("nchw", "channels_last"):
         m = build_torch_module(report)
         x = x0
@@ -69,34 +73,53 @@ def bench_torch(report, batch_size: int, threads: int, steps=5, windows=5, warmu
         opt = torch.optim.SGD(m.parameters(), lr=1e-3, momentum=0.9)
         lossf = torch.nn.CrossEntropyLoss()
 
-        def step():
+        def step(m=m, x=x, opt=opt, lossf=lossf):
+            m.train()
             opt.zero_grad(set_to_none=True)
             loss = lossf(m(x).reshape(batch_size, -1), y)
             loss.backward()
             opt.step()
 
-        m.train()
-        train = _windows(step, steps, windows, warmup)
-        m.eval()
-        with torch.no_grad():
-            infer = _windows(lambda: m(x), steps, windows, warmup)
-        out[layout] = {"train_step_ms": train * 1e3, "infer_ms": infer * 1e3}
-    return out
+        def infer(m=m, x=x):
+            m.eval()
+            with torch.no_grad():
+                m(x)
+        fns[layout] = (step, infer)
+    return torch.__version__, fns
 
 
-def bench_spec(spec, batch_size: int, threads: int | None = None, **kw) -> dict:
+def bench_spec(spec, batch_size: int, threads: int | None = None, steps=3, windows=7, warmup=2) -> dict:
     import netspec
     if not hasattr(spec, "layers"):
         spec = netspec.load(spec)
     threads = threads or len(os.sched_getaffinity(0))
     report = netspec.check(spec)
-    res = {"name": spec.name, "batch_size": batch_size, "threads": threads,
-           "ours": bench_ours(spec, batch_size, **kw)}
-    t = bench_torch(report, batch_size, threads, **kw)
+    compile_s, ours_train, ours_infer = _ours(spec, batch_size)
+    fns = {"ours/train": ours_train, "ours/infer": ours_infer}
+    t = _torch(report, batch_size, threads)
     if t:
-        res["torch"] = t
-        best_train = min(t["nchw"]["train_step_ms"], t["channels_last"]["train_step_ms"])
-        best_infer = min(t["nchw"]["infer_ms"], t["channels_last"]["infer_ms"])
+        for layout, (step, infer) in t[1].items():
+            fns[f"{layout}/train"], fns[f"{layout}/infer"] = step, infer
+    load0 = os.getloadavg()[0]
+    m = _interleaved(fns, steps, windows, warmup)
+    res = {"name": spec.name, "batch_size": batch_size, "threads": threads,
+           "method": f"min over {windows} interleaved windows of {steps} calls",
+           "loadavg": [load0, os.getloadavg()[0]],
+           "ours": {"compile_and_first_call_s": compile_s,
+                    "train_step_ms": m["ours/train"][0] * 1e3, "train_step_median_ms": m["ours/train"][1] * 1e3,
+                    "train_images_per_s": batch_size / m["ours/train"][0],
+                    "infer_ms": m["ours/infer"][0] * 1e3, "infer_median_ms": m["ours/infer"][1] * 1e3,
+                    "infer_images_per_s": batch_size / m["ours/infer"][0]}}
+    if t:
+        res["torch"] = {"torch_version": t[0], "threads": threads}
+        for layout in ("nchw", "channels_last"):
+            res["torch"][layout] = {"train_step_ms": m[f"{layout}/train"][0] * 1e3,
+                                    "train_step_median_ms": m[f"{layout}/train"][1] * 1e3,
+                                    "infer_ms": m[f"{layout}/infer"][0] * 1e3,
+                                    "infer_median_ms": m[f"{layout}/infer"][1] * 1e3}
+        tt = res["torch"]
+        best_train = min(tt["nchw"]["train_step_ms"], tt["channels_last"]["train_step_ms"])
+        best_infer = min(tt["nchw"]["infer_ms"], tt["channels_last"]["infer_ms"])
         res["train_speedup_vs_torch"] = best_train / res["ours"]["train_step_ms"]
         res["infer_speedup_vs_torch"] = best_infer / res["ours"]["infer_ms"]
     return res

@@ -10,9 +10,17 @@ from __future__ import annotations
 import numpy as np
 
 from compiler.ops.base import Op, register_op
-from compiler.ops.elementwise import empty, kernels, opt, view
+from compiler.ops import parallel as _parallel
+from compiler.ops.elementwise import SPLIT_MIN, empty, kernels, opt, view
 
 KINDS = ("relu", "sigmoid", "tanh", "leaky_relu", "elu")
+
+
+def _flat_parts(n):
+    """Ranges of a flat array for the nogil worker threads (whole array when small)."""
+    if n < SPLIT_MIN:
+        return [(0, n)]
+    return _parallel.split(n, _parallel.WORKERS)
 
 
 def _from_y(attrs) -> bool:
@@ -80,16 +88,23 @@ class Activation(Op):
         return kernels("activation", kind=attrs.get("kind", "relu"), from_y=_from_y(attrs))
 
     def forward(self, xs, y, saved, ws, attrs, train, rng=None):
-        self._k(attrs).act_fwd(view(xs[0], -1), float(attrs.get("slope", 0.01)),
-                               float(attrs.get("alpha", 1.0)), view(y, -1))
+        k, x1, y1 = self._k(attrs), view(xs[0], -1), view(y, -1)
+        sl, al = float(attrs.get("slope", 0.01)), float(attrs.get("alpha", 1.0))
+        parts = _flat_parts(y1.shape[0])
+        _parallel.run(lambda p: k.act_fwd(x1[slice(*parts[p])], sl, al, y1[slice(*parts[p])]), len(parts))
 
     def backward(self, xs, y, saved, dy, dxs, ws, attrs):
         if dxs[0] is None:
             return
-        y1 = view(y, -1)
+        k, y1, dy1, dx1 = self._k(attrs), view(y, -1), view(dy, -1), view(dxs[0], -1)
         x1 = y1 if _from_y(attrs) or xs[0] is None else view(xs[0], -1)
-        self._k(attrs).act_bwd(x1, y1, view(dy, -1), float(attrs.get("slope", 0.01)),
-                               float(attrs.get("alpha", 1.0)), view(dxs[0], -1))
+        sl, al = float(attrs.get("slope", 0.01)), float(attrs.get("alpha", 1.0))
+        parts = _flat_parts(y1.shape[0])
+
+        def run(p):
+            s = slice(*parts[p])
+            k.act_bwd(x1[s], y1[s], dy1[s], sl, al, dx1[s])
+        _parallel.run(run, len(parts))
 
 
 @register_op

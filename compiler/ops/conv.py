@@ -4,10 +4,16 @@ Attrs (canonical): ``stride`` (sh, sw), ``pad`` (top, bottom, left, right), ``di
 (dh, dw), ``groups``, ``act`` ("none" | "relu": fused epilogue y = relu(conv + bias); backward
 masks dy by (y > 0) first), conv_transpose2d also ``output_padding`` (oh, ow).
 
-CPU kernels (templates/conv.py.j2; conv_direct.py.j2 for local2d and depthwise): im2col
-over a chunk of images (njit, serial) + one BLAS GEMM per group from Python with a preallocated ``out=`` (DESIGN §5: np.dot from Python was
-2x faster than inside njit), then an njit epilogue (bias + act, scatter into NCHW).  The
-chunk size (``chunk_images``) keeps the column buffer under ``COLS_BUDGET`` elements.
+CPU kernels, chosen per layer (measured; see conv_wide.py for the numbers):
+* ungrouped stride-1 convs and stride-2 convs with kernels >= 2x2 (every 3x3 / 5x5 conv of
+  LeNet and ResNet): "wide-row" implicit GEMM in compiler/ops/conv_wide.py (no im2col, no
+  col2im; BLAS called from inside nogil kernels; batch split over two threads);
+* everything else (1x1 stride 2, grouped, other strides, conv_transpose2d) below: im2col
+  over a chunk of images (njit, serial) + one BLAS GEMM per group from Python with a
+  preallocated ``out=`` (DESIGN §5: np.dot from Python was 2x faster than inside njit),
+  then an njit epilogue (bias + act, scatter into NCHW).  The chunk size
+  (``chunk_images``) keeps the column buffer under ``COLS_BUDGET`` elements; conv2d's
+  batch is split over ``parallel.WORKERS`` threads (own scratch and dW/db accumulators).
 Backward per chunk: gather dY (masked) into (O, nb*P) and accumulate db; dW += dY·colsᵀ;
 dcols = Wᵀ·dY; dX = col2im(dcols).  Only grads whose ``dxs`` entry is not None are computed.
 Depthwise convs (groups == C, any channel multiplier) skip im2col and the G tiny GEMMs:

@@ -1,4 +1,5 @@
-"""Stride-1 conv2d as "wide-row" implicit GEMM (kernels: templates/conv_wide.py.j2).
+"""conv2d (stride 1, or stride 2 with kernels >= 2x2; groups 1) as "wide-row" implicit GEMM
+(kernels: templates/conv_wide.py.j2).
 
 For stride 1 and groups 1, zero-padding a chunk of images into one (C, nb*Hp*Wp) matrix
 makes every tap (ki, kj) a column shift of the same matrix, so the conv is kh*kw GEMMs on
@@ -9,10 +10,21 @@ are BLAS ?gemm called from inside the nogil kernels (address from scipy.linalg.c
 so each chunk is one Python call, and the batch is split over ``parallel.WORKERS`` threads,
 each with its own scratch and its own dW/db accumulators (summed at the end).
 
+Stride 2: the padded plane is split into its four phase planes (even/odd rows x columns);
+tap (ki, kj) then reads phase (ki%2, kj%2) shifted by (ki//2, kj//2), i.e. the same shifted-
+view GEMMs (ResNet-20's 3x3 stride-2 convs: 7.3/15.2 ms fwd/bwd vs 10.2/21.4 for im2col;
+1x1 stride 2 reads one phase of four and stays on im2col: 1.9/3.5 vs 4.3/9.3 ms).
+Few input channels (C*kw <= ROWS_MAX_K): kh GEMMs of depth C*kw on a kernel-column im2col
+instead of kh*kw depth-C GEMMs that each re-read and re-write the output (LeNet conv1:
+0.50/0.55 ms vs 1.04/0.88; used in backward only without dX, where its dX was slower).
+
 Cost model: the GEMMs also compute Hp*Wp - OH*OW junk columns per image, so the path is
 chosen only while that overhead is moderate (``usable``); otherwise conv.py keeps im2col +
 BLAS.  Small GEMM depth (C=1..16) turned out not to matter: the im2col copy it saves is
-what dominated (measured in the table above the constants).
+what dominated.  Measured single-threaded, B=128 (ms fwd / bwd): ResNet-20 16ch 32x32
+im2col 20 / 72 -> wide 7.1 / 16.2; 64ch 8x8 12.3 / 24.8 -> 6.1 / 14.4.  BLAS efficiency is
+now the limit: 80-100 GFLOP/s per thread, the sgemm of a 16x16x1088 shape itself reaches
+~92 (benchmarks/roofline.py).
 """
 from __future__ import annotations
 
@@ -23,11 +35,14 @@ import numpy as np
 from compiler.codegen.kernel_cache import load_kernels
 from compiler.ops import parallel
 
-WIDE_BUDGET = 1 << 15      # scratch elements (xpad + yw) per chunk: 128 KiB f32 (measured best: 1-2 images)
+WIDE_BUDGET = 1 << 14      # scratch elements (xpad + yw) per chunk: 64 KiB f32 (measured best: 1-3 images)
 MIN_CHANNELS = 1           # measured: even C=1 (rank-1 GEMMs, LeNet conv1) beats im2col and
                            # direct numba loops (1.1 vs 1.5 vs 3.1 ms fwd, B=64)
 MAX_WASTE = 2.5            # padded-plane / output-plane area above this: im2col wins (LeNet
                            # conv2, 14x14 -> 10x10, waste 1.96: wide 0.8 ms vs im2col 1.7 ms)
+ROWS_MAX_K = 32            # C*kw up to which the kernel-row variant (rows_fwd: kh GEMMs of
+                           # depth C*kw on a kernel-column im2col) replaces the kh*kw depth-C
+                           # GEMMs (LeNet conv1 C*kw=5, conv2 30; ResNet conv1 9)
 PAR_MIN_MACS = 2_000_000   # below this a second thread's hand-off costs more than it saves
 
 
@@ -42,16 +57,35 @@ def _gemm_addr(dtype_char: str) -> int:
     return get_cython_function_address("scipy.linalg.cython_blas", {"f": "sgemm", "d": "dgemm"}[dtype_char])
 
 
-def usable(x_shape, w_shape, attrs) -> bool:
+def _stride(attrs) -> int:
+    """1 or 2 for the supported strides ((1,1) any dilation, (2,2) without dilation), else 0."""
+    st, dil = tuple(attrs.get("stride", (1, 1))), tuple(attrs.get("dilation", (1, 1)))
+    return 1 if st == (1, 1) else 2 if st == (2, 2) and dil == (1, 1) else 0
+
+
+def _planes(x_shape, w_shape, attrs):
+    """(s, Hp, Wp, OH, OW): stride, padded plane (stride 1) or phase plane (stride 2) size."""
     N, C, H, W = x_shape
     O, Cg, kh, kw = w_shape
-    if tuple(attrs.get("stride", (1, 1))) != (1, 1) or attrs.get("groups", 1) != 1 or C < MIN_CHANNELS:
-        return False
+    s = _stride(attrs)
     pt, pb, pl, pr = attrs.get("pad", (0, 0, 0, 0))
-    Hp, Wp = H + pt + pb, W + pl + pr
     dh, dw = attrs.get("dilation", (1, 1))
-    OH, OW = Hp - dh * (kh - 1), Wp - dw * (kw - 1)
+    OH = (H + pt + pb - dh * (kh - 1) - 1) // max(s, 1) + 1
+    OW = (W + pl + pr - dw * (kw - 1) - 1) // max(s, 1) + 1
+    return s, OH + dh * (kh - 1) // max(s, 1), OW + dw * (kw - 1) // max(s, 1), OH, OW
+
+
+def usable(x_shape, w_shape, attrs) -> bool:
+    s, Hp, Wp, OH, OW = _planes(x_shape, w_shape, attrs)
+    if not s or attrs.get("groups", 1) != 1 or x_shape[1] < MIN_CHANNELS:
+        return False
+    if s == 2 and min(w_shape[2:]) < 2:   # 1x1 stride 2 reads one phase of four: im2col wins
+        return False                       # (measured 1.9/3.5 ms vs 4.3/9.3 ms, ResNet-20 B=128)
     return OH > 0 and OW > 0 and Hp * Wp <= MAX_WASTE * OH * OW
+
+
+def use_rows(C, kw, s=1) -> bool:
+    return s == 1 and C * kw <= ROWS_MAX_K
 
 
 def _geom(x_shape, w_shape, attrs):
@@ -59,27 +93,34 @@ def _geom(x_shape, w_shape, attrs):
     O, _, kh, kw = w_shape
     pt, pb, pl, pr = attrs.get("pad", (0, 0, 0, 0))
     dh, dw = attrs.get("dilation", (1, 1))
-    Hp, Wp = H + pt + pb, W + pl + pr
+    s, Hp, Wp, _, _ = _planes(x_shape, w_shape, attrs)
     S = Hp * Wp
     nparts = parallel.WORKERS
     per_part = -(-N // nparts)
-    nb = int(max(1, min(per_part, WIDE_BUDGET // ((C + O) * S))))
-    tail = dw * (kw - 1)
-    return N, C, O, kh, kw, pt, pl, dh, dw, Hp, Wp, S, nb, tail
+    rows = use_rows(C, kw, s)
+    nb = int(max(1, min(per_part, WIDE_BUDGET // ((s * s * C + O + (C * kw if rows else 0)) * S))))
+    tail = dw * (kw - 1) // s
+    return N, C, O, kh, kw, pt, pl, dh, dw, Hp, Wp, S, nb, tail, s, rows
 
 
 def workspace(x_shape, w_shape, attrs) -> dict:
-    N, C, O, kh, kw, pt, pl, dh, dw, Hp, Wp, S, nb, tail = _geom(x_shape, w_shape, attrs)
+    N, C, O, kh, kw, pt, pl, dh, dw, Hp, Wp, S, nb, tail, s, rows = _geom(x_shape, w_shape, attrs)
     P = parallel.WORKERS
-    return {"wide": (P * (C * (nb * S + tail) + O * nb * S),), "wt": (kh * kw * O * C,),
-            "dwt": (P * kh * kw * O * C,), "db2": (P * O,)}
+    out = {"wide": (P * (s * s * C * (nb * S + tail) + O * nb * S),), "wt": (kh * kw * O * C,),
+           "dwt": (P * kh * kw * O * C,), "db2": (P * O,)}
+    if rows:
+        out["cols"] = (P * C * kw * nb * S,)
+    return out
 
 
-def _part_views(ws, p, C, O, nb, S, tail):
-    """Part p's (xpad, yw) flat scratch (sliced to the chunk size by the caller)."""
-    per = C * (nb * S + tail) + O * nb * S
+def _part_views(ws, p, C, O, nb, S, tail, s):
+    """Part p's flat scratch: xpad (s*s*C*(nb*S + tail)), yw (O*nb*S), cols (or a dummy)."""
+    nx = s * s * C * (nb * S + tail)
+    per = nx + O * nb * S
     base = ws["wide"][p * per:(p + 1) * per]
-    return base[:C * (nb * S + tail)], base[C * (nb * S + tail):]
+    cols = ws["cols"] if "cols" in ws else ws["db2"]
+    n = cols.shape[0] // parallel.WORKERS
+    return base[:nx], base[nx:], cols[p * n:(p + 1) * n]
 
 
 def _parts(N, macs):
@@ -88,38 +129,38 @@ def _parts(N, macs):
 
 def forward(x, w, b, y, ws, attrs):
     act = attrs.get("act", "none")
-    N, C, O, kh, kw, pt, pl, dh, dw, Hp, Wp, S, nb, tail = _geom(x.shape, w.shape, attrs)
+    N, C, O, kh, kw, pt, pl, dh, dw, Hp, Wp, S, nb, tail, s, rows = _geom(x.shape, w.shape, attrs)
     k0, ka = kernels(), kernels(act)
     fn = _gemm_addr(x.dtype.char)
     one = x.dtype.type(1)
-    wt = ws["wt"].reshape(kh * kw, O, C)
-    k0.taps_weights(w, wt)
+    wt = ws["wt"]
+    k0.taps_weights(w, wt, rows)
     bias = b if b is not None else ws["db2"][:1]
     parts = _parts(N, N * O * C * kh * kw * y.shape[2] * y.shape[3])
 
     def run(p):
         lo, hi = parts[p]
-        xflat, yflat = _part_views(ws, p, C, O, nb, S, tail)
-        for n0 in range(lo, hi, nb):
-            m = min(nb, hi - n0)
-            xpad = xflat[:C * (m * S + tail)].reshape(C, m * S + tail)
-            yw = yflat[:O * m * S].reshape(O, m * S)
-            ka.wide_fwd(fn, x, n0, m, wt, bias, b is not None, y, xpad, yw, kh, kw, pt, pl, dh, dw, one)
+        xflat, yflat, cflat = _part_views(ws, p, C, O, nb, S, tail, s)
+        ka.wide_fwd_range(fn, x, lo, hi, nb, wt, bias, b is not None, y, xflat, yflat, cflat, rows,
+                          kh, kw, pt, pl, dh, dw, s, one)
 
     parallel.run(run, len(parts))
 
 
 def backward(x, w, y, dy, dx, dW, db, ws, attrs):
     act = attrs.get("act", "none")
-    N, C, O, kh, kw, pt, pl, dh, dw, Hp, Wp, S, nb, tail = _geom(x.shape, w.shape, attrs)
+    N, C, O, kh, kw, pt, pl, dh, dw, Hp, Wp, S, nb, tail, s, rows = _geom(x.shape, w.shape, attrs)
     k0, ka = kernels(), kernels(act)
     fn = _gemm_addr(x.dtype.char)
-    one, zero = x.dtype.type(1), x.dtype.type(0)
+    # the kernel-row variant's dX (dcols + fold) measured slower than the per-tap adjoint
+    # GEMMs (LeNet conv2: 1.45 vs 1.34 ms); without dX (first layer) it is faster (0.55 vs 0.88)
+    rows = rows and dx is None
+    one = x.dtype.type(1)
     T = kh * kw
-    wt = ws["wt"].reshape(T, O, C)
-    k0.taps_weights(w, wt)
+    wt = ws["wt"]
+    k0.taps_weights(w, wt, rows)
     parts = _parts(N, N * O * C * T * y.shape[2] * y.shape[3])
-    dwt = ws["dwt"].reshape(-1, T, O, C)
+    dwt = ws["dwt"].reshape(parallel.WORKERS, -1)
     db2 = ws["db2"].reshape(-1, O)
     db2[:len(parts)] = 0
     want_dx, want_dw, want_db = dx is not None, dW is not None, db is not None
@@ -128,17 +169,13 @@ def backward(x, w, y, dy, dx, dW, db, ws, attrs):
 
     def run(p):
         lo, hi = parts[p]
-        xflat, yflat = _part_views(ws, p, C, O, nb, S, tail)
-        for n0 in range(lo, hi, nb):
-            m = min(nb, hi - n0)
-            xpad = xflat[:C * (m * S + tail)].reshape(C, m * S + tail)
-            yw = yflat[:O * m * S].reshape(O, m * S)
-            ka.wide_bwd(fn, x, wt, y, dy, n0, m, dxk, want_dx, dwt[p], want_dw,
-                        zero if n0 == lo else one, db2[p], want_db, kh, kw, pt, pl, dh, dw, xpad, yw, one)
+        xflat, yflat, cflat = _part_views(ws, p, C, O, nb, S, tail, s)
+        ka.wide_bwd_range(fn, x, wt, y, dy, lo, hi, nb, dxk, want_dx, dwt[p], want_dw, db2[p], want_db,
+                          kh, kw, pt, pl, dh, dw, s, xflat, yflat, cflat, rows, one)
 
     parallel.run(run, nparts)
     if want_dw:
-        k0.taps_grad_finish(dwt, nparts, dW)
+        k0.taps_grad_finish(dwt, nparts, dW, rows)
     if want_db:
         np.sum(db2[:nparts], axis=0, out=db)
 

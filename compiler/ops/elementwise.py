@@ -15,6 +15,7 @@ import os
 import numpy as np
 
 from compiler.codegen.kernel_cache import load_kernels
+from compiler.ops import parallel as _parallel
 from compiler.ops.base import Op, register_op
 
 # Elements from which the norm kernels use their parallel=True (prange over channels /
@@ -26,6 +27,14 @@ from compiler.ops.base import Op, register_op
 PAR_MIN = int(os.environ.get("NETSPEC_PAR_MIN", 1 << 62))
 
 _EMPTY: dict = {}
+SPLIT_MIN = 1 << 17   # elements from which memory-bound numpy passes split the batch over the workers
+
+
+def _batch_parts(a):
+    """Batch ranges for the worker threads (numpy releases the GIL in these ufunc loops)."""
+    if a.size < SPLIT_MIN or a.shape[0] < 2:
+        return [(0, a.shape[0])]
+    return _parallel.split(a.shape[0], _parallel.WORKERS)
 
 
 def empty(dtype, ndim: int = 1) -> np.ndarray:
@@ -82,14 +91,22 @@ class Add(Op):
         return [dy.copy() for _ in xs]
 
     def forward(self, xs, y, saved, ws, attrs, train, rng=None):
-        np.add(xs[0], xs[1], out=y)
-        for x in xs[2:]:
-            np.add(y, x, out=y)
+        def run(p):
+            sl = slice(*parts[p])
+            np.add(xs[0][sl], xs[1][sl], out=y[sl])
+            for x in xs[2:]:
+                np.add(y[sl], x[sl], out=y[sl])
+        parts = _batch_parts(y)
+        _parallel.run(run, len(parts))
 
     def backward(self, xs, y, saved, dy, dxs, ws, attrs):
-        for dx in dxs:
-            if dx is not None and dx is not dy:
-                np.copyto(dx, dy)
+        def run(p):
+            sl = slice(*parts[p])
+            for dx in dxs:
+                if dx is not None and dx is not dy:
+                    np.copyto(dx[sl], dy[sl])
+        parts = _batch_parts(dy)
+        _parallel.run(run, len(parts))
 
 
 @register_op

@@ -10,8 +10,19 @@ from __future__ import annotations
 
 import numpy as np
 
+from compiler.ops import parallel
 from compiler.ops.base import Op, register_op
 from compiler.ops.elementwise import empty, kernels, opt, use_parallel, view
+
+# Elements from which BatchNorm splits its channels over the worker threads (the kernels
+# are nogil and own their channels); below it the hand-off costs more than it saves.
+BN_SPLIT_MIN = 1 << 16
+
+
+def _channel_parts(x_size, C):
+    if x_size < BN_SPLIT_MIN or C < 2 or use_parallel(x_size, C):   # prange kernels: not from 2 threads
+        return [(0, C)]
+    return parallel.split(C, parallel.WORKERS)
 
 
 def _ncs(shape):
@@ -113,12 +124,15 @@ class BatchNorm(Op):
         x3, y3 = view(x, (N, C, S)), view(y, (N, C, S))
         w1, b1 = opt(w, (C,), dt), opt(b, (C,), dt)
         eps = float(attrs.get("eps", 1e-5))
+        parts = _channel_parts(x.size, C)
         if train:
-            k.bn_fwd_train(x3, w1, b1, rm, rv, eps, float(attrs.get("momentum", 0.1)),
-                           y3, saved["mean"], saved["istd"])
+            mom = float(attrs.get("momentum", 0.1))
+            run = lambda p: k.bn_fwd_train(x3, w1, b1, rm, rv, eps, mom, y3, saved["mean"], saved["istd"],
+                                           *parts[p])
         else:
-            k.bn_fwd_eval(x3, w1, b1, rm, rv, eps, y3,
-                          saved.get("mean", empty(dt)), saved.get("istd", empty(dt)))
+            mean, istd = saved.get("mean", empty(dt)), saved.get("istd", empty(dt))
+            run = lambda p: k.bn_fwd_eval(x3, w1, b1, rm, rv, eps, y3, mean, istd, *parts[p])
+        parallel.run(run, len(parts))
         if "train" in saved:
             saved["train"][0] = bool(train)
 
@@ -130,9 +144,11 @@ class BatchNorm(Op):
         k = _kern(x.size, C, relu)
         x3 = view(x, (N, C, S))
         y3 = view(y, (N, C, S)) if relu else x3
-        k.bn_bwd(x3, opt(w, (C,), dt), y3, view(dy, (N, C, S)), saved["mean"], saved["istd"],
-                 bool(saved["train"][0]), opt(dxs[0], (N, C, S), dt), opt(dxs[1], (C,), dt),
-                 opt(dxs[2], (C,), dt))
+        args = (x3, opt(w, (C,), dt), y3, view(dy, (N, C, S)), saved["mean"], saved["istd"],
+                bool(saved["train"][0]), opt(dxs[0], (N, C, S), dt), opt(dxs[1], (C,), dt),
+                opt(dxs[2], (C,), dt))
+        parts = _channel_parts(x.size, C)
+        parallel.run(lambda p: k.bn_bwd(*args, *parts[p]), len(parts))
 
 
 class _GroupFamily(Op):

@@ -70,6 +70,17 @@ _pool: list[_Worker] = []
 _lock = threading.Lock()
 
 
+def _after_fork_in_child():
+    """A forked child (e.g. a data-loading worker) inherits the list but not the threads."""
+    global _lock
+    _pool.clear()
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def split(n: int, parts: int) -> list[tuple[int, int]]:
     """[lo, hi) ranges splitting range(n) into ``parts`` near-equal non-empty pieces."""
     parts = max(1, min(parts, n))

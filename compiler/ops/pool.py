@@ -14,6 +14,7 @@ import functools
 import numpy as np
 
 from compiler.codegen.kernel_cache import load_kernels
+from compiler.ops import parallel
 from compiler.ops.base import Op, register_op
 
 _DUMMY = {}
@@ -54,9 +55,21 @@ def _pool_shape(in_shape, attrs):
     return (N, C, pool_out(H, kh, sh, pt, pb, dh, cm), pool_out(W, kw, sw, pl, pr, dw, cm))
 
 
+POOL_SPLIT_MIN = 1 << 16   # input elements from which the batch is split over the worker threads
+
+
+def _batch_parts(x):
+    if x.size < POOL_SPLIT_MIN or x.shape[0] < 2:
+        return [(0, x.shape[0])]
+    return parallel.split(x.shape[0], parallel.WORKERS)
+
+
 def _argmax_bwd(dy, arg, dx):
     N, C = dx.shape[:2]
-    kernels().argmax_bwd(dy.reshape(N, C, -1), arg.reshape(N, C, -1), dx.reshape(N, C, -1))
+    k, dy3, a3, dx3 = kernels(), dy.reshape(N, C, -1), arg.reshape(N, C, -1), dx.reshape(N, C, -1)
+    parts = _batch_parts(dx)
+    parallel.run(lambda p: k.argmax_bwd(dy3[slice(*parts[p])], a3[slice(*parts[p])], dx3[slice(*parts[p])]),
+                 len(parts))
 
 
 def _ref_argmax_bwd(x, dy, arg):
@@ -109,7 +122,15 @@ class MaxPool2d(Op):
     def forward(self, xs, y, saved, ws, attrs, train, rng=None):
         kh, kw, sh, sw, pt, pb, pl, pr, dh, dw, _ = _pattrs(attrs)
         arg = saved["argmax"] if train else _dummy_i32(4)
-        kernels().maxpool_fwd(xs[0], y, arg, train, kh, kw, sh, sw, pt, pl, dh, dw)
+        x = xs[0]
+        if ((kh, kw, sh, sw, pt, pl, dh, dw) == (2, 2, 2, 2, 0, 0, 1, 1)
+                and 2 * y.shape[2] <= x.shape[2] and 2 * y.shape[3] <= x.shape[3]):
+            k, parts = kernels(), _batch_parts(x)
+            a = (lambda s: arg[s]) if train else (lambda s: arg)
+            parallel.run(lambda p: k.maxpool_2x2(x[slice(*parts[p])], y[slice(*parts[p])],
+                                                 a(slice(*parts[p])), train), len(parts))
+            return
+        kernels().maxpool_fwd(x, y, arg, train, kh, kw, sh, sw, pt, pl, dh, dw)
 
     def backward(self, xs, y, saved, dy, dxs, ws, attrs):
         if dxs[0] is not None:

@@ -1,0 +1,76 @@
+"""The fast conv2d paths (compiler/ops/conv_wide.py, compiler/ops/parallel.py): wide-row
+implicit GEMM for stride 1 (per-tap and kernel-row variants) and stride 2 (phase planes),
+batch split over the worker threads, partial chunks, first-layer backward (no dX).
+
+Kernels in float32 against the float64 reference (opcheck); shapes kept few and small.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from opcheck import check_op  # noqa: E402
+
+
+def conv(stride=(1, 1), pad=(0, 0, 0, 0), dilation=(1, 1), act="none"):
+    return dict(stride=stride, pad=pad, dilation=dilation, groups=1, act=act)
+
+
+CASES = [
+    # per-tap GEMMs (C*kw > ROWS_MAX_K), stride 1, dilation, asymmetric pad
+    ([(3, 12, 9, 8), (5, 12, 3, 2), (5,)], conv(pad=(1, 0, 2, 1), dilation=(2, 1), act="relu")),
+    # kernel-row variant (C*kw small), 5x5 LeNet-like
+    ([(3, 2, 9, 9), (4, 2, 5, 5), (4,)], conv(pad=(2, 2, 2, 2), act="relu")),
+    # stride 2 on phase planes: 3x3 pad 1 (ResNet), even kernel, odd sizes
+    ([(3, 5, 9, 7), (6, 5, 3, 3), None], conv(stride=(2, 2), pad=(1, 1, 1, 1), act="relu")),
+    ([(2, 4, 10, 9), (3, 4, 4, 2), (3,)], conv(stride=(2, 2), pad=(1, 0, 2, 1))),
+]
+
+
+@pytest.mark.parametrize("split", [False, True])
+@pytest.mark.parametrize("shapes,attrs", CASES, ids=[str(i) for i in range(len(CASES))])
+def test_wide_conv(monkeypatch, shapes, attrs, split):
+    import compiler.ops.conv_wide as CW
+    from compiler.ops import parallel
+    assert CW.usable(shapes[0], shapes[1], attrs)
+    if split:                     # two worker threads, 1-image chunks (several per thread)
+        monkeypatch.setattr(CW, "PAR_MIN_MACS", 0)
+        monkeypatch.setattr(CW, "WIDE_BUDGET", 1)
+        monkeypatch.setattr(parallel, "WORKERS", 2)
+    res = check_op("conv2d", shapes, attrs, gradcheck=False)
+    assert res["fwd"] <= 1e-4 and res["bwd"] <= 1e-4
+    # first-layer backward: no dX (the kernel-row variant is used then)
+    res = check_op("conv2d", shapes, attrs, gradcheck=False, needs=(1,) + ((2,) if shapes[2] else ()))
+    assert res["bwd"] <= 1e-4
+
+
+def test_path_choice():
+    import compiler.ops.conv_wide as CW
+    s1 = conv(pad=(1, 1, 1, 1))
+    assert CW.usable((128, 16, 32, 32), (16, 16, 3, 3), s1)
+    assert CW.usable((64, 1, 28, 28), (6, 1, 5, 5), conv(pad=(2, 2, 2, 2)))
+    assert CW.usable((128, 16, 32, 32), (32, 16, 3, 3), conv(stride=(2, 2), pad=(1, 1, 1, 1)))
+    assert not CW.usable((128, 16, 32, 32), (32, 16, 1, 1), conv(stride=(2, 2)))    # 1x1 s2: im2col
+    assert not CW.usable((2, 8, 8, 8), (8, 4, 3, 3), dict(s1, groups=2))
+    assert not CW.usable((2, 8, 8, 8), (8, 8, 3, 3), conv(stride=(3, 3)))
+
+
+def test_parallel_run_propagates_errors_and_splits():
+    from compiler.ops import parallel
+    assert parallel.split(5, 2) == [(0, 3), (3, 5)]
+    assert parallel.split(1, 2) == [(0, 1)]
+    out = np.zeros(2)
+
+    def fn(i):
+        out[i] = i + 1
+        if i == 1:
+            raise ValueError("boom")
+    with pytest.raises(ValueError):
+        parallel.run(fn, 2)
+    assert out.tolist() == [1, 2]
+    parallel.run(lambda i: out.__setitem__(i, 7), 2)     # the pool still works afterwards
+    assert out.tolist() == [7, 7]
