@@ -314,7 +314,8 @@ def _md(res: dict) -> str:
         "| | very similar dataset | very different dataset |", "|---|---|---|",
         "| very little data | linear classifier on top layer -> **A** | \"you're in trouble\", "
         "try a linear classifier from different stages -> **B** |",
-        "| quite a lot of data | fine-tune a few layers | fine-tune a larger number of layers |", "",
+        "| quite a lot of data | fine-tune a few layers | "
+        "fine-tune a larger number of layers |", "",
         "Every arm uses the same spec (specs/digits.yaml, fc resized), data, augmentation, "
         "epochs, lr and seed within a setting; main protocol 30 epochs, lr 0.05 (the digits "
         "recipe), batch 10 (5 at k = 2). Seeds "
@@ -367,7 +368,8 @@ def _md(res: dict) -> str:
         "bn3), the seeds' \"different stages\" remedy (freeze only through bn2) recovers most "
         f"of the gap ({f(b10, 'frozen_bn2')} at k=10) but does not beat scratch (below it on "
         f"average at every k, {pb['frozen_bn2']} of {nb} paired seeds), and fine-tuning "
-        f"everything only matches scratch ({pb['finetune']} of {nb}). On this tiny net and easy data, scratch is a strong "
+        f"everything only matches scratch ({pb['finetune']} of {nb}). On this tiny net and "
+        "easy data, scratch is a strong "
         "baseline whenever the source features are not for the same classes.",
         "", f"Machine: {res['machine']}; total {res['seconds']:.0f} s (per-epoch curves.png "
         "drawing switched off in the runs, see the script's docstring). Regenerate, from the "
