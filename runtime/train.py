@@ -36,6 +36,8 @@ from .schedules import make_schedule
 from .train_utils import (EMA, data_config, evaluate, net_arrays, restore_net, softmax,
                           weights_of, load_weights, write_metrics)
 
+PLOT_EVERY_S = 20.0   # curves.png is redrawn at most this often during a run, and at its end
+
 
 class TrainingDiverged(RuntimeError):
     """Loss or parameters became NaN/Inf; the message names epoch and step."""
@@ -169,6 +171,7 @@ class _Run:
         self.B = int(batch_size if batch_size is not None else cfg.get("batch_size", 64))
         self.progress, self.resume = progress, resume
         seed = int(cfg.get("seed", 0))
+        self._last_plot = time.monotonic()
         self.order_rng = np.random.default_rng([seed, 1])
         self.aug_rng = np.random.default_rng([seed, 2])
         (xtr, ytr), (xva, yva), (xte, yte) = splits.train, splits.val, splits.test
@@ -284,6 +287,8 @@ class _Run:
                 status = "interrupted"
                 if self._at_boundary:
                     self.save()
+        if self.ctx.is_root and self.rows and status == "interrupted":
+            write_metrics(self.out, self.rows, plot=True)
         if status == "interrupted" and not self.ctx.is_root:      # [distributed]
             return {"status": "interrupted", "distributed_rank": self.ctx.rank}
         if status == "interrupted":
@@ -444,7 +449,11 @@ class _Run:
         self.order_state = rng_state(self.order_rng)      # the next epoch starts from here
         self.done = self.ctx.bcast_object(self.done, what="broadcast of the stop decision")  # [distributed]
         if root:
-            write_metrics(self.out, self.rows)
+            last = self.done or e >= self.epochs
+            plot = last or time.monotonic() - self._last_plot > PLOT_EVERY_S
+            write_metrics(self.out, self.rows, plot=plot)
+            if plot:
+                self._last_plot = time.monotonic()
         self.save()
         if self.progress and root:
             msg = (f"epoch {e}/{self.epochs}  loss {row['train_loss']:.4f}  val_acc "

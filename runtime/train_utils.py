@@ -132,8 +132,9 @@ def load_weights(net, arrays: Mapping[str, np.ndarray]) -> None:
 
 
 # ----------------------------------------------------------------------------- metrics
-def write_metrics(out_dir: Path, rows: list[dict]) -> None:
-    """metrics.csv (one row per epoch, atomic replace) and curves.png."""
+def write_metrics(out_dir: Path, rows: list[dict], plot: bool = True) -> None:
+    """metrics.csv (one row per epoch, atomic replace) and, with ``plot``, curves.png
+    (drawing takes ~0.3 s, so the loop asks for it only now and then and at the end)."""
     if not rows:
         return
     keys: list[str] = []
@@ -146,35 +147,10 @@ def write_metrics(out_dir: Path, rows: list[dict]) -> None:
         for r in rows:
             w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
     os.replace(tmp, out_dir / "metrics.csv")
+    if not plot:
+        return
     try:
-        try:   # the shared plotter (runtime/metrics.py) when present, else the local one
-            from .metrics import plot_curves as shared_plot
-        except ImportError:
-            shared_plot = None
-        if shared_plot is not None:
-            shared_plot(out_dir / "metrics.csv", out_dir / "curves.png")
-        else:
-            plot_curves(out_dir / "curves.png", rows)
+        from .metrics import plot_curves
+        plot_curves(out_dir / "metrics.csv", out_dir / "curves.png")
     except Exception as e:  # a plot must never stop training
         print(f"warning: could not draw curves.png: {e}")
-
-
-def plot_curves(path: Path, rows: list[dict]) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    ep = [r["epoch"] for r in rows]
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    for k in ("train_loss", "val_loss", "ema_val_loss"):
-        if any(k in r for r in rows):
-            a1.plot(ep, [r.get(k, math.nan) for r in rows], label=k, marker=".")
-    for k in ("val_accuracy", "ema_val_accuracy"):
-        if any(k in r for r in rows):
-            a2.plot(ep, [r.get(k, math.nan) for r in rows], label=k, marker=".")
-    a1.set_xlabel("epoch"); a1.set_ylabel("loss"); a1.legend(); a1.grid(alpha=0.3)
-    a2.set_xlabel("epoch"); a2.set_ylabel("accuracy"); a2.legend(); a2.grid(alpha=0.3)
-    fig.tight_layout()
-    tmp = path.with_name("." + path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, path)
