@@ -78,6 +78,20 @@ class Op:
         raise NotImplementedError
 
 
+_STAND_INS: dict = {}
+
+
+def stand_in(dtype) -> np.ndarray:
+    """A shared 1-element array of ``dtype`` that kernels receive in place of an absent
+    optional input/output (no bias, a gradient that is not needed): numba kernels take
+    arrays, not None, and this keeps one compiled signature for both cases."""
+    dt = np.dtype(dtype)
+    a = _STAND_INS.get(dt)
+    if a is None:
+        a = _STAND_INS[dt] = np.zeros(1, dtype=dt)
+    return a
+
+
 OPS: dict[str, Op] = {}
 
 

@@ -28,17 +28,10 @@ import numpy as np
 
 from compiler.codegen.kernel_cache import load_kernels
 from compiler.ops import conv_wide, parallel
-from compiler.ops.base import Op, register_op
+from compiler.ops.base import Op, register_op, stand_in
 
 COLS_BUDGET = 1 << 18   # im2col elements per chunk (1 MiB f32: stays in L2 between im2col and GEMM)
-_DUMMY = {}                    # dtype -> 1-element stand-in for an absent bias
 
-
-def _dummy(dtype):
-    d = _DUMMY.get(np.dtype(dtype))
-    if d is None:
-        d = _DUMMY[np.dtype(dtype)] = np.zeros(1, dtype=dtype)
-    return d
 
 
 @functools.lru_cache(maxsize=None)   # load_kernels re-renders and hashes (~0.2 ms): once per variant
@@ -195,7 +188,7 @@ class Conv2d(Op):
         w2 = w.reshape(O, Cg * kh * kw)
         Og, Kg = O // G, Cg * kh * kw
         y3 = y.reshape(N, O, P)
-        bias = _dummy(x.dtype) if b is None else b
+        bias = stand_in(x.dtype) if b is None else b
         if self.depthwise([x.shape, w.shape], attrs):
             kd, args = direct_kernels(act), (x, w.reshape(O, kh, kw), bias, b is not None, y, O // C)
             if (sh, sw) == (1, 1):
@@ -230,7 +223,7 @@ class Conv2d(Op):
         N, C, O, Cg, kh, kw, OH, OW, P, K, nb = self._geom([x.shape, w.shape], attrs)
         k0, ka = kernels(), kernels(act)
         if self.depthwise([x.shape, w.shape], attrs):
-            d = _dummy(x.dtype)
+            d = stand_in(x.dtype)
             args = (x, w.reshape(O, kh, kw), y, dy, d.reshape(1, 1, 1, 1) if dx is None else dx,
                     d.reshape(1, 1, 1) if dW is None else dW.reshape(O, kh, kw), d if db is None else db,
                     dx is not None, dW is not None, db is not None, O // C)
@@ -368,7 +361,7 @@ class ConvTranspose2d(Op):
         Ig, Kg = Cin // G, Cg * kh * kw
         w2 = w.reshape(Cin, Kg)
         x3, y3 = x.reshape(N, Cin, HW), y.reshape(N, Cout, OH * OW)
-        bias = _dummy(x.dtype) if b is None else b
+        bias = stand_in(x.dtype) if b is None else b
         for n0 in range(0, N, nb):
             m = min(nb, N - n0)
             cols = ws["cols"][:K * m * HW].reshape(K, m * HW)
@@ -396,7 +389,7 @@ class ConvTranspose2d(Op):
             ka.bias_grad(dy.reshape(N, Cout, OH * OW), y.reshape(N, Cout, OH * OW), db)
         if dx is None and dW is None:
             return
-        d0 = _dummy(x.dtype)
+        d0 = stand_in(x.dtype)
         for n0 in range(0, N, nb):
             m = min(nb, N - n0)
             cols = ws["cols"][:K * m * HW].reshape(K, m * HW)
@@ -485,8 +478,8 @@ class Local2d(Op):
 
 
 def _dummy3(dtype):
-    return _dummy(dtype).reshape(1, 1, 1)
+    return stand_in(dtype).reshape(1, 1, 1)
 
 
 def _dummy4(dtype):
-    return _dummy(dtype).reshape(1, 1, 1, 1)
+    return stand_in(dtype).reshape(1, 1, 1, 1)

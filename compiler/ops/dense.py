@@ -12,16 +12,9 @@ import functools
 import numpy as np
 
 from compiler.codegen.kernel_cache import load_kernels
-from compiler.ops.base import Op, register_op
-
-_DUMMY = {}
+from compiler.ops.base import Op, register_op, stand_in
 
 
-def _dummy(dtype):
-    d = _DUMMY.get(np.dtype(dtype))
-    if d is None:
-        d = _DUMMY[np.dtype(dtype)] = np.zeros(1, dtype=dtype)
-    return d
 
 
 @functools.lru_cache(maxsize=None)   # load_kernels re-renders and hashes (~0.2 ms): once per variant
@@ -39,7 +32,7 @@ def _linear_bwd_common(x, w_eff, y, dy, dxs, ws, act):
     ka = kernels(act)
     if act == "relu":
         dz = ws["dz"]
-        ka.gather_rows(dy, y, dz, _dummy(x.dtype) if db is None else db, db is not None)
+        ka.gather_rows(dy, y, dz, stand_in(x.dtype) if db is None else db, db is not None)
     else:
         dz = dy
         if db is not None:
@@ -79,7 +72,7 @@ class Linear(Op):
     def forward(self, xs, y, saved, ws, attrs, train, rng=None):
         x, w, b = xs
         np.dot(x, w.T, out=y)
-        kernels(attrs.get("act", "none")).bias_act(y, _dummy(x.dtype) if b is None else b,
+        kernels(attrs.get("act", "none")).bias_act(y, stand_in(x.dtype) if b is None else b,
                                                    b is not None)
 
     def backward(self, xs, y, saved, dy, dxs, ws, attrs):
@@ -152,7 +145,7 @@ class DropConnectLinear(Op):
             np.multiply(w, m, out=weff)
             w = weff
         np.dot(x, w.T, out=y)
-        kernels(attrs.get("act", "none")).bias_act(y, _dummy(x.dtype) if b is None else b,
+        kernels(attrs.get("act", "none")).bias_act(y, stand_in(x.dtype) if b is None else b,
                                                    b is not None)
 
     def backward(self, xs, y, saved, dy, dxs, ws, attrs):
@@ -202,7 +195,7 @@ class WeightNorm(Op):
         v, g = xs
         dv, dg = dxs
         O = v.shape[0]
-        d2 = _dummy(v.dtype).reshape(1, 1)
+        d2 = stand_in(v.dtype).reshape(1, 1)
         kernels().wn_bwd(v.reshape(O, -1), g.reshape(O), dy.reshape(O, -1),
                          d2 if dv is None else dv.reshape(O, -1),
-                         _dummy(v.dtype) if dg is None else dg.reshape(O), dv is not None, dg is not None)
+                         stand_in(v.dtype) if dg is None else dg.reshape(O), dv is not None, dg is not None)
