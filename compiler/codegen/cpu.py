@@ -101,12 +101,21 @@ def tensor_table(g: Graph) -> list[TensorSlot]:
     return out
 
 
-def print_step_module(g: Graph, mode: str, dtype: str) -> tuple[str, list[TensorSlot]]:
+def step_listing(g: Graph, mode: str, dtype: str, fwd_call, bwd_call, fill_call) -> dict:
+    """Walk a planned graph once and return the template variables of a step module.
+
+    Shared by the CPU and CUDA printers, which differ only in how one call is spelled:
+    ``fwd_call(op, args, train)`` with args = "ins, out, saved, ws, attrs" and train a
+    Python expression; ``bwd_call(op, args)`` with args = "ins, y, saved, dy, grads, ws,
+    attrs"; ``fill_call(out, value)``.  Everything printed comes from ``safe_literal``,
+    identifiers checked against ``IDENT`` and tensor indices.
+    """
     from ..ops import OPS
     slots = tensor_table(g)
     ix = {s.key: s.idx for s in slots}
     T = lambda name: "None" if name is None else f"t{ix[name]}"
-    ops_used = sorted({n.op for n in g.nodes if n.op in OPS})
+    L = lambda names: "[" + ", ".join(T(i) for i in names) + "]"
+    ops_used = sorted({n.op for n in g.nodes if n.op in OPS and n.op != "fill"})
     for o in ops_used:
         if not IDENT.match(o):
             raise UnsafeValue(f"op name {o!r}")
@@ -119,52 +128,51 @@ def print_step_module(g: Graph, mode: str, dtype: str) -> tuple[str, list[Tensor
             dicts.append({"name": dict_names[text], "text": text})
         return dict_names[text]
 
-    def saved_dict(nid, shapes, attrs, op) -> str:
-        items = {k: f"t{ix[f'{nid}/saved/{k}']}" for k in op.saved_specs(shapes, attrs)}
-        return D(_dict_literal(items))
-
-    def ws_dict(nid, shapes, attrs, op) -> str:
-        items = {k: f"t{ix[f'{nid}/ws/{k}']}" for k in op.workspace(shapes, attrs)}
-        return D(_dict_literal(items))
+    def sub(nid: str, kind: str, keys) -> str:
+        """The dict literal {key: t<k>} of node ``nid``'s saved tensors or workspace."""
+        return D(_dict_literal({k: f"t{ix[f'{nid}/{kind}/{k}']}" for k in keys}))
 
     fwd, fwd_train, bwd = [], [], []
     for n in g.nodes:
         if n.op == "reshape":
-            continue   # views are bound once (see bind_views in compiler.net)
+            continue   # views are bound once (compiler.net._allocate)
         if n.op == "fill":
-            bwd.append(f"{T(n.outputs[0])}.fill({safe_literal(float(n.a['value']))})")
+            bwd.append(fill_call(T(n.outputs[0]), safe_literal(float(n.a["value"]))))
             continue
         op = OPS[n.op]
         a = {k: v for k, v in n.attrs if k != "of"}
         A = D(_dict_literal({k: safe_literal(v) for k, v in a.items()}))
+        fin = n.inputs[:-2] if n.phase == "bwd" else n.inputs
+        shapes = [g.values[i].shape if i else None for i in fin]
+        W = sub(n.id, "ws", op.workspace(shapes, a))
         if n.phase == "fwd":
-            shapes = [g.values[i].shape if i else None for i in n.inputs]
-            S, W = saved_dict(n.id, shapes, a, op), ws_dict(n.id, shapes, a, op)
-            ins = "[" + ", ".join(T(i) for i in n.inputs) + "]"
+            args = f"{L(n.inputs)}, {T(n.outputs[0])}, {sub(n.id, 'saved', op.saved_specs(shapes, a))}, {W}, {A}"
             if n.id != "loss":
-                fwd.append(f"op_{n.op}.forward({ins}, {T(n.outputs[0])}, {S}, {W}, {A}, train, rng)")
-            fwd_train.append(f"op_{n.op}.forward({ins}, {T(n.outputs[0])}, {S}, {W}, {A}, True, rng)")
+                fwd.append(fwd_call(n.op, args, "train"))
+            fwd_train.append(fwd_call(n.op, args, "True"))
         elif n.phase == "bwd":
-            fin = n.inputs[:-2]
-            shapes = [g.values[i].shape if i else None for i in fin]
-            S, W = saved_dict(n.a["of"], shapes, a, op), ws_dict(n.id, shapes, a, op)
-            ins = "[" + ", ".join(T(i) for i in fin) + "]"
-            outs = "[" + ", ".join(T(o) for o in n.outputs) + "]"
-            bwd.append(f"op_{n.op}.backward({ins}, {T(n.inputs[-2])}, {S}, {T(n.inputs[-1])}, {outs}, {W}, {A})")
+            S = sub(n.a["of"], "saved", op.saved_specs(shapes, a))
+            bwd.append(bwd_call(n.op, f"{L(fin)}, {T(n.inputs[-2])}, {S}, {T(n.inputs[-1])}, "
+                                      f"{L(n.outputs)}, {W}, {A}"))
         elif n.phase == "acc":
-            shapes = [g.values[i].shape for i in n.inputs]
-            W = ws_dict(n.id, shapes, a, op)
-            ins = "[" + ", ".join(T(i) for i in n.inputs) + "]"
-            bwd.append(f"op_{n.op}.forward({ins}, {T(n.outputs[0])}, {D('{}')}, {W}, {A}, False, None)")
+            bwd.append(fwd_call(n.op, f"{L(n.inputs)}, {T(n.outputs[0])}, {D('{}')}, {W}, {A}", "False"))
     net_outs = [o for o in g.outputs if o != "loss"]
     outputs = T(net_outs[0]) if len(net_outs) == 1 else "(" + ", ".join(T(o) for o in net_outs) + ",)"
     plan = g.meta.get("plan", {})
     itemsize = 4 if dtype == "float32" else 8
-    src = _env.get_template("step_cpu.py.j2").render(
-        graph_name=g.name if IDENT.match(g.name) else "net", mode=mode, batch=g.meta.get("batch_size"),
-        dtype=dtype, tensors=slots, ops_used=ops_used, dicts=dicts,
-        forward_lines=fwd or ["pass"], forward_train_lines=fwd_train, backward_lines=bwd,
-        outputs=outputs, dloss=ix.get("dloss", 0), loss=ix.get("loss", 0),
-        arena_bytes=plan.get("arena_size", 0) * itemsize,
-        unplanned_bytes=plan.get("unplanned", 0) * itemsize)
-    return src, slots
+    return dict(graph_name=g.name if IDENT.match(g.name) else "net", mode=mode,
+                batch=g.meta.get("batch_size"), dtype=dtype, tensors=slots, ops_used=ops_used,
+                dicts=dicts, forward_lines=fwd, forward_train_lines=fwd_train, backward_lines=bwd,
+                outputs=outputs, dloss=ix.get("dloss", 0), loss=ix.get("loss", 0),
+                arena_bytes=plan.get("arena_size", 0) * itemsize,
+                unplanned_bytes=plan.get("unplanned", 0) * itemsize)
+
+
+def print_step_module(g: Graph, mode: str, dtype: str) -> tuple[str, list[TensorSlot]]:
+    """-> (source, slots) of the CPU step module of one planned graph."""
+    v = step_listing(g, mode, dtype,
+                     fwd_call=lambda op, args, train: f"op_{op}.forward({args}, {train}, rng)",
+                     bwd_call=lambda op, args: f"op_{op}.backward({args})",
+                     fill_call=lambda out, value: f"{out}.fill({value})")
+    v["forward_lines"] = v["forward_lines"] or ["pass"]
+    return _env.get_template("step_cpu.py.j2").render(**v), v["tensors"]

@@ -24,74 +24,19 @@ from __future__ import annotations
 import numpy as np
 
 from ..ir import Graph
-from .cpu import IDENT, UnsafeValue, _dict_literal, safe_literal, tensor_table
+from .cpu import step_listing
 from .kernel_cache import _env, import_path, write_module
 
 
 def print_cuda_step_module(g: Graph, mode: str, dtype: str):
-    """-> (source, slots) of the CUDA step module of one planned graph."""
-    from ..ops import OPS
-    slots = tensor_table(g)
-    ix = {s.key: s.idx for s in slots}
-    T = lambda name: "None" if name is None else f"t{ix[name]}"
-    ops_used = sorted({n.op for n in g.nodes if n.op in OPS and n.op != "fill"})
-    for o in ops_used:
-        if not IDENT.match(o):
-            raise UnsafeValue(f"op name {o!r}")
-    dicts, dict_names = [], {}
-
-    def D(text):
-        if text not in dict_names:
-            dict_names[text] = f"D{len(dict_names)}"
-            dicts.append({"name": dict_names[text], "text": text})
-        return dict_names[text]
-
-    def sub(nid, kind, keys):
-        return D(_dict_literal({k: f"t{ix[f'{nid}/{kind}/{k}']}" for k in keys}))
-
-    fwd, fwd_train, bwd = [], [], []
-    for n in g.nodes:
-        if n.op == "reshape":
-            continue
-        if n.op == "fill":
-            bwd.append(f'ops["fill"].plan_forward(ctx, [], {T(n.outputs[0])}, {{}}, {{}}, '
-                       f'{{"value": {safe_literal(float(n.a["value"]))}}}, False)')
-            continue
-        op = OPS[n.op]
-        a = {k: v for k, v in n.attrs if k != "of"}
-        A = D(_dict_literal({k: safe_literal(v) for k, v in a.items()}))
-        if n.phase == "fwd":
-            shapes = [g.values[i].shape if i else None for i in n.inputs]
-            S, W = sub(n.id, "saved", op.saved_specs(shapes, a)), sub(n.id, "ws", op.workspace(shapes, a))
-            ins = "[" + ", ".join(T(i) for i in n.inputs) + "]"
-            call = f"op_{n.op}.plan_forward(ctx, {ins}, {T(n.outputs[0])}, {S}, {W}, {A}, "
-            if n.id != "loss":
-                fwd.append(call + "train)")
-            fwd_train.append(call + "True)")
-        elif n.phase == "bwd":
-            fin = n.inputs[:-2]
-            shapes = [g.values[i].shape if i else None for i in fin]
-            S, W = sub(n.a["of"], "saved", op.saved_specs(shapes, a)), sub(n.id, "ws", op.workspace(shapes, a))
-            ins = "[" + ", ".join(T(i) for i in fin) + "]"
-            outs = "[" + ", ".join(T(o) for o in n.outputs) + "]"
-            bwd.append(f"op_{n.op}.plan_backward(ctx, {ins}, {T(n.inputs[-2])}, {S}, {T(n.inputs[-1])}, "
-                       f"{outs}, {W}, {A})")
-        elif n.phase == "acc":
-            shapes = [g.values[i].shape for i in n.inputs]
-            W = sub(n.id, "ws", op.workspace(shapes, a))
-            ins = "[" + ", ".join(T(i) for i in n.inputs) + "]"
-            bwd.append(f"op_{n.op}.plan_forward(ctx, {ins}, {T(n.outputs[0])}, {{}}, {W}, {A}, False)")
-    net_outs = [o for o in g.outputs if o != "loss"]
-    outputs = T(net_outs[0]) if len(net_outs) == 1 else "(" + ", ".join(T(o) for o in net_outs) + ",)"
-    plan = g.meta.get("plan", {})
-    itemsize = 4 if dtype == "float32" else 8
-    src = _env.get_template("step_cuda.py.j2").render(
-        graph_name=g.name if IDENT.match(g.name) else "net", mode=mode, batch=g.meta.get("batch_size"),
-        dtype=dtype, tensors=slots, ops_used=ops_used, dicts=dicts, forward_lines=fwd,
-        forward_train_lines=fwd_train, backward_lines=bwd, outputs=outputs,
-        dloss=ix.get("dloss", 0), loss=ix.get("loss", 0),
-        arena_bytes=plan.get("arena_size", 0) * itemsize, unplanned_bytes=plan.get("unplanned", 0) * itemsize)
-    return src, slots
+    """-> (source, slots) of the CUDA step module of one planned graph: the CPU printer's
+    walk (``step_listing``), spelled as *plan* calls of the CUDA ops."""
+    v = step_listing(g, mode, dtype,
+                     fwd_call=lambda op, args, train: f"op_{op}.plan_forward(ctx, {args}, {train})",
+                     bwd_call=lambda op, args: f"op_{op}.plan_backward(ctx, {args})",
+                     fill_call=lambda out, value: (f'ops["fill"].plan_forward(ctx, [], {out}, {{}}, {{}}, '
+                                                   f'{{"value": {value}}}, False)'))
+    return _env.get_template("step_cuda.py.j2").render(**v), v["tensors"]
 
 
 _INT = {"int32": np.int32, "int64": np.int64, "uint8": np.uint8, "bool": np.bool_}
