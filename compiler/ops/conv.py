@@ -202,13 +202,7 @@ class Conv2d(Op):
         parts = _parts(N, N * O * Kg * P)
 
         def run(p):
-            lo, hi = parts[p]
-            cbuf = ws["cols"][p * K * nb * P:(p + 1) * K * nb * P]
-            gbuf = ws["gemm"][p * O * nb * P:(p + 1) * O * nb * P]
-            for n0 in range(lo, hi, nb):
-                m = min(nb, hi - n0)
-                cols = cbuf[:K * m * P].reshape(K, m * P)
-                gm = gbuf[:O * m * P].reshape(O, m * P)
+            for n0, m, cols, gm in _chunks(ws, p, parts[p], K, O, nb, P):
                 k0.im2col(x, n0, m, cols, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW)
                 for g in range(G):
                     np.dot(w2[g * Og:(g + 1) * Og], cols[g * Kg:(g + 1) * Kg], out=gm[g * Og:(g + 1) * Og])
@@ -246,13 +240,8 @@ class Conv2d(Op):
         dy3, y3 = dy.reshape(N, O, P), y.reshape(N, O, P)
 
         def run(p):
-            lo, hi = parts[p]
-            cbuf = ws["cols"][p * K * nb * P:(p + 1) * K * nb * P]
-            gbuf = ws["gemm"][p * O * nb * P:(p + 1) * O * nb * P]
-            for n0 in range(lo, hi, nb):
-                m = min(nb, hi - n0)
-                cols = cbuf[:K * m * P].reshape(K, m * P)
-                gm = gbuf[:O * m * P].reshape(O, m * P)
+            lo = parts[p][0]
+            for n0, m, cols, gm in _chunks(ws, p, parts[p], K, O, nb, P):
                 ka.gather(dy3, y3, n0, m, gm, db2[p], want_db)
                 if dW is not None:
                     k0.im2col(x, n0, m, cols, kh, kw, sh, sw, pt, pl, dh, dw, OH, OW)
@@ -270,6 +259,17 @@ class Conv2d(Op):
             np.sum(dwp[0, :nparts], axis=0, out=dW.reshape(O, Kg))
         if want_db:
             np.sum(db2[:nparts], axis=0, out=db)
+
+
+def _chunks(ws, p, part, K, O, nb, P):
+    """Image chunks of worker ``p``'s batch part: (first image, count, column view (K, m·P),
+    GEMM view (O, m·P)), the views carved from that worker's slice of the workspace."""
+    lo, hi = part
+    cbuf = ws["cols"][p * K * nb * P:(p + 1) * K * nb * P]
+    gbuf = ws["gemm"][p * O * nb * P:(p + 1) * O * nb * P]
+    for n0 in range(lo, hi, nb):
+        m = min(nb, hi - n0)
+        yield n0, m, cbuf[:K * m * P].reshape(K, m * P), gbuf[:O * m * P].reshape(O, m * P)
 
 
 def convt_out_hw(H, W, kh, kw, attrs):
