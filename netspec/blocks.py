@@ -11,7 +11,8 @@ import re
 from dataclasses import dataclass
 
 from .errors import Loc, did_you_mean
-from .yamlsrc import Document, YMap, YNode, YScalar, YSeq, choice_hint, coerce, show
+from .values import choice_hint, coerce
+from .yamlsrc import Document, YMap, YNode, YScalar, YSeq, show
 
 IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 ARG_TYPES = ("int", "float", "bool", "str")

@@ -28,8 +28,8 @@ from typing import Any
 from .blocks import IDENT, INSTANCE_KEYS, BlockArg, BlockDef, check_bodies, parse_blocks
 from .errors import Loc, SpecError, did_you_mean
 from .spec import INPUT, LayerSpec, Spec
-from .yamlsrc import (MAX_BYTES, Document, YMap, YNode, YScalar, YSeq, coerce,
-                      parse, show)
+from .values import coerce
+from .yamlsrc import MAX_BYTES, Document, YMap, YNode, YScalar, YSeq, parse, show
 
 VERSION = 1
 INDEX = re.compile(r"(0|[1-9][0-9]{0,8})\Z")

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import Loc, did_you_mean
-from .yamlsrc import Document, YMap, YNode, YScalar, YSeq, choice_hint, coerce, from_plain, show
+from .values import choice_hint, coerce
+from .yamlsrc import Document, YMap, YNode, YScalar, YSeq, from_plain, show
 
 OMIT = object()   # optional field without a default: absent from the result unless given
 
