@@ -148,7 +148,6 @@ def _layer_head(ls: LayerSpec, in_shapes: list[Shape]) -> str:
 
 
 def _run(st: _State, ls: LayerSpec, *, inserted: bool = False) -> LayerReport:
-    spec = st.spec
     if ls.name in st.shapes:
         raise st.error(ls, f"duplicate layer name '{ls.name}'",
                        hint="names must be unique after block expansion")
