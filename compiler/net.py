@@ -381,6 +381,7 @@ def _allocate(g: Graph, slots, net, dtype) -> list:
     arena = np.zeros(max(plan["arena_size"], 1), dtype)
     offsets, views = plan["offsets"], plan["views"]
     pgrad_of = {v: p for p, v in g.param_grads.items()}
+    slot_of = {s.key: s.idx for s in slots}
     out: list = [None] * len(slots)
     by_key = {}
     for s in slots:
@@ -407,10 +408,9 @@ def _allocate(g: Graph, slots, net, dtype) -> list:
             o = n.outputs[0]
             a = by_key[n.inputs[0]].reshape(g.values[o].shape)
             by_key[o] = a
-            for s in slots:
-                if s.key == o:
-                    out[s.idx] = a
-    net.__dict__.setdefault("_arenas", {})[g.meta.get("mode", id(g))] = arena
+            if o in slot_of:
+                out[slot_of[o]] = a
+    net.__dict__.setdefault("_arenas", {})[id(g)] = arena   # for memory accounting
     return out
 
 
