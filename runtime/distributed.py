@@ -44,20 +44,24 @@ against a deadline of ``NETSPEC_DIST_TIMEOUT`` seconds (default 600; it must exc
 longest time one rank can spend outside collectives, e.g. the first step's JIT compilation).
 A rank whose collective does not complete in time prints one line naming the collective,
 its rank and the timeout, then calls ``comm.Abort(1)``, which makes ``mpiexec`` kill every
-rank and exit non-zero.  This covers hung ranks and lost machines the launcher does not
+rank and exit non-zero.  The same line is appended to the abort log (``abort_log``: the run
+directory's ``dist_abort.log`` under ``netspec train``, or ``NETSPEC_DIST_ABORT_LOG``),
+because MPICH's launcher can tear the job down before it forwards the aborting rank's
+stderr (seen about once in ten runs on a loaded 2-core machine).  This covers hung ranks and lost machines the launcher does not
 notice; a rank that *dies* (signal, non-zero exit) is normally noticed by the launcher first
 (MPICH hydra prints "BAD TERMINATION" and kills the rest).  Caveat measured with MPICH 5.0.2
 hydra: a rank that calls ``os._exit(0)`` mid-run makes ``mpiexec`` kill the others and exit
 with status 0 -- check ``summary.json``'s ``status`` rather than only the exit status.
 
 Tunables (environment): ``NETSPEC_DIST_TIMEOUT`` (seconds), ``NETSPEC_DIST_BUCKET_MB``
-(gradient bucket size, default 25 MB).
+(gradient bucket size, default 25 MB), ``NETSPEC_DIST_ABORT_LOG`` (abort log path).
 """
 from __future__ import annotations
 
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -153,6 +157,8 @@ class DistContext:
         self.bucket_bytes = max(int(mb * 2**20), 4096)
         self.stats = {"allreduce_seconds": 0.0, "allreduces": 0}
         self.stop_requested = False       # set by train_step from everyone's stop flag
+        log = os.environ.get("NETSPEC_DIST_ABORT_LOG")
+        self.abort_log = Path(log) if log else None   # where abort() also writes its line
 
     @classmethod
     def create(cls, distributed: bool = True, **kw) -> "DistContext":
@@ -248,9 +254,20 @@ class DistContext:
 
     def abort(self, message: str) -> None:
         """Print ``message`` naming this rank and kill the whole job (exit status 1)."""
-        print(f"netspec distributed: rank {self.rank}/{self.size}: {message}; aborting all "
-              f"ranks", file=sys.stderr, flush=True)
+        line = f"netspec distributed: rank {self.rank}/{self.size}: {message}; aborting all ranks"
+        print(line, file=sys.stderr, flush=True)
+        if self.abort_log is not None:
+            try:            # one O_APPEND write per rank: lines from several ranks do not mix
+                fd = os.open(self.abort_log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                try:
+                    os.write(fd, (line + "\n").encode())
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError:
+                pass        # the log is a convenience; the abort itself must still happen
         if self.comm is not None:
+            time.sleep(0.5)  # give the launcher a moment to forward stderr before the kill
             self.comm.Abort(1)
         raise SystemExit(1)
 

@@ -167,6 +167,8 @@ class _Run:
         self.ctx = ctx or DistContext()                            # [distributed]
         self.class_names = list(splits.class_names)
         self.out.mkdir(parents=True, exist_ok=True)
+        if self.ctx.distributed and self.ctx.abort_log is None:    # [distributed] see abort()
+            self.ctx.abort_log = self.out / "dist_abort.log"
         self.epochs = int(epochs if epochs is not None else cfg.get("epochs", 30))
         self.B = int(batch_size if batch_size is not None else cfg.get("batch_size", 64))
         self.progress, self.resume = progress, resume
