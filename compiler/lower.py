@@ -142,6 +142,8 @@ def lower_norm(op, keys):
         if op == "batchnorm":
             xs += [_p(L, "running_mean"), _p(L, "running_var")]
             attrs = {"eps": float(L.attrs["eps"]), "momentum": float(L.attrs["momentum"]), "act": "none"}
+            if L.attrs.get("use_global_stats"):     # only when set: other IRs stay byte-identical
+                attrs["global_stats"] = True
         else:
             attrs = {k: L.attrs[k] for k in keys}
         return b.node(op, xs, out, attrs, L.name)

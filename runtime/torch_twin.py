@@ -370,12 +370,13 @@ def _op(torch, net, layer) -> Callable:
 
     if t == "batchnorm":
         eps, mom = float(a.get("eps", 1e-5)), float(a.get("momentum", 0.1))
+        glob = bool(a.get("use_global_stats", False))     # like calling .eval() on this layer
 
         def bn(x):
             y = F.batch_norm(x, P("running_mean"), P("running_var"), P("weight"), P("bias"),
-                             training(), mom, eps)
+                             training() and not glob, mom, eps)
             nbt = P("num_batches_tracked")
-            if nbt is not None and training():
+            if nbt is not None and training() and not glob:
                 nbt.add_(1)
             return y
         return bn

@@ -27,6 +27,7 @@ CASES = [
     ("batchnorm", [X4, (C,), (C,), (C,), (C,)], {"act": "relu"}, dict(train=False, inputs=POS)),
     ("batchnorm", [(8, C), (C,), (C,), (C,), (C,)], {"momentum": 0.3}, dict(train=True, inputs=POS)),
     ("batchnorm", [X4, (C,), (C,), (C,), (C,)], {}, dict(train=True, inputs=POS, needs=(1, 2))),
+    ("batchnorm", [X4, (C,), (C,), (C,), (C,)], {"global_stats": True}, dict(train=True, inputs=POS)),
     ("layernorm", [X4, X4[1:], X4[1:]], {}, {}),
     ("layernorm", [(4, 10), None, None], {"eps": 1e-3}, {}),
     ("instancenorm", [X4, None, None], {}, {}),
@@ -128,6 +129,27 @@ def test_batchnorm_running_stats_in_place():
     ref = (xs[0] - rm1[:, None, None]) / np.sqrt(rv1[:, None, None] + 1e-5) * xs[1][:, None, None] \
         + xs[2][:, None, None]
     np.testing.assert_allclose(y2, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_batchnorm_global_stats_in_training_is_eval_and_keeps_the_statistics():
+    """use_global_stats (Caffe) / a frozen Keras BatchNormalization: train=True normalises
+    with the running statistics, leaves them unchanged, and backward treats them as constants."""
+    op = get_op("batchnorm")
+    shapes = [X4, (C,), (C,), (C,), (C,)]
+    rm0 = np.linspace(-1, 1, C).astype(np.float32)
+    rv0 = np.linspace(0.5, 2, C).astype(np.float32)
+    xs, y, saved, _ = _run(op, shapes, {"global_stats": True, "momentum": 0.2}, True,
+                           inputs={3: rm0, 4: rv0})
+    assert np.array_equal(xs[3], rm0) and np.array_equal(xs[4], rv0)
+    assert saved["train"][0] == 0
+    y_eval = np.empty_like(y)
+    op.forward(xs, y_eval, {}, {}, {}, False)
+    np.testing.assert_array_equal(y, y_eval)
+    dy = np.random.default_rng(5).standard_normal(y.shape).astype(np.float32)
+    dx = np.empty_like(xs[0])
+    op.backward(xs, y, saved, dy, [dx, np.empty(C, np.float32), np.empty(C, np.float32), None, None],
+                {}, {"global_stats": True})
+    np.testing.assert_allclose(dx, dy * (xs[1] / np.sqrt(rv0 + 1e-5))[:, None, None], rtol=1e-5, atol=1e-6)
 
 
 def test_dropout_statistics_and_reproducibility():

@@ -100,6 +100,61 @@ def test_freeze_until_and_truncate(small):
         truncated_spec(small.spec, "pool")
 
 
+GLOBAL_BN = """netspec: 1
+name: gbn
+input: [2, 6, 6]
+layers:
+  - conv: {name: conv1, out: 4, kernel: 3, pad: 1, freeze: true}
+  - batchnorm: {name: bn1, use_global_stats: true, freeze: true}
+  - relu: {}
+  - conv: {name: conv2, out: 4, kernel: 3, pad: 1}
+  - batchnorm: {name: bn2}
+  - global_avgpool: {}
+  - flatten: {}
+  - linear: {name: fc, out: 3}
+"""
+
+
+def test_use_global_stats_trains_like_torch_with_that_layer_in_eval_mode():
+    """bn1 (use_global_stats) keeps its running statistics through training steps and
+    normalises with them; bn2 updates as usual.  Same loss, gradients and statistics as the
+    PyTorch twin (where bn1 behaves like ``bn1.eval()``), when torch is installed."""
+    import compiler
+    spec = netspec.load(GLOBAL_BN)
+    assert netspec.check(spec).layers[1].attrs["use_global_stats"] is True
+    net = compiler.compile(spec, batch_size=8, seed=3, optimizer={"sgd": {"lr": 0.1}})
+    rng = np.random.default_rng(1)
+    net.buffers["bn1.running_mean"][...] = rng.normal(0, 0.5, 4)
+    net.buffers["bn1.running_var"][...] = rng.uniform(0.5, 2, 4)
+    x = rng.standard_normal((8, 2, 6, 6)).astype(np.float32)
+    t = rng.integers(0, 3, 8)
+    before = {k: v.copy() for k, v in net.buffers.items()}
+    start = {k: v.copy() for k, v in net.params.items()}
+    loss, grads = net.loss_and_grads(x, t)
+    for _ in range(3):
+        net.step(x, t)
+    np.testing.assert_array_equal(net.buffers["bn1.running_mean"], before["bn1.running_mean"])
+    np.testing.assert_array_equal(net.buffers["bn1.running_var"], before["bn1.running_var"])
+    assert not np.allclose(net.buffers["bn2.running_mean"], before["bn2.running_mean"])
+    torch = pytest.importorskip("torch")
+    from runtime.torch_twin import build_torch_module
+    m = build_torch_module(netspec.check(spec)).double().train()
+    sd = {**{k: torch.tensor(v, dtype=torch.float64) for k, v in start.items()},
+          **{k: torch.tensor(v, dtype=torch.float64) for k, v in before.items()}}
+    m.load_state_dict(sd, strict=False)
+    out = m(torch.tensor(x, dtype=torch.float64))
+    tl = torch.nn.functional.cross_entropy(out, torch.tensor(t))
+    tl.backward()
+    assert abs(float(tl.detach()) - loss) < 1e-5 * max(1.0, abs(loss))
+    compared = []
+    for k, p in m.named_parameters():
+        if p.grad is not None and k in grads:
+            np.testing.assert_allclose(grads[k], p.grad.numpy(), rtol=1e-4, atol=1e-6, err_msg=k)
+            compared.append(k)
+    assert {"conv2.weight", "bn2.weight", "fc.weight"} <= set(compared)
+    np.testing.assert_allclose(m.state_dict()["bn1.running_mean"].numpy(), before["bn1.running_mean"])
+
+
 def test_features_are_the_layer_output(small):
     """fc applied to the relu2 features by hand gives the full net's logits."""
     feats = extract_features(small.spec, small.arrays, "relu2", small.x, batch_size=16)

@@ -49,7 +49,8 @@ class BatchNorm(Op):
     train: batch statistics (biased variance for normalising); running_mean/running_var are
     UPDATED IN PLACE, r = (1-momentum)*r + momentum*stat, with the unbiased variance
     var*m/(m-1), m = N*H*W (PyTorch convention; m = 1 uses m/1).
-    eval: running statistics.
+    eval: running statistics.  global_stats (True): eval behaviour in training too (running
+    statistics used and not updated; backward treats them as constants).
     saved: mean (C,), istd (C,) = 1/sqrt(var+eps) of the statistics used, train (1,) uint8.
     backward reads x, y (only with act=relu: dy is masked by y > 0) and saved.  After a
     train forward it is the full batch-statistics backward; after an eval forward (saved
@@ -70,6 +71,7 @@ class BatchNorm(Op):
     # --- reference -------------------------------------------------------------
     def ref_forward(self, xs, attrs, train=False, rng=None):
         x, w, b, rm, rv = xs
+        train = train and not attrs.get("global_stats", False)
         eps, mom = attrs.get("eps", 1e-5), attrs.get("momentum", 0.1)
         C = x.shape[1]
         axes = tuple(i for i in range(x.ndim) if i != 1)
@@ -118,6 +120,7 @@ class BatchNorm(Op):
     # --- CPU kernels -------------------------------------------------------------
     def forward(self, xs, y, saved, ws, attrs, train, rng=None):
         x, w, b, rm, rv = xs
+        train = train and not attrs.get("global_stats", False)
         N, C, S = _ncs(x.shape)
         dt = x.dtype
         k = _kern(x.size, C, attrs.get("act", "none") == "relu")

@@ -51,7 +51,12 @@ class BatchNorm(_Norm):
            "params weight, bias (C,); buffers running_mean (zeros), running_var (ones). "
            "num_batches_tracked is not kept (momentum is always given).")
     attrs = {"eps": _EPS, "momentum": _MOM,
-             "affine": Attr("bool", True, doc="learn per-channel scale (weight) and shift (bias)")}
+             "affine": Attr("bool", True, doc="learn per-channel scale (weight) and shift (bias)"),
+             "use_global_stats": Attr("bool", False, doc=(
+                 "normalise with the running statistics in training too and leave them "
+                 "unchanged (Caffe's use_global_stats; what Keras does for a frozen "
+                 "BatchNormalization): for fine-tuning, where small or shifted batches would "
+                 "spoil the statistics learnt on the source data"))}
 
     def params(self, a, in_shapes):
         c = (in_shapes[0][0],)

@@ -36,6 +36,7 @@ class BatchNorm(CudaOp):
     def plan_forward(self, ctx, xs, y, saved, ws, attrs, train):
         from .pointwise import pw
         x, w, b, rm, rv = xs
+        train = train and not attrs.get("global_stats", False)
         N, C, S = _ncs(x.shape)
         dt = x.dtype
         mean = saved.get("mean") if "mean" in saved else ctx.array((C,), dt)
