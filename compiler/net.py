@@ -139,7 +139,9 @@ class CompiledNet:
         self.dtype = np.dtype(dtype)
         self.backend = backend
         self.input_shape = tuple(report.input_shape)
-        self.output_shape = tuple(report.output_shape)
+        self.output_shape = tuple(report.output_shape)       # the first output's (the loss's)
+        self.output_names = list(report.outputs or [report.layers[-1].name])
+        self.output_shapes = [tuple(report.layer(o).output_shape) for o in self.output_names]
         self.graphs = graphs              # {"eval": Graph, "train": Graph}
         self.sources = sources            # {"eval": (path, src), ...}
         self.rng = np.random.default_rng(seed)
@@ -208,8 +210,10 @@ class CompiledNet:
             tt = t["target"]
             tt[...] = np.asarray(target).reshape(tt.shape)
 
-    def forward(self, x, train: bool = False) -> np.ndarray:
-        """x (N, *input_shape), any N -> (N, *output_shape), processed in chunks of batch_size."""
+    def forward(self, x, train: bool = False):
+        """x (N, *input_shape), any N -> (N, *output_shape), processed in chunks of batch_size.
+        A spec with several ``outputs`` gives a tuple of arrays, one per output, in order
+        (shapes ``output_shapes``)."""
         x = np.asarray(x, dtype=self.dtype)
         if x.shape[1:] != self.input_shape:
             raise ValueError(f"expected inputs of shape (N, {', '.join(map(str, self.input_shape))}), got {x.shape}")
@@ -217,7 +221,7 @@ class CompiledNet:
         if train and x.shape[0] != self.batch_size:
             raise ValueError(f"train-mode forward needs exactly batch_size={self.batch_size} samples")
         B, N = self.batch_size, x.shape[0]
-        out = np.empty((N, *self.output_shape), self.dtype)
+        outs = [np.empty((N, *shape), self.dtype) for shape in self.output_shapes]
         buf = self._io[mode]["x"]
         for s in range(0, N, B):
             n = min(B, N - s)
@@ -226,8 +230,15 @@ class CompiledNet:
                 buf[n:] = 0
             with blas_limit():
                 y = self._fns[mode]["forward"](self.rng, train)
-            out[s:s + n] = y[:n]
-        return out
+            for o, yo in zip(outs, y if len(outs) > 1 else (y,)):
+                o[s:s + n] = yo[:n]
+        return tuple(outs) if len(outs) > 1 else outs[0]
+
+    def forward_main(self, x, train: bool = False) -> np.ndarray:
+        """The first output only -- the one the loss applies to, which evaluation,
+        prediction and ensembles use -- whatever number of ``outputs`` the spec lists."""
+        y = self.forward(x, train)
+        return y[0] if isinstance(y, tuple) else y
 
     def compute_grads(self, x, target) -> float:
         self._copy_in("train", x, target)
@@ -290,6 +301,9 @@ def compile(spec, backend: str = "cpu", batch_size: int = 64, train: bool = True
     if backend not in ("cpu", "cuda"):
         raise CompileError(f"unknown backend {backend!r} (use 'cpu' or 'cuda')")
     if backend == "cuda":
+        if len(report.outputs) > 1:
+            raise CompileError(f"the CUDA backend supports one output; this spec lists "
+                               f"{report.outputs} (compile it for the CPU, or keep one output)")
         from .codegen import cuda_backend
         cuda_backend.require_gpu()
     dtype = np.dtype(dtype)

@@ -90,8 +90,10 @@ class Report:
         raise KeyError(name)
 
     def to_json(self) -> dict:
-        """The object of DESIGN.md §3 (``json.dumps`` it); shapes without batch."""
-        return {
+        """The object of DESIGN.md §3 (``json.dumps`` it); shapes without batch.  A spec with
+        several ``outputs`` adds, after "layers", "outputs": [{"name", "output_shape"}]
+        ("output_shape" stays the first output's, the one the loss applies to)."""
+        j = {
             "name": self.name, "input_shape": list(self.input_shape),
             "output_shape": list(self.output_shape), "total_params": self.total_params,
             "trainable_params": self.trainable_params,
@@ -101,6 +103,10 @@ class Report:
                         "output_shape": list(l.output_shape), "params": l.params,
                         "macs": l.macs, "receptive_field": rf_json(l.receptive_field)}
                        for l in self.layers]}
+        if len(self.outputs) > 1:
+            j["outputs"] = [{"name": o, "output_shape": list(self.layer(o).output_shape)}
+                            for o in self.outputs]
+        return j
 
     def format_table(self) -> str:
         """A torchinfo-like table: name, type, output shape, params, MACs, RF size/jump,
@@ -359,7 +365,10 @@ def format_table(r: Report) -> str:
                          for i, c in enumerate(cells)).rstrip()
     bar = "=" * len(line(head))
     inb = FLOAT_BYTES * prod(r.input_shape)
-    out = [f"{r.name}: input {fmt_shape(r.input_shape)} -> output {fmt_shape(r.output_shape)}",
+    outs = (f"output {fmt_shape(r.output_shape)}" if len(r.outputs) <= 1 else "outputs " +
+            ", ".join(f"{o} {fmt_shape(r.layer(o).output_shape)}" for o in r.outputs) +
+            " (a training loss applies to the first)")
+    out = [f"{r.name}: input {fmt_shape(r.input_shape)} -> {outs}",
            bar, line(head), "-" * len(bar), *(line(x) for x in rows), bar,
            f"Total params: {r.total_params:,}",
            f"Trainable params: {r.trainable_params:,}",

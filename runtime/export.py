@@ -360,10 +360,16 @@ def _maxout(e, n, out):
 def _simple(op, **kw):
     def f(e, n, out):
         ins = [e.inp(i) for i in n.inputs]
-        if op == "Add" and len(ins) > 2:
-            return e.add("Sum", ins, out)
         return e.add(op, ins, out, **kw)
     return f
+
+
+def _add(e, n, out):
+    """Add (Sum for > 2 inputs), then the fused ReLU of a residual block's end if any."""
+    ins = [e.inp(i) for i in n.inputs]
+    act = n.a.get("act", "none")
+    y = e.add("Sum" if len(ins) > 2 else "Add", ins, None if act != "none" else out)
+    return y if act == "none" else e.act(y, act, out)
 
 
 def _reshape(e, n, out):
@@ -379,7 +385,7 @@ _EMIT = {
     "maxpool2d": _maxpool, "avgpool2d": _avgpool, "global_pool": _global,
     "batchnorm": _batchnorm, "layernorm": _groupfamily, "groupnorm": _groupfamily,
     "instancenorm": _groupfamily, "lrn": _lrn, "activation": _activation, "prelu": _prelu,
-    "softmax": _simple("Softmax", axis=1), "add": _simple("Add"), "concat": _simple("Concat", axis=1),
+    "softmax": _simple("Softmax", axis=1), "add": _add, "concat": _simple("Concat", axis=1),
     "reshape": _reshape, "dropout": _simple("Identity"), "stochastic_depth": _sdepth,
     "upsample": _upsample, "center_crop": _center_crop, "shortcut_pad": _shortcut_pad,
     "maxout": _maxout,

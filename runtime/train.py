@@ -500,7 +500,7 @@ def ensemble_accuracy(net, paths, x, y) -> float:
         probs = 0.0
         for p in paths:
             load_weights(net, load_checkpoint(p)[0])
-            probs = probs + softmax(net.forward(x, train=False))
+            probs = probs + softmax(net.forward_main(x, train=False))
     finally:
         load_weights(net, own)
     return float(np.mean(np.argmax(probs, axis=1) == y))

@@ -60,7 +60,7 @@ def evaluate(net, x: np.ndarray, y: np.ndarray) -> dict:
     """Eval-mode forward over (x, y) -> {"loss", "accuracy", "logits"}; NaNs when x is empty."""
     if x.shape[0] == 0:
         return {"loss": math.nan, "accuracy": math.nan, "logits": None}
-    out = net.forward(x, train=False)
+    out = net.forward_main(x, train=False)
     loss = float(net.loss_fn(out, y))
     acc = float(np.mean(np.argmax(out.reshape(out.shape[0], -1), axis=1) == y))
     return {"loss": loss, "accuracy": acc, "logits": out}

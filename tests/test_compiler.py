@@ -124,6 +124,17 @@ def test_lenet_train_graph_structure(lenet):
     assert "conv1" in format_graph(g)
 
 
+def test_resnet_block_ends_fuse_add_and_relu():
+    """Every residual add + ReLU of ResNet-20 becomes one add node with act=relu; no
+    standalone activation remains in the train graph, forward or backward."""
+    net = compiler.compile(netspec.load("specs/resnet20.yaml"), batch_size=2, train=True)
+    g = net.graphs["train"]
+    adds = [n for n in g.nodes if n.op == "add" and n.phase == "fwd"]
+    assert len(adds) == 9 and all(n.a.get("act") == "relu" for n in adds)
+    assert not [n for n in g.nodes if n.op == "activation"]
+    assert all(n.a.get("act") == "relu" for n in g.nodes if n.op == "add" and n.phase == "bwd")
+
+
 def test_lenet_gradients_match_finite_differences(lenet):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 1, 28, 28))
@@ -207,3 +218,38 @@ def test_every_zoo_spec_compiles(name, tmp_path):
     for mode in info:
         assert info[mode]["planned_bytes"] <= info[mode]["unplanned_bytes"]
         assert (tmp_path / f"step_{mode}.py").stat().st_size > 0
+
+
+MULTI = """netspec: 1
+name: multiout
+input: [1, 8, 8]
+layers:
+  - conv: {name: enc, out: 4, kernel: 3, stride: 2, pad: 1}
+  - relu: {name: z}
+  - upsample: {scale: 2}
+  - conv: {name: dec, out: 1, kernel: 3, pad: 1}
+outputs: [z, dec]
+"""
+
+
+def test_several_outputs_check_forward_and_train():
+    """`outputs: [z, dec]`: check lists both (text, JSON, a warning that the loss takes the
+    first); forward returns one array per output, equal to the single-output nets' forwards;
+    training applies the loss to the first; forward_main gives the first."""
+    spec = netspec.load(MULTI)
+    rep = netspec.check(spec)
+    assert rep.to_json()["outputs"] == [{"name": "z", "output_shape": [4, 4, 4]},
+                                        {"name": "dec", "output_shape": [1, 8, 8]}]
+    assert "-> outputs z (4, 4, 4), dec (1, 8, 8)" in rep.format_table()
+    assert "(a training loss applies to the first)" in rep.format_table()
+    net = compiler.compile(spec, batch_size=4, loss={"mse": {}}, seed=0)
+    x = np.random.default_rng(0).standard_normal((6, 1, 8, 8)).astype(np.float32)
+    z, dec = net.forward(x)
+    assert z.shape == (6, 4, 4, 4) and dec.shape == (6, 1, 8, 8)
+    np.testing.assert_array_equal(net.forward_main(x), z)
+    single = compiler.compile(netspec.load(MULTI.replace("outputs: [z, dec]", "")), batch_size=4,
+                              train=False, seed=0)
+    single.load_params({**net.params, **net.buffers})
+    np.testing.assert_allclose(single.forward(x), dec, rtol=1e-6, atol=1e-6)
+    loss = net.step(x[:4], np.zeros((4, 4, 4, 4), np.float32))
+    np.testing.assert_allclose(loss, np.mean(z[:4] ** 2), rtol=1e-5)

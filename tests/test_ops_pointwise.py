@@ -56,6 +56,8 @@ CASES = [
     ("mse", [(8, 10), (8, 10)], {}, {}),
     ("add", [X4, X4], {}, {}),
     ("add", [X4, X4, X4], {}, dict(needs=(0, 2))),
+    ("add", [X4, X4], {"act": "relu"}, {}),
+    ("add", [X4, X4, X4], {"act": "relu"}, dict(needs=(0, 2))),
     ("concat", [X4, (4, 2, 5, 5)], {}, {}),
     ("axpy", [X4, X4], {"a": 0.5}, {}),
     ("dropout", [X4], {"p": 0.3}, dict(train=True)),
@@ -150,6 +152,26 @@ def test_batchnorm_global_stats_in_training_is_eval_and_keeps_the_statistics():
     op.backward(xs, y, saved, dy, [dx, np.empty(C, np.float32), np.empty(C, np.float32), None, None],
                 {}, {"global_stats": True})
     np.testing.assert_allclose(dx, dy * (xs[1] / np.sqrt(rv0 + 1e-5))[:, None, None], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("alias", [0, 1, None])
+def test_add_relu_backward_when_a_gradient_aliases_dy(alias):
+    """Autodiff may hand dy itself in as one of the dxs: the fused add + ReLU must still give
+    every input the masked gradient (masking dy in place, then copying)."""
+    op = get_op("add")
+    rs = np.random.default_rng(9)
+    xs = [rs.standard_normal(X4).astype(np.float32) for _ in range(2)]
+    y = np.empty(X4, np.float32)
+    op.forward(xs, y, {}, {}, {"act": "relu"}, True)
+    np.testing.assert_array_equal(y, np.maximum(xs[0] + xs[1], 0))
+    dy = rs.standard_normal(X4).astype(np.float32)
+    want = dy * (y > 0)
+    dxs = [np.full(X4, np.nan, np.float32) for _ in range(2)]
+    if alias is not None:
+        dxs[alias] = dy
+    op.backward(xs, y, {}, dy, dxs, {}, {"act": "relu"})
+    for dx in dxs:
+        np.testing.assert_array_equal(dx, want)
 
 
 def test_dropout_statistics_and_reproducibility():

@@ -72,7 +72,9 @@ def kernels(template: str, **config):
 
 @register_op
 class Add(Op):
-    """y = x0 + x1 + ... (n >= 2 inputs, same shape).  Backward copies dy to every needed dx."""
+    """y = act(x0 + x1 + ...) (n >= 2 inputs, same shape); attrs: act "none" | "relu" (fused
+    by passes/fuse_activation.py: a residual block's add + ReLU in one pass).  Backward copies
+    dy -- masked by y > 0 with act=relu -- to every needed dx."""
     name = "add"
     inputs = ("x0", "x1", "*")   # variadic: any number >= 2
 
@@ -85,26 +87,48 @@ class Add(Op):
         y = xs[0].copy()
         for x in xs[1:]:
             y = y + x
+        if attrs.get("act", "none") == "relu":
+            y = np.maximum(y, 0)
         return y, {}
 
     def ref_backward(self, xs, y, saved, dy, attrs):
-        return [dy.copy() for _ in xs]
+        g = dy * (y > 0) if attrs.get("act", "none") == "relu" else dy
+        return [g.copy() for _ in xs]
 
     def forward(self, xs, y, saved, ws, attrs, train, rng=None):
+        relu = attrs.get("act", "none") == "relu"
+        k = kernels("elementwise") if relu else None
+
         def run(p):
             sl = slice(*parts[p])
-            np.add(xs[0][sl], xs[1][sl], out=y[sl])
-            for x in xs[2:]:
-                np.add(y[sl], x[sl], out=y[sl])
+            last = xs[1] if len(xs) == 2 else xs[-1]
+            first = xs[0][sl] if len(xs) == 2 else y[sl]
+            if len(xs) > 2:
+                np.add(xs[0][sl], xs[1][sl], out=y[sl])
+                for x in xs[2:-1]:
+                    np.add(y[sl], x[sl], out=y[sl])
+            if relu:
+                k.add_relu(first.reshape(-1), last[sl].reshape(-1), y[sl].reshape(-1))
+            else:
+                np.add(first, last[sl], out=y[sl])
         parts = _batch_parts(y)
         _parallel.run(run, len(parts))
 
     def backward(self, xs, y, saved, dy, dxs, ws, attrs):
+        relu = attrs.get("act", "none") == "relu"
+        k = kernels("elementwise") if relu else None
+        need = [dx for dx in dxs if dx is not None]
+
+        # the gradient that holds the (masked) dy: dy itself when autodiff aliased a dx to it
+        src = dy if not relu or not need or any(dx is dy for dx in need) else need[0]
+
         def run(p):
             sl = slice(*parts[p])
-            for dx in dxs:
-                if dx is not None and dx is not dy:
-                    np.copyto(dx[sl], dy[sl])
+            if relu and need:      # mask once (in place when src is dy), copy to the rest
+                k.relu_mask(dy[sl].reshape(-1), y[sl].reshape(-1), src[sl].reshape(-1))
+            for dx in need:
+                if dx is not src:
+                    np.copyto(dx[sl], src[sl])
         parts = _batch_parts(dy)
         _parallel.run(run, len(parts))
 

@@ -1,4 +1,5 @@
-"""Fuse a ReLU into the op that produces its input (conv/linear bias + ReLU, BatchNorm + ReLU).
+"""Fuse a ReLU into the op that produces its input (conv/linear bias + ReLU, BatchNorm + ReLU,
+a residual add + ReLU).
 
 Forward graphs only (run before autodiff): the producer gets ``act="relu"`` and writes
 the activation's output directly; its VJP then masks the incoming gradient by ``y > 0``.
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from ..ir import Graph, Node
 
-FUSABLE = {"conv2d", "linear", "conv_transpose2d", "local2d", "batchnorm"}
+FUSABLE = {"conv2d", "linear", "conv_transpose2d", "local2d", "batchnorm", "add"}
 
 
 def fuse_activation(g: Graph) -> Graph:

@@ -73,7 +73,7 @@ def run(args) -> int:
         x, names = read_inputs(args.inputs, tuple(spec.input_shape))
         pre = preprocessor(spec, arrays, args.checkpoint)
         net = build_net(spec, arrays, args.backend)
-        probs = softmax(net.forward(pre.apply(x), train=False))
+        probs = softmax(net.forward_main(pre.apply(x), train=False))
     except known_errors() as e:
         return fail(f"netspec predict: {e}")
     classes = meta.get("class_names") or [str(i) for i in range(probs.shape[1])]

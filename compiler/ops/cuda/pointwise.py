@@ -99,10 +99,20 @@ class Add(CudaOp):
         out = [pw("add2", y.size, flat(xs[0]), flat(xs[1]), flat(y), dtype=y.dtype)]
         for x in xs[2:]:
             out.append(pw("add2", y.size, flat(y), flat(x), flat(y), dtype=y.dtype))
+        if attrs.get("act", "none") == "relu":
+            t = y.dtype.type
+            out.append(pw("act_fwd_relu", y.size, flat(y), flat(y), t(0.01), t(1.0), dtype=y.dtype))
         return out
 
     def plan_backward(self, ctx, xs, y, saved, dy, dxs, ws, attrs):
-        return [copy(dy, dx) for dx in dxs if dx is not None and dx is not dy]
+        need = [dx for dx in dxs if dx is not None]
+        if attrs.get("act", "none") != "relu" or not need:
+            return [copy(dy, dx) for dx in need if dx is not dy]
+        t = y.dtype.type
+        src = dy if any(dx is dy for dx in need) else need[0]    # masked in place when aliased
+        out = [pw("act_bwd_relu", dy.size, flat(y), flat(dy), flat(src), t(0.01), t(1.0),
+                  dtype=y.dtype)]
+        return out + [copy(src, dx) for dx in need if dx is not src]
 
 
 @register
