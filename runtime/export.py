@@ -323,13 +323,16 @@ def _prelu(e, n, out):
 
 def _upsample(e, n, out):
     a, x = n.a, e.inp(n.inputs[0])
-    nc = e.add("Slice", [e.add("Shape", [x]), e.i64([0]), e.i64([2])])
-    sizes = e.add("Concat", [nc, e.i64(list(a["out_size"]))], axis=0)
     if a.get("mode", "nearest") == "nearest":
         kw = dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
     else:
         kw = dict(mode="linear", coordinate_transformation_mode="align_corners"
                   if a.get("align_corners") else "pytorch_half_pixel")
+    if a.get("scale"):     # inexact scale: Resize by scales (coordinates map with 1/scale)
+        scales = e.const(np.array([1.0, 1.0, *a["scale"]], np.float32), "scales")
+        return e.add("Resize", [x, "", scales], out, **kw)
+    nc = e.add("Slice", [e.add("Shape", [x]), e.i64([0]), e.i64([2])])
+    sizes = e.add("Concat", [nc, e.i64(list(a["out_size"]))], axis=0)
     return e.add("Resize", [x, "", "", sizes], out, **kw)
 
 

@@ -44,6 +44,7 @@ layers:
   - upsample: {scale: 2, name: up}
   - conv_transpose: {name: ct, out: 4, kernel: 3, stride: 2, pad: 1, output_padding: 1}
   - upsample: {size: [9, 9], mode: bilinear, name: up2}
+  - upsample: {scale: 1.3, mode: bilinear, name: up3}      # inexact: Resize by scales
   - center_crop: {size: [7, 7], name: crop}
   - conv: {name: c3, out: 6, kernel: 3, pad: 1}
   - concat: {from: [crop, c3], name: cat}
@@ -54,6 +55,7 @@ layers:
   - maxout: {k: 2, name: mo}
   - conv: {name: c4, out: 6, kernel: 1}
   - add: {from: [mo, c4, -1], name: add3}
+  - relu: {}                                                # fused into add3
   - layernorm: {name: ln}
   - tanh: {}
   - global_maxpool: {name: gmp}

@@ -152,12 +152,14 @@ def test_torch_parity():
 
 def brute_out(n, k, s, p0, p1, d, ceil):
     """Count window positions by enumeration: full windows in the padded input, plus (ceil
-    mode) one partial window if the full ones leave a tail and it starts inside the input
-    or the left padding (PyTorch's rule)."""
+    mode) one partial window if the full ones leave a tail -- or none fits but the window
+    overhangs by less than a stride -- and it starts inside the input or the left padding
+    (PyTorch's rule)."""
     keff, total, count, i = d * (k - 1) + 1, n + p0 + p1, 0, 0
     while i * s + keff <= total:
         count, i = count + 1, i + 1
-    if ceil and count and (count - 1) * s + keff < total and count * s < n + p0:
+    tail = (count - 1) * s + keff < total if count else keff < total + s
+    if ceil and tail and count * s < n + p0:
         count += 1
     return count
 
@@ -172,9 +174,10 @@ def test_conv_out_matches_enumeration(w):
     n, k, s, p0, p1, d, ceil = w
     if ceil:  # ceil mode is only used by pools, whose padding is at most kernel // 2
         p0, p1 = min(p0, k // 2), min(p1, k // 2)
-    if d * (k - 1) + 1 > n + p0 + p1:
+    if d * (k - 1) + 1 > n + p0 + p1 and not ceil:   # an error (window_out), not a size
         return
-    assert conv_out(n, k, s, p0, p1, d, ceil) == brute_out(n, k, s, p0, p1, d, ceil)
+    # <= 0 means "no window" (window_out turns it into an error)
+    assert max(conv_out(n, k, s, p0, p1, d, ceil), 0) == brute_out(n, k, s, p0, p1, d, ceil)
 
 
 @settings(max_examples=120, deadline=None)
@@ -189,10 +192,6 @@ def test_pool_shape_matches_torch_or_errors(w):
                                            [d, 1], ceil_mode=ceil)
     except RuntimeError:
         with pytest.raises(Exception):
-            run("maxpool", (1, n, 3), **attrs)
-        return
-    if d * (k - 1) + 1 > n + 2 * p:  # torch's ceil mode tolerates this; netspec refuses it
-        with pytest.raises(Exception, match="padded input"):
             run("maxpool", (1, n, 3), **attrs)
         return
     assert run("maxpool", (1, n, 3), **attrs)[0] == tuple(y.shape[1:])

@@ -66,6 +66,11 @@ CASES = [
                                        count_include_pad=False), {}),
     ("avgpool2d", [(2, 3, 9, 7)], dict(kernel=(2, 3), stride=(2, 3), pad=P0, ceil_mode=False,
                                        count_include_pad=True), {}),
+    # ceil_mode windows larger than the input (SqueezeNet's 3x3/2 pools on small inputs)
+    ("maxpool2d", [(2, 3, 2, 2)], dict(kernel=(3, 3), stride=(2, 2), pad=P0, dilation=S1, ceil_mode=True),
+     {"train": True}),
+    ("avgpool2d", [(2, 3, 2, 3)], dict(kernel=(3, 3), stride=(2, 2), pad=P0, ceil_mode=True,
+                                       count_include_pad=True), {}),
     ("global_pool", [(2, 3, 5, 4)], dict(mode="avg"), {}),
     ("global_pool", [(2, 3, 5, 4)], dict(mode="max"), {"train": True}),
     ("fractional_maxpool2d", [(2, 3, 11, 9)], dict(kernel=(2, 2), out_size=(7, 5)), {"train": True}),
@@ -251,6 +256,19 @@ def test_torch_avgpool(k, s, p, ceil, cip):
 
 
 @pytest.mark.torch
+@pytest.mark.parametrize("hw", [(2, 2), (2, 3), (4, 4)])
+def test_torch_ceil_mode_window_overhanging_the_input(hw):
+    F = _torch().nn.functional
+    xs = _rand((2, 3, *hw))
+    _ref_and_torch("maxpool2d", xs, dict(kernel=(3, 3), stride=(2, 2), pad=P0, dilation=S1, ceil_mode=True),
+                   lambda x: F.max_pool2d(x, 3, 2, 0, 1, True), train=True)
+    for cip in (True, False):
+        _ref_and_torch("avgpool2d", xs, dict(kernel=(3, 3), stride=(2, 2), pad=P0, ceil_mode=True,
+                                             count_include_pad=cip),
+                       lambda x: F.avg_pool2d(x, 3, 2, 0, True, cip))
+
+
+@pytest.mark.torch
 def test_torch_global_pool_maxout():
     torch = _torch()
     F = torch.nn.functional
@@ -291,6 +309,35 @@ def test_torch_upsample(mode, out, ac, dtype):
     tol = 1e-10 if dtype == np.float64 else 2e-6
     _ref_and_torch("upsample", _rand((2, 3, 4, 3)), dict(mode=mode, out_size=out, align_corners=ac),
                    lambda x: F.interpolate(x, size=out, mode=mode, **kw), dtype=dtype, tol=tol)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("mode,scale,ac", [("nearest", (1.3, 1.3), False), ("nearest", (0.75, 2.5), False),
+                                           ("bilinear", (1.3, 1.7), False), ("bilinear", (0.6, 1.45), False),
+                                           ("bilinear", (1.3, 1.3), True)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_torch_upsample_scale_factor(mode, scale, ac, dtype):
+    """attr ``scale`` (an inexact spec `scale`) = interpolate(scale_factor=...): coordinates
+    map with 1/scale, which differs from size= (in/out) when floor(in*scale) is not exact."""
+    F = _torch().nn.functional
+    H, W = 16, 7
+    out = (int(H * scale[0]), int(W * scale[1]))
+    kw = {} if mode == "nearest" else {"align_corners": ac}
+    tol = 1e-10 if dtype == np.float64 else 2e-6
+    _ref_and_torch("upsample", _rand((2, 3, H, W)),
+                   dict(mode=mode, out_size=out, align_corners=ac, scale=scale),
+                   lambda x: F.interpolate(x, scale_factor=scale, mode=mode, **kw), dtype=dtype, tol=tol)
+
+
+def test_upsample_scale_reaches_the_op_only_when_inexact():
+    import compiler
+    import netspec
+    for sc, want in ((1.3, (1.3, 1.3)), (2, None)):
+        spec = netspec.load(f"netspec: 1\nname: u\ninput: [1, 16, 16]\nlayers:\n"
+                            f"  - upsample: {{scale: {sc}, mode: bilinear}}\n")
+        g = compiler.compile(spec, batch_size=2, train=False).graphs["eval"]
+        node = next(n for n in g.nodes if n.op == "upsample")
+        assert node.a.get("scale") == want
 
 
 def _random_case(r):

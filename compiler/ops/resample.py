@@ -1,6 +1,8 @@
 """Resampling / reshaping ops: upsample, center_crop, shortcut_pad.
 
-upsample matches torch.nn.functional.interpolate(size=out_size) for mode "nearest" (legacy
+upsample matches torch.nn.functional.interpolate(size=out_size) -- or, with attr ``scale``
+(set by lowering when floor(in*scale) is not exact), interpolate(scale_factor=scale), whose
+coordinate scale is 1/scale -- for mode "nearest" (legacy
 nearest: src = min(floor(dst * in/out), in - 1), in float32 as torch computes it) and
 "bilinear" (align_corners true: src = dst*(in-1)/(out-1); false: src = max((dst+0.5)*in/out
 - 0.5, 0); PyTorch's index/lambda guards).  Per-axis index and weight tables are tiny and
@@ -20,23 +22,28 @@ from compiler.ops.base import Op, register_op
 _TABLES: dict = {}
 
 
-def nearest_index(size_in, size_out):
-    """torch's nearest_idx: source index per output index (int64)."""
+def nearest_index(size_in, size_out, scale_factor=None):
+    """torch's nearest_idx: source index per output index (int64); with ``scale_factor``
+    (interpolate(scale_factor=...)) the coordinate scale is 1/scale_factor, else in/out."""
     o = np.arange(size_out)
     if size_out == size_in:
         return o
     if size_out == 2 * size_in:
         return o >> 1
-    scale = np.float32(size_in) / np.float32(size_out)
+    scale = (np.float32(1.0 / scale_factor) if scale_factor
+             else np.float32(size_in) / np.float32(size_out))
     return np.minimum(np.floor(o.astype(np.float32) * scale).astype(np.int64), size_in - 1)
 
 
-def linear_tables(size_in, size_out, align_corners, dtype):
+def linear_tables(size_in, size_out, align_corners, dtype, scale_factor=None):
     """(i0, i1, l0, l1) per output index for linear interpolation along one axis, computed
-    in ``dtype`` like torch's area_pixel_compute_scale / source_index / guard_index_and_lambda."""
+    in ``dtype`` like torch's area_pixel_compute_scale / source_index / guard_index_and_lambda
+    (``scale_factor``: 1/scale_factor is the coordinate scale unless align_corners)."""
     t = np.dtype(dtype).type
     if align_corners:
         scale = t(size_in - 1) / t(size_out - 1) if size_out > 1 else t(0)
+    elif scale_factor:
+        scale = t(1.0 / scale_factor)
     else:
         scale = t(size_in) / t(size_out)
     dst = np.arange(size_out).astype(dtype)
@@ -54,13 +61,14 @@ def _tables(H, W, attrs, dtype):
     mode = attrs.get("mode", "nearest")
     OH, OW = attrs["out_size"]
     ac = bool(attrs.get("align_corners", False))
-    key = (H, W, OH, OW, mode, ac, np.dtype(dtype).str)
+    sh, sw = attrs.get("scale") or (None, None)
+    key = (H, W, OH, OW, mode, ac, sh, sw, np.dtype(dtype).str)
     tab = _TABLES.get(key)
     if tab is None:
         if mode == "nearest":
-            tab = (nearest_index(H, OH), nearest_index(W, OW))
+            tab = (nearest_index(H, OH, sh), nearest_index(W, OW, sw))
         elif mode == "bilinear":
-            tab = linear_tables(H, OH, ac, dtype) + linear_tables(W, OW, ac, dtype)
+            tab = linear_tables(H, OH, ac, dtype, sh) + linear_tables(W, OW, ac, dtype, sw)
         else:
             raise ValueError(f"upsample: unknown mode {mode!r}")
         _TABLES[key] = tab

@@ -109,7 +109,7 @@ def window_out(n: int, k: int, s: int, p0: int, p1: int, d: int = 1, ceil: bool 
     keff = d * (k - 1) + 1
     q0, q1 = ("pt", "pb") if axis == "H" else ("pl", "pr")
     dk = f"dil*(k-1)" if d != 1 else "(k-1)"
-    if keff > n + p0 + p1:
+    if keff > n + p0 + p1 and not ceil:    # ceil_mode: a window may overhang (PyTorch allows it)
         kk = f"kernel {k}" if d == 1 else f"dilated kernel {d}*({k}-1)+1 = {keff}"
         raise ShapeError(
             f"{kk} > padded input {n}+{p0}+{p1} along {axis}",
