@@ -337,6 +337,14 @@ class _Expander:
             return str(index)
         return f"{type_}{scope.counts[type_]}"
 
+    def _claim(self, full: str, what: str, loc: Loc, scope: Scope, node=None) -> None:
+        """Refuse a block-instance / sequential name already taken, at the instance (not at
+        the first layer inside it that would collide)."""
+        if full in self.defined:
+            raise self.err(node if node is not None else loc, f"duplicate name {full!r}",
+                           f"{full!r} is already defined at {self.defined[full]}; give this "
+                           f"{what} another `name`", full, scope)
+
     def _define(self, full: str, producer: str, loc: Loc, scope: Scope, node=None) -> None:
         if full in self.defined:
             first = self.defined[full]
@@ -451,6 +459,7 @@ class _Expander:
             raise self.err(tloc, "sequential needs `layers:`", "e.g. `- sequential: {name: "
                            "features, layers: [...]}`", scope=scope)
         full = scope.prefix + self._name(a, "sequential", scope, index)
+        self._claim(full, "sequential", tloc, scope, a.get("name"))
         src = self._inputs(a.get("from"), scope)
         if len(src) != 1:
             raise self.err(a["from"], "a sequential takes one input", scope=scope)
@@ -494,6 +503,7 @@ class _Expander:
                                    f"block {bd.name!r}", did_you_mean(k, bd.args), k, scope)
                 first[k] = self._argval(bd.args[k], v, bd)
         full = scope.prefix + self._name(a, bd.name, scope, index)
+        self._claim(full, "block instance", tloc, scope, a.get("name"))
         src = self._inputs(a.get("from"), scope)
         if len(src) != 1:
             raise self.err(a["from"], f"block {bd.name!r} takes one input", scope=scope)

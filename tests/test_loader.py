@@ -295,6 +295,14 @@ def test_arity_duplicates_and_names(fake):
     assert (e.line, e.col) == (6, 18)
     e = err("layers:\n  - relu:\n  - relu: {name: relu1}\n")
     assert "duplicate layer name 'relu1'" in e.message
+    # a second block instance / sequential with a taken name: reported at that instance
+    e = err("blocks:\n  b: {layers: [{relu: {name: r}}]}\nlayers:\n  - b: {name: b1}\n"
+            "  - b: {name: b1}\n")
+    assert e.message == "duplicate name 'b1'" and (e.line, e.col) == (8, 15)
+    assert "t.yaml:7:5" in e.hint and "block instance" in e.hint
+    e = err("layers:\n  - sequential: {name: s, layers: [{relu: {}}]}\n"
+            "  - sequential: {name: s, layers: [{relu: {}}]}\n")
+    assert e.message == "duplicate name 's'" and e.line == 6 and "sequential" in e.hint
     for bad in ("conv-1", "a..b", "1a", "a.01", "x y", "'a.'", "input"):
         e = err(f"layers:\n  - relu: {{name: {bad}}}\n")
         assert "name" in e.message, bad
