@@ -126,6 +126,10 @@ def lower_global(mode):
     return f
 
 
+def lower_adaptive_avg(b, L, ins, out):
+    return b.node("adaptive_avgpool2d", ins, out, {"out_size": tuple(out[2:])}, L.name)
+
+
 def lower_fracpool(b, L, ins, out):
     return b.node("fractional_maxpool2d", ins, out,
                   {"kernel": L.attrs["kernel"], "out_size": tuple(out[2:])}, L.name)
@@ -208,6 +212,7 @@ LOWER: dict[str, Callable] = {
     "maxpool": lower_maxpool, "avgpool": lower_avgpool,
     "global_avgpool": lower_global("avg"), "global_maxpool": lower_global("max"),
     "fractional_maxpool": lower_fracpool, "maxout": lower_maxout,
+    "adaptive_avgpool": lower_adaptive_avg,
     "batchnorm": lower_norm("batchnorm", ()), "layernorm": lower_norm("layernorm", ("eps",)),
     "instancenorm": lower_norm("instancenorm", ("eps",)),
     "groupnorm": lower_norm("groupnorm", ("groups", "eps")), "lrn": lower_lrn,
@@ -226,6 +231,7 @@ LAYER_OPS: dict[str, tuple[str, ...]] = {
     "dropconnect": ("dropconnect_linear",), "flatten": (), "reshape": (),
     "maxpool": ("maxpool2d",), "avgpool": ("avgpool2d",), "global_avgpool": ("global_pool",),
     "global_maxpool": ("global_pool",), "fractional_maxpool": ("fractional_maxpool2d",),
+    "adaptive_avgpool": ("adaptive_avgpool2d",),
     "maxout": ("maxout",), "batchnorm": ("batchnorm",), "layernorm": ("layernorm",),
     "instancenorm": ("instancenorm",), "groupnorm": ("groupnorm",), "lrn": ("lrn",),
     **{k: ("activation",) for k in ACTIVATIONS}, "prelu": ("prelu",), "softmax": ("softmax",),

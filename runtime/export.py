@@ -375,6 +375,15 @@ def _add(e, n, out):
     return y if act == "none" else e.act(y, act, out)
 
 
+def _adaptive_avg(e, n, out):
+    """Separable: MatMul(Ph, x) then MatMul(., Pw^T) with constant averaging matrices."""
+    from compiler.ops.pool import adaptive_matrix
+    x = n.inputs[0]
+    (H, W), (oh, ow) = e.shape(x)[2:], n.a["out_size"]
+    mid = e.add("MatMul", [e.const(adaptive_matrix(H, oh, np.float32), "ph"), e.inp(x)])
+    return e.add("MatMul", [mid, e.const(np.ascontiguousarray(adaptive_matrix(W, ow, np.float32).T), "pwt")], out)
+
+
 def _reshape(e, n, out):
     return e.add("Reshape", [e.inp(n.inputs[0]), e.i64([0, *e.shape(out)[1:]])], out)
 
@@ -386,6 +395,7 @@ def _sdepth(e, n, out):
 _EMIT = {
     "conv2d": _conv, "conv_transpose2d": _conv, "linear": _linear, "dropconnect_linear": _linear,
     "maxpool2d": _maxpool, "avgpool2d": _avgpool, "global_pool": _global,
+    "adaptive_avgpool2d": _adaptive_avg,
     "batchnorm": _batchnorm, "layernorm": _groupfamily, "groupnorm": _groupfamily,
     "instancenorm": _groupfamily, "lrn": _lrn, "activation": _activation, "prelu": _prelu,
     "softmax": _simple("Softmax", axis=1), "add": _add, "concat": _simple("Concat", axis=1),

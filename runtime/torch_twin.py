@@ -243,7 +243,7 @@ def _make_tensors(torch, root, name: str, specs, Node) -> dict | None:
 
 SUPPORTED_TYPES = (
     "conv", "conv_transpose", "locally_connected", "maxpool", "avgpool", "global_avgpool",
-    "global_maxpool", "fractional_maxpool", "maxout", "flatten", "reshape", "linear",
+    "global_maxpool", "adaptive_avgpool", "fractional_maxpool", "maxout", "flatten", "reshape", "linear",
     "dropconnect", "dropout", "stochastic_depth", "batchnorm", "layernorm", "instancenorm",
     "groupnorm", "lrn", "relu", "sigmoid", "tanh", "leaky_relu", "prelu", "elu", "softmax",
     "add", "concat", "upsample", "center_crop", "shortcut_pad",
@@ -335,6 +335,8 @@ def _op(torch, net, layer) -> Callable:
         return lambda x: x.mean(dim=(2, 3)).reshape(x.shape[0], *out_shape)
     if t == "global_maxpool":
         return lambda x: x.amax(dim=(2, 3)).reshape(x.shape[0], *out_shape)
+    if t == "adaptive_avgpool":
+        return lambda x: F.adaptive_avg_pool2d(x, tuple(out_shape[1:]))
     if t == "fractional_maxpool":
         k = _pair(a.get("kernel", 2))
         return lambda x: F.fractional_max_pool2d(x, k, output_size=out_shape[1:])

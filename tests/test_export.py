@@ -58,6 +58,7 @@ layers:
   - relu: {}                                                # fused into add3
   - layernorm: {name: ln}
   - tanh: {}
+  - adaptive_avgpool: {size: [3, 2], name: aap}
   - global_maxpool: {name: gmp}
   - flatten: {}
   - dropout: {p: 0.3}

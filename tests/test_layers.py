@@ -65,6 +65,8 @@ CASES = [
     ("add", {}, [(4, 2, 2), (4, 2, 2), (4, 2, 2)], (4, 2, 2), {}, 0),
     ("concat", {}, [(4, 2, 2), (3, 2, 2)], (7, 2, 2), {}, 0),
     ("upsample", dict(scale=2), [(4, 3, 5)], (4, 6, 10), {}, 0),
+    ("adaptive_avgpool", dict(size=[3, 2]), [(4, 7, 5)], (4, 3, 2), {}, 0),
+    ("adaptive_avgpool", dict(size=7), [(4, 7, 7)], (4, 7, 7), {}, 0),
     ("upsample", dict(mode="bilinear", size=[7, 8], align_corners=True), [(4, 3, 5)], (4, 7, 8), {}, 0),
     ("center_crop", {}, [(4, 9, 8), (2, 5, 6)], (4, 5, 6), {}, 0),
     ("center_crop", dict(size=3), [(4, 9, 8)], (4, 3, 3), {}, 0),

@@ -29,6 +29,7 @@ layers:
   - conv_transpose: {name: up, out: 4, kernel: 3, stride: 2, pad: 1}
   - elu: {}
   - avgpool: {kernel: 2, ceil_mode: true, count_include_pad: false}
+  - adaptive_avgpool: {size: [3, 2]}       # 5x5 -> 3x2: overlapping, unequal windows
   - layernorm: {name: ln}
   - leaky_relu: {slope: 0.1}
   - dropout: {p: 0.3}

@@ -72,6 +72,8 @@ CASES = [
     ("avgpool2d", [(2, 3, 2, 3)], dict(kernel=(3, 3), stride=(2, 2), pad=P0, ceil_mode=True,
                                        count_include_pad=True), {}),
     ("global_pool", [(2, 3, 5, 4)], dict(mode="avg"), {}),
+    ("adaptive_avgpool2d", [(2, 3, 7, 5)], dict(out_size=(3, 4)), {}),
+    ("adaptive_avgpool2d", [(2, 3, 4, 6)], dict(out_size=(2, 3)), {}),
     ("global_pool", [(2, 3, 5, 4)], dict(mode="max"), {"train": True}),
     ("fractional_maxpool2d", [(2, 3, 11, 9)], dict(kernel=(2, 2), out_size=(7, 5)), {"train": True}),
     ("fractional_maxpool2d", [(2, 3, 11, 9)], dict(kernel=(2, 2), out_size=(7, 5)), {"train": False, "needs": ()}),
@@ -266,6 +268,14 @@ def test_torch_ceil_mode_window_overhanging_the_input(hw):
         _ref_and_torch("avgpool2d", xs, dict(kernel=(3, 3), stride=(2, 2), pad=P0, ceil_mode=True,
                                              count_include_pad=cip),
                        lambda x: F.avg_pool2d(x, 3, 2, 0, True, cip))
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("hw,out", [((7, 5), (3, 4)), ((13, 13), (6, 6)), ((4, 4), (7, 7)), ((9, 6), (1, 1))])
+def test_torch_adaptive_avgpool(hw, out):
+    F = _torch().nn.functional
+    _ref_and_torch("adaptive_avgpool2d", _rand((2, 3, *hw)), {"out_size": out},
+                   lambda x: F.adaptive_avg_pool2d(x, out))
 
 
 @pytest.mark.torch

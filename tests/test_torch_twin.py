@@ -98,6 +98,7 @@ layers:
   - dropout: {name: drop, p: 0.1}
   - locally_connected: {name: lc, out: 4, kernel: 3, stride: 2}
   - maxout: {name: mo, k: 2}
+  - adaptive_avgpool: {name: aap, size: 3}
   - fractional_maxpool: {name: fmp, kernel: 2, output_size: 2}
   - global_maxpool: {name: gmp}
   - sigmoid: {name: act5}

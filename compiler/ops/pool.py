@@ -365,3 +365,67 @@ class Maxout(Op):
             N, G = dx.shape[0], dx.shape[1] // k
             kernels().maxout_bwd(dy.reshape(N, G, -1), saved["argmax"].reshape(N, G, -1),
                                  dx.reshape(N, G, k, -1))
+
+
+_ADAPTIVE: dict = {}
+
+
+def adaptive_matrix(n_in: int, n_out: int, dtype) -> np.ndarray:
+    """(n_out, n_in) averaging matrix of adaptive average pooling along one axis: row i
+    averages inputs floor(i*n_in/n_out) .. ceil((i+1)*n_in/n_out) - 1 (PyTorch's windows)."""
+    key = (n_in, n_out, np.dtype(dtype).str)
+    m = _ADAPTIVE.get(key)
+    if m is None:
+        m = np.zeros((n_out, n_in), dtype)
+        for i in range(n_out):
+            a, b = (i * n_in) // n_out, -(-((i + 1) * n_in) // n_out)
+            m[i, a:b] = 1.0 / (b - a)
+        m.setflags(write=False)
+        _ADAPTIVE[key] = m
+    return m
+
+
+@register_op
+class AdaptiveAvgPool(Op):
+    """adaptive_avgpool2d: x (N,C,H,W) -> (N,C,oh,ow), attr out_size.  Separable, so
+    y = Ph . x . Pw^T with the averaging matrices Ph (oh,H), Pw (ow,W) of adaptive_matrix:
+    two broadcast GEMMs (numpy matmul with out=, nothing to compile); backward
+    dx = Ph^T . dy . Pw.  workspace "mid" (N*C*max(oh*W, oh*W)) holds the half-way product."""
+    name = "adaptive_avgpool2d"
+
+    def out_shape(self, in_shapes, attrs):
+        return tuple(in_shapes[0][:2]) + tuple(attrs["out_size"])
+
+    def workspace(self, in_shapes, attrs):
+        N, C, H, W = in_shapes[0]
+        return {"mid": (N * C * attrs["out_size"][0] * W,)}
+
+    def _mats(self, x_shape, attrs, dtype):
+        (oh, ow), (H, W) = attrs["out_size"], x_shape[2:]
+        return adaptive_matrix(H, oh, dtype), adaptive_matrix(W, ow, dtype)
+
+    def ref_forward(self, xs, attrs, train=False, rng=None):
+        ph, pw = self._mats(xs[0].shape, attrs, xs[0].dtype)
+        return np.einsum("ih,nchw,jw->ncij", ph, xs[0], pw), {}
+
+    def ref_backward(self, xs, y, saved, dy, attrs):
+        ph, pw = self._mats(xs[0].shape, attrs, xs[0].dtype)
+        return [np.einsum("ih,ncij,jw->nchw", ph, dy, pw)]
+
+    def forward(self, xs, y, saved, ws, attrs, train, rng=None):
+        x = xs[0]
+        N, C, H, W = x.shape
+        ph, pw = self._mats(x.shape, attrs, x.dtype)
+        mid = ws["mid"].reshape(N, C, ph.shape[0], W)
+        np.matmul(ph, x, out=mid)              # (oh, H) @ (N, C, H, W) -> (N, C, oh, W)
+        np.matmul(mid, pw.T, out=y)            # (N, C, oh, W) @ (W, ow) -> (N, C, oh, ow)
+
+    def backward(self, xs, y, saved, dy, dxs, ws, attrs):
+        dx = dxs[0]
+        if dx is None:
+            return
+        N, C, H, W = dx.shape
+        ph, pw = self._mats(dx.shape, attrs, dx.dtype)
+        mid = ws["mid"].reshape(N, C, ph.shape[0], W)
+        np.matmul(dy, pw, out=mid)             # (N, C, oh, ow) @ (ow, W) -> (N, C, oh, W)
+        np.matmul(ph.T, mid, out=dx)           # (H, oh) @ (N, C, oh, W) -> (N, C, H, W)

@@ -117,6 +117,33 @@ class GlobalMaxPool(_GlobalPool):
 
 
 @register
+class AdaptiveAvgPool(LayerDef):
+    type = "adaptive_avgpool"
+    aliases = ("adaptive_avg_pool", "adaptiveavgpool2d")
+    family = "pool"
+    doc = ("Adaptive average pooling to a fixed output size (nn.AdaptiveAvgPool2d): output "
+           "cell i averages input rows floor(i*H/oh) .. ceil((i+1)*H/oh)-1 (likewise columns), "
+           "so any input size maps to `size` (torchvision's VGG/AlexNet heads use [7, 7] / "
+           "[6, 6]). Receptive field: nominal (the largest window, stride H/oh).")
+    attrs = {"size": Attr("int2", doc="output [h, w] (or one int for both)", min=1)}
+
+    def normalize(self, a, in_shapes):
+        need_image(in_shapes[0], "adaptive_avgpool")
+        return {"size": pair(a["size"], "size")}
+
+    def output_shape(self, a, in_shapes):
+        c, _, _ = need_image(in_shapes[0], "adaptive_avgpool")
+        return (c,) + tuple(a["size"])
+
+    def receptive_field(self, a, in_shapes, rfs):
+        _, h, w = in_shapes[0]
+        oh, ow = a["size"]
+        k = tuple(max(-(-((i + 1) * n) // o) - (i * n) // o for i in range(o))
+                  for n, o in ((h, oh), (w, ow)))
+        return rf_window(rfs[0], k, (h / oh, w / ow), (0, 0))
+
+
+@register
 class FractionalMaxPool(LayerDef):
     type = "fractional_maxpool"
     aliases = ("fractional_max_pool",)
