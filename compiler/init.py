@@ -4,8 +4,12 @@ kaiming_uniform  U(-b, b), b = gain·√(3/fan_in) with gain √(2/(1+5)) -- PyT
                  default for conv/linear weights (a = √5), i.e. b = 1/√fan_in
 uniform_fan_in   U(-1/√fan_in, 1/√fan_in) -- PyTorch's default for biases
 kaiming_normal   N(0, 2/fan_in) (He et al. 2015, for ReLU nets)
+he_uniform       U(-b, b), b = √(6/fan_in) (torch's kaiming_uniform_, nonlinearity relu)
 xavier_uniform   U(-b, b), b = √(6/(fan_in+fan_out))
-zeros | ones | const:<v>
+xavier_normal    N(0, 2/(fan_in+fan_out))
+lecun_normal     N(0, 1/fan_in)
+normal:<std> | uniform:<b> | zeros | ones | const:<v>
+(the layer attrs weight_init / bias_init choose them: netspec/layers/initattrs.py)
 """
 from __future__ import annotations
 
@@ -27,8 +31,20 @@ def init_array(init: str, shape: tuple, fan_in: int, rng: np.random.Generator, d
         return rng.uniform(-b, b, size=shape).astype(dtype)
     if init == "kaiming_normal":
         return (rng.standard_normal(shape) * math.sqrt(2.0 / fan_in)).astype(dtype)
-    if init == "xavier_uniform":
+    if init == "he_uniform":
+        b = math.sqrt(6.0 / fan_in)
+        return rng.uniform(-b, b, size=shape).astype(dtype)
+    if init == "lecun_normal":
+        return (rng.standard_normal(shape) * math.sqrt(1.0 / fan_in)).astype(dtype)
+    if init.startswith("normal:"):
+        return (rng.standard_normal(shape) * float(init.split(":", 1)[1])).astype(dtype)
+    if init.startswith("uniform:"):
+        b = float(init.split(":", 1)[1])
+        return rng.uniform(-b, b, size=shape).astype(dtype)
+    if init in ("xavier_uniform", "xavier_normal"):
         fan_out = (shape[0] * int(np.prod(shape[2:]))) if len(shape) > 1 else fan_in
+        if init == "xavier_normal":
+            return (rng.standard_normal(shape) * math.sqrt(2.0 / (fan_in + fan_out))).astype(dtype)
         b = math.sqrt(6.0 / (fan_in + fan_out))
         return rng.uniform(-b, b, size=shape).astype(dtype)
     raise ValueError(f"unknown initialiser {init!r}")

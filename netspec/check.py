@@ -36,6 +36,7 @@ from typing import Any
 from .errors import Loc, SpecError, did_you_mean
 from .layers import REGISTRY, RF, ParamSpec, Shape, ShapeError, complete_attrs
 from .layers._common import ceil_div, fmt_shape, prod
+from .layers.initattrs import apply_init
 from .spec import INPUT, LayerSpec, Spec
 
 FLOAT_BYTES = 4
@@ -178,7 +179,7 @@ def _run(st: _State, ls: LayerSpec, *, inserted: bool = False) -> LayerReport:
             inputs, in_shapes = _project(st, ls, full, inputs, in_shapes, freeze, lr_mult)
         a = ld.normalize(full, in_shapes)
         out = tuple(int(x) for x in ld.output_shape(a, in_shapes))
-        pspecs = ld.params(a, in_shapes)
+        pspecs = apply_init(ld.params(a, in_shapes), full)     # weight_init / bias_init
         macs = int(ld.macs(a, in_shapes, out))
         rf = ld.receptive_field(a, in_shapes, [st.rfs[i] for i in inputs])
     except ShapeError as e:

@@ -191,10 +191,23 @@ def _init_tensor(torch, shape, init: str, fan_in: int, done: dict):
         t.uniform_(-b, b)
     elif init == "kaiming_normal":
         t.normal_(0.0, math.sqrt(2.0 / fan))
-    elif init == "xavier_uniform":
-        fan_out = shape[0] * (math.prod(shape[2:]) if len(shape) > 2 else 1)
-        b = math.sqrt(6.0 / (fan + fan_out))
+    elif init == "he_uniform":
+        b = math.sqrt(6.0 / fan)
         t.uniform_(-b, b)
+    elif init == "lecun_normal":
+        t.normal_(0.0, math.sqrt(1.0 / fan))
+    elif init.startswith("normal:"):
+        t.normal_(0.0, float(init.split(":", 1)[1]))
+    elif init.startswith("uniform:"):
+        b = float(init.split(":", 1)[1])
+        t.uniform_(-b, b)
+    elif init in ("xavier_uniform", "xavier_normal"):
+        fan_out = shape[0] * (math.prod(shape[2:]) if len(shape) > 2 else 1)
+        if init == "xavier_normal":
+            t.normal_(0.0, math.sqrt(2.0 / (fan + fan_out)))
+        else:
+            b = math.sqrt(6.0 / (fan + fan_out))
+            t.uniform_(-b, b)
     elif init.startswith("norm_of:"):
         src = done[init.split(":", 1)[1]]
         t.copy_(torch.linalg.vector_norm(src.reshape(src.shape[0], -1), dim=1)

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from netspec.check import check, rf_json
@@ -386,3 +387,39 @@ def test_zoo_specs_match_published_figures(name):
     r = check(load(path))
     params, gmacs = ZOO[name]
     assert r.total_params == params and round(r.total_macs / 1e9, 3) == gmacs
+
+
+def test_weight_and_bias_init_attrs():
+    """weight_init / bias_init on layers with weights: the ParamSpec init strings, the arrays
+    the compiler draws from them (std of a big tensor within 5 %), and located errors."""
+    import compiler
+    from netspec import load
+    text = """netspec: 1
+name: gen
+input: [64, 4, 4]
+layers:
+  - conv_transpose: {name: up, out: 64, kernel: 4, bias: false, weight_init: {normal: 0.02}}
+  - conv: {name: c, out: 64, kernel: 3, pad: 1, weight_init: he, bias_init: 0}
+  - conv: {name: u, out: 64, kernel: 3, pad: 1, weight_init: {uniform: 0.5}, weight_norm: true}
+  - flatten: {}
+  - linear: {name: fc, out: 200, weight_init: xavier_normal, bias_init: 0.1}
+"""
+    rep = check(load(text))
+    inits = {full: ps.init for l in rep.layers for full, ps in l.param_specs}
+    assert inits["up.weight"] == "normal:0.02" and inits["c.weight"] == "kaiming_normal"
+    assert inits["c.bias"] == "const:0.0" and inits["fc.bias"] == "const:0.1"
+    assert inits["u.weight_v"] == "uniform:0.5" and inits["u.weight_g"] == "norm_of:weight_v"
+    assert inits["u.bias"] == "uniform_fan_in"                   # untouched without bias_init
+    net = compiler.compile(load(text), batch_size=1, train=False, seed=0)
+    p = net.params
+    assert abs(p["up.weight"].std() / 0.02 - 1) < 0.05
+    assert abs(p["c.weight"].std() / np.sqrt(2 / (64 * 9)) - 1) < 0.05
+    assert np.all(p["c.bias"] == 0) and np.all(p["fc.bias"] == np.float32(0.1))
+    assert abs(p["u.weight_v"].std() / (0.5 / np.sqrt(3)) - 1) < 0.05
+    fan_in, fan_out = 64 * 7 * 7, 200                           # up: 4x4 -> 7x7
+    assert abs(p["fc.weight"].std() / np.sqrt(2 / (fan_in + fan_out)) - 1) < 0.05
+    for bad, msg in (("hee", "unknown weight_init 'hee'"), ("{normal: -1}", "needs a finite number > 0"),
+                     ("{normal: 1, uniform: 2}", "unknown weight_init")):
+        with pytest.raises(SpecError, match=msg) as e:
+            check(load(text.replace("weight_init: he,", f"weight_init: {bad},")))
+        assert e.value.line == 6

@@ -7,6 +7,7 @@ torchvision's published GFLOPS figures, e.g. resnet18 1.814G).
 """
 from __future__ import annotations
 
+from .initattrs import INIT_ATTRS
 from .base import RF, Attr, LayerDef, ParamSpec, ShapeError, register
 from ._common import ceil_div, need_image, pad4, pair, prod, rf_window, window_out
 
@@ -67,6 +68,7 @@ class Conv(LayerDef):
         "groups": Attr("int", 1, doc="channel groups (in and out must be divisible)", min=1),
         "bias": _BIAS,
         "weight_norm": Attr("bool", False, doc="weight normalisation (Salimans & Kingma 2016)"),
+        **INIT_ATTRS,
     }
 
     def normalize(self, a, in_shapes):
@@ -122,6 +124,7 @@ class ConvTranspose(LayerDef):
         "dilation": _DIL,
         "groups": Attr("int", 1, doc="channel groups", min=1),
         "bias": _BIAS,
+        **INIT_ATTRS,
     }
 
     def normalize(self, a, in_shapes):
@@ -200,6 +203,7 @@ class LocallyConnected(LayerDef):
         "kernel": _KERNEL, "stride": _STRIDE,
         "pad": _PAD,
         "bias": Attr("bool", True, doc="learn a bias per output channel and position"),
+        **INIT_ATTRS,
     }
 
     def normalize(self, a, in_shapes):

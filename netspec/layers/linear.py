@@ -6,6 +6,7 @@ A linear/dropconnect layer given a (C, H, W) input flattens it first, C-major li
 classifiers. MACs = in_features x out (bias additions not counted)."""
 from __future__ import annotations
 
+from .initattrs import INIT_ATTRS
 from .base import Attr, LayerDef, ShapeError, register
 from ._common import as_float, is_int, prod, rf_whole
 from .conv import weight_params
@@ -40,6 +41,7 @@ class Linear(_Dense):
         "bias": Attr("bool", True, doc="learn an additive bias"),
         "weight_norm": Attr("bool", False, doc="weight normalisation: weight_g (out, 1) and "
                                                "weight_v (out, in), as torch weight_norm(dim=0)"),
+        **INIT_ATTRS,
     }
 
     def normalize(self, a, in_shapes):
@@ -58,6 +60,7 @@ class DropConnect(_Dense):
         "out": Attr("int", doc="output features", min=1),
         "p": Attr("float", 0.5, doc="probability of dropping each weight", min=0.0, max=1.0),
         "bias": Attr("bool", True, doc="learn an additive bias (never dropped)"),
+        **INIT_ATTRS,
     }
 
     def normalize(self, a, in_shapes):
