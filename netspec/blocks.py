@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from . import argexpr
 from .errors import Loc, did_you_mean
 from .values import choice_hint, coerce
 from .yamlsrc import Document, YMap, YNode, YScalar, YSeq, show
@@ -110,9 +111,6 @@ def _arg(doc: Document, bname: str, aname: str, kloc: Loc, node: YNode) -> Block
     return BlockArg(aname, t, default, kloc)
 
 
-_ARGREF = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)\Z")
-
-
 def check_bodies(doc: Document, blocks: dict[str, BlockDef], types) -> None:
     """Static checks of every block body, used or not: layer types exist and every
     ``$name`` is a declared argument (instances are checked fully when expanded)."""
@@ -144,9 +142,9 @@ def _check_refs(doc: Document, bd: BlockDef, node: YNode) -> None:
             stack.extend(x.items.values())
         elif isinstance(x, YSeq):
             stack.extend(x.items)
-        elif isinstance(x, YScalar) and isinstance(x.value, str) and x.value.startswith("$"):
-            m = _ARGREF.match(x.value)
-            if m and m.group(1) not in bd.args:
-                raise doc.error(x, f"block {bd.name!r} has no argument {m.group(1)!r}",
-                                did_you_mean(m.group(1), bd.args)
-                                or f"declare it under `blocks: {bd.name}: args:`", x.value)
+        elif isinstance(x, YScalar) and isinstance(x.value, str) and "$" in x.value:
+            for name in argexpr.refs(x.value):      # `$name` or an expression on arguments
+                if name not in bd.args:
+                    raise doc.error(x, f"block {bd.name!r} has no argument {name!r}",
+                                    did_you_mean(name, bd.args)
+                                    or f"declare it under `blocks: {bd.name}: args:`", x.value)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import argexpr
 from .blocks import IDENT, INSTANCE_KEYS, BlockArg, BlockDef, check_bodies, parse_blocks
 from .errors import Loc, SpecError, did_you_mean
 from .spec import INPUT, LayerSpec, Spec
@@ -283,12 +284,10 @@ class _Expander:
         """Replace `$arg` scalars (anywhere inside node) with the block's argument values."""
         if isinstance(node, YScalar):
             v = node.value
+            if isinstance(v, str) and "$" in v and not ARGREF.match(v):
+                return self._expr(node, v, scope)
             if isinstance(v, str) and v.startswith("$"):
                 m = ARGREF.match(v)
-                if not m:
-                    raise self.err(node, f"invalid argument reference {v!r}",
-                                   "a value is `$name` as a whole: no expressions or "
-                                   "interpolation", v, scope)
                 if scope.env is None:
                     raise self.err(node, f"argument reference {v!r} outside a block",
                                    "`$name` can only be used in the layers of a block", v)
@@ -305,6 +304,19 @@ class _Expander:
             return YMap(node.loc, {k: self._subst(x, scope) for k, x in node.items.items()},
                         node.key_locs)
         return node
+
+    def _expr(self, node: YScalar, v: str, scope: Scope) -> YScalar:
+        """An arithmetic expression on block arguments (netspec/argexpr.py) -> its number."""
+        if scope.env is None:
+            raise self.err(node, f"argument expression {v!r} outside a block",
+                           "`$name` can only be used in the layers of a block", v)
+        try:
+            val = argexpr.evaluate(v, {k: getattr(x, "value", None) for k, x in scope.env.items()})
+        except argexpr.ExprError as e:
+            raise self.err(node, f"invalid argument expression {v!r}: {e}",
+                           "use $name, numbers, + - * / // % and parentheses, e.g. "
+                           "`out: $growth * 4`", v, scope) from None
+        return YScalar(node.loc, value=val, text=v)
 
     def _attrs(self, body: YMap, scope: Scope, skip=()) -> dict[str, YNode]:
         return {k: (v if k in skip else self._subst(v, scope)) for k, v in body.items.items()}

@@ -24,8 +24,8 @@ from .train_schema import OMIT, TRAIN, Choice, Enum, Field, Group, ListOf
 
 INT = {"type": "integer"}
 NAME_PATTERN = r"^([A-Za-z_][A-Za-z0-9_]*|0|[1-9][0-9]*)(\.([A-Za-z_][A-Za-z0-9_]*|0|[1-9][0-9]*))*$"
-ARGREF = {"type": "string", "pattern": r"^\$[A-Za-z_][A-Za-z0-9_]*$",
-          "description": "a block argument ($name)"}
+ARGREF = {"type": "string", "pattern": r"^[-+*/%().0-9eE\s]*\$[A-Za-z_][A-Za-z0-9_]*[-+*/%().0-9eE\s$A-Za-z_]*$",
+          "description": "a block argument ($name) or arithmetic on arguments ($growth * 4)"}
 
 
 def _json_ok(v: Any) -> bool:

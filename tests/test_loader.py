@@ -235,8 +235,8 @@ def test_block_arg_errors(fake):
     assert "no argument 'strid'" in e.message and e.line == 8
     e = err("layers:\n  - conv: {out: $c, kernel: 3}\n")
     assert "outside a block" in e.message
-    e = err(BLOCK.replace("$stride", "'$stride*2'") + "layers:\n  - basic: {channels: 8}\n")
-    assert "invalid argument reference" in e.message
+    e = err(BLOCK.replace("$stride", "'$stride*'") + "layers:\n  - basic: {channels: 8}\n")
+    assert "invalid argument expression '$stride*'" in e.message
     e = err("blocks:\n  b: {args: {x: integer}, layers: [{relu: {}}]}\nlayers: [{b: {}}]\n")
     assert "unknown type 'integer'" in e.message and "'int'" in e.hint
     e = err("blocks:\n  conv: {layers: [{relu: {}}]}\nlayers: [{relu: {}}]\n")
@@ -396,3 +396,32 @@ def test_real_catalogue_resnet_names():
              "  - avgpool: {kernel: 16}\n  - flatten:\n  - fc: {name: fc, out: 10}\n")
     assert "layer2.1.conv2" in names(s) and s.layers[-1].type == "linear"
     assert s.layers[-1].name == "fc" and s.outputs == ["fc"]
+
+
+ARITH = """blocks:
+  dl:
+    args: {growth: int, k: {type: int, default: 3}, mode: {type: str, default: nearest}}
+    layers:
+      - relu: {name: r}
+      - conv: {name: c1, out: $growth * 4, kernel: $k, pad: $k // 2}
+      - conv: {name: c2, out: ($growth + 8) // 2, kernel: 1, pad: -(-$k // 4) - 1}
+layers:
+  - dl: {name: d, growth: 12}
+"""
+
+
+def test_block_argument_arithmetic():
+    s = spec(ARITH)
+    c1, c2 = s.layers[1], s.layers[2]
+    assert (c1.attrs["out"], c1.attrs["kernel"], c1.attrs["pad"]) == (48, 3, 1)
+    assert (c2.attrs["out"], c2.attrs["pad"]) == (10, 0)
+    for bad, msg in (("$growth *", "expected a number"), ("$growth ** 2", "expected a number"),
+                     ("$growth // 0", "division by zero"), ("$mode * 2", "'nearest', not a number"),
+                     ("__import__('os') $growth", "unexpected"), ("$growth 4", "unexpected '4'")):
+        e = err(ARITH.replace("$growth * 4", bad))
+        assert "invalid argument expression" in e.message and msg in e.message, (bad, e.message)
+        assert (e.line, e.col) == (9, 31) and "$growth * 4" in e.hint
+    e = err(ARITH.replace("$growth * 4", "$grwth * 4"))        # checked at the block definition
+    assert "has no argument 'grwth'" in e.message and "growth" in e.hint
+    e = err("layers:\n  - conv: {out: $c * 2, kernel: 1}\n")
+    assert "outside a block" in e.message
