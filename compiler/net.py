@@ -17,6 +17,7 @@ from .autodiff import differentiate
 from .codegen.cpu import print_step_module
 from .codegen.kernel_cache import import_path, write_module
 from .init import init_array
+from .outputs import main_output
 from .ir import Graph, format_graph
 from .lower import lower
 from .ops import OPS
@@ -237,8 +238,7 @@ class CompiledNet:
     def forward_main(self, x, train: bool = False) -> np.ndarray:
         """The first output only -- the one the loss applies to, which evaluation,
         prediction and ensembles use -- whatever number of ``outputs`` the spec lists."""
-        y = self.forward(x, train)
-        return y[0] if isinstance(y, tuple) else y
+        return main_output(self.forward(x, train))
 
     def compute_grads(self, x, target) -> float:
         self._copy_in("train", x, target)

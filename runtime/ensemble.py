@@ -21,6 +21,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from compiler.outputs import main_output
+
 
 def _softmax(z):
     z = np.asarray(z, np.float64).reshape(len(z), -1)
@@ -57,7 +59,7 @@ def member_probs(net, sources: Sequence, x: np.ndarray) -> list[np.ndarray]:
         out = []
         for s in sources:
             _load(net, _arrays(s))
-            out.append(_softmax(net.forward_main(x, train=False)))
+            out.append(_softmax(main_output(net.forward(x, train=False))))
         return out
     finally:
         net.load_params(own)
@@ -105,14 +107,14 @@ def polyak_vs_raw(net, checkpoint, x: np.ndarray, y: np.ndarray) -> dict:
     y = np.asarray(y)
     try:
         _load(net, arrays)
-        raw = net.forward_main(x, train=False).reshape(len(x), -1).argmax(1)
+        raw = main_output(net.forward(x, train=False)).reshape(len(x), -1).argmax(1)
         res = {"raw": float(np.mean(raw == y)), "ema": None, "agreement": None}
         if "ema/arena" in arrays:
             ema = np.asarray(arrays["ema/arena"])
             if ema.shape != net.param_arena.shape:
                 raise ValueError(f"ema/arena has {ema.size} values, the net's arena {net.param_arena.size}")
             net.param_arena[...] = ema
-            pred = net.forward_main(x, train=False).reshape(len(x), -1).argmax(1)
+            pred = main_output(net.forward(x, train=False)).reshape(len(x), -1).argmax(1)
             res.update(ema=float(np.mean(pred == y)), agreement=float(np.mean(pred == raw)))
         return res
     finally:

@@ -28,6 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from compiler.outputs import main_output
 from . import data as D
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint
 from .distributed import DistContext, train_step   # [distributed]
@@ -500,7 +501,7 @@ def ensemble_accuracy(net, paths, x, y) -> float:
         probs = 0.0
         for p in paths:
             load_weights(net, load_checkpoint(p)[0])
-            probs = probs + softmax(net.forward_main(x, train=False))
+            probs = probs + softmax(main_output(net.forward(x, train=False)))
     finally:
         load_weights(net, own)
     return float(np.mean(np.argmax(probs, axis=1) == y))

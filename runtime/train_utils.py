@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from compiler.outputs import main_output
 from .data import SOURCES
 
 
@@ -60,7 +61,7 @@ def evaluate(net, x: np.ndarray, y: np.ndarray) -> dict:
     """Eval-mode forward over (x, y) -> {"loss", "accuracy", "logits"}; NaNs when x is empty."""
     if x.shape[0] == 0:
         return {"loss": math.nan, "accuracy": math.nan, "logits": None}
-    out = net.forward_main(x, train=False)
+    out = main_output(net.forward(x, train=False))
     loss = float(net.loss_fn(out, y))
     acc = float(np.mean(np.argmax(out.reshape(out.shape[0], -1), axis=1) == y))
     return {"loss": loss, "accuracy": acc, "logits": out}

@@ -12,6 +12,7 @@ import json
 
 import numpy as np
 
+from compiler.outputs import main_output
 from ._common import (build_net, fail, known_errors, load_spec, load_splits, preprocessor,
                       read_checkpoint, softmax)
 
@@ -45,7 +46,7 @@ def evaluate_checkpoints(spec, paths, data=None, split="test", backend="cpu") ->
     probs = 0.0
     for arrays, _ in members:
         load_weights(net, arrays)
-        probs = probs + softmax(net.forward_main(x, train=False))
+        probs = probs + softmax(main_output(net.forward(x, train=False)))
     probs = probs / len(members)
     pred = np.argmax(probs, axis=1)
     k = max(len(splits.class_names), int(probs.shape[1]))

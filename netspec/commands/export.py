@@ -13,6 +13,7 @@ import argparse
 
 import numpy as np
 
+from compiler.outputs import main_output
 from ._common import fail, known_errors, load_spec, read_checkpoint
 
 
@@ -38,7 +39,7 @@ def verify_onnx(spec, weights, path, n: int = 4, seed: int = 0) -> float:
     net = compiler.compile(spec, batch_size=n, train=False)
     net.load_params(weights)
     x = np.random.default_rng(seed).standard_normal((n, *net.input_shape)).astype(np.float32)
-    a, b = net.forward_main(x), onnx_forward(path, x)
+    a, b = main_output(net.forward(x)), onnx_forward(path, x)
     return float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-30))
 
 

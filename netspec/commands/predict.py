@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from compiler.outputs import main_output
 from ._common import build_net, fail, known_errors, load_spec, preprocessor, read_checkpoint, softmax
 
 
@@ -73,7 +74,7 @@ def run(args) -> int:
         x, names = read_inputs(args.inputs, tuple(spec.input_shape))
         pre = preprocessor(spec, arrays, args.checkpoint)
         net = build_net(spec, arrays, args.backend)
-        probs = softmax(net.forward_main(pre.apply(x), train=False))
+        probs = softmax(main_output(net.forward(pre.apply(x), train=False)))
     except known_errors() as e:
         return fail(f"netspec predict: {e}")
     classes = meta.get("class_names") or [str(i) for i in range(probs.shape[1])]

@@ -13,6 +13,7 @@ import argparse
 
 import numpy as np
 
+from compiler.outputs import main_output
 from ._common import fail, known_errors, load_spec, load_splits, preprocessor, read_checkpoint
 
 WHAT = ("filters", "activations", "occlusion", "confusion")
@@ -92,13 +93,13 @@ def run(args) -> int:
                 net = build_net(spec, arrays)
                 if args.what == "occlusion":
                     img, label = pre.apply(x[args.index:args.index + 1])[0], int(y[args.index])
-                    drop, base = viz.occlusion_map(lambda b: net.forward_main(b), img, label,
+                    drop, base = viz.occlusion_map(lambda b: main_output(net.forward(b)), img, label,
                                                    args.patch, args.stride)
                     path = viz.plot_occlusion(img, drop, args.out, splits.class_names[label]
                                               if label < len(splits.class_names) else label, base)
                 else:
                     from runtime.metrics import confusion_matrix
-                    out = net.forward_main(pre.apply(x)).reshape(len(y), -1)
+                    out = main_output(net.forward(pre.apply(x))).reshape(len(y), -1)
                     k = max(len(splits.class_names), out.shape[1])
                     cm = confusion_matrix(y, out.argmax(1), k)
                     path = viz.plot_confusion(cm, args.out, [str(c) for c in splits.class_names][:k]
