@@ -11,7 +11,8 @@ from typing import Callable
 
 from .ir import Graph, Node, Value, check_graph, freeze_attrs
 
-ACTIVATIONS = {"relu", "sigmoid", "tanh", "leaky_relu", "elu"}
+ACTIVATIONS = {"relu", "sigmoid", "tanh", "leaky_relu", "elu", "relu6", "hardsigmoid", "hardswish",
+               "silu", "gelu", "softplus"}
 
 
 class LowerError(Exception):

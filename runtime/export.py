@@ -310,6 +310,21 @@ def _activation(e, n, out):
         return e.add("LeakyRelu", [x], out, alpha=float(a.get("slope", 0.01)))
     if kind == "elu":
         return e.add("Elu", [x], out, alpha=float(a.get("alpha", 1.0)))
+    if kind == "relu6":
+        return e.add("Clip", [x, e.const(np.array(0.0)), e.const(np.array(6.0))], out)
+    if kind == "hardsigmoid":
+        return e.add("HardSigmoid", [x], out, alpha=1.0 / 6.0, beta=0.5)
+    if kind == "hardswish":
+        return e.add("HardSwish", [x], out)
+    if kind == "silu":
+        return e.add("Mul", [x, e.add("Sigmoid", [x])], out)
+    if kind == "gelu":      # opset 17 has no Gelu: 0.5 x (1 + erf(x / sqrt 2))
+        erf = e.add("Erf", [e.add("Mul", [x, e.const(np.array(1 / np.sqrt(2)))])])
+        half = e.add("Mul", [x, e.const(np.array(0.5))])
+        return e.add("Mul", [half, e.add("Add", [erf, e.const(np.array(1.0))])], out)
+    if kind == "softplus":  # x beyond the threshold, like torch (Softplus alone overflows to inf)
+        big = e.add("Greater", [x, e.const(np.array(20.0))])
+        return e.add("Where", [big, x, e.add("Softplus", [x])], out)
     return e.add({"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh"}[kind], [x], out)
 
 

@@ -259,6 +259,7 @@ SUPPORTED_TYPES = (
     "global_maxpool", "adaptive_avgpool", "fractional_maxpool", "maxout", "flatten", "reshape", "linear",
     "dropconnect", "dropout", "stochastic_depth", "batchnorm", "layernorm", "instancenorm",
     "groupnorm", "lrn", "relu", "sigmoid", "tanh", "leaky_relu", "prelu", "elu", "softmax",
+    "relu6", "hardsigmoid", "hardswish", "silu", "gelu", "softplus",
     "add", "concat", "upsample", "center_crop", "shortcut_pad",
 )
 
@@ -411,6 +412,9 @@ def _op(torch, net, layer) -> Callable:
 
     if t == "relu":
         return F.relu
+    if t in ("relu6", "hardsigmoid", "hardswish", "silu", "gelu", "softplus"):
+        return {"relu6": F.relu6, "hardsigmoid": F.hardsigmoid, "hardswish": F.hardswish,
+                "silu": F.silu, "gelu": F.gelu, "softplus": F.softplus}[t]
     if t == "sigmoid":
         return torch.sigmoid
     if t == "tanh":

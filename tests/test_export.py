@@ -39,6 +39,12 @@ layers:
   - lrn: {size: 3, name: lrn3}
   - groupnorm: {groups: 2, name: gn}
   - elu: {}
+  - gelu: {}
+  - silu: {}
+  - hardswish: {}
+  - relu6: {}
+  - softplus: {}
+  - hardsigmoid: {}
   - avgpool: {kernel: 3, stride: 2, pad: 1, ceil_mode: true, name: ap}
   - instancenorm: {affine: true, name: inorm}
   - upsample: {scale: 2, name: up}

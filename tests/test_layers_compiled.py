@@ -1,6 +1,6 @@
 """Every layer type, compiled inside a net: float64 whole-net gradient check.
 
-Three small nets together use every layer type of the catalogue (the registry test checks
+Four small nets together use every layer type of the catalogue (the registry test checks
 that), so each layer's lowering, VJP wiring and kernels are exercised end to end, with the
 random layers drawing the same masks at every evaluation.
 """
@@ -59,6 +59,27 @@ layers:
   - linear: {name: fc, out: 5, weight_norm: true}
   - softmax: {}
 """,
+    "modern": """
+netspec: 1
+name: modern
+input: [3, 6, 6]
+layers:
+  - conv: {name: c1, out: 8, kernel: 3, pad: 1}
+  - gelu: {}
+  - conv: {name: c2, out: 8, kernel: 3, pad: 1}
+  - silu: {}
+  - conv: {name: c3, out: 8, kernel: 1}
+  - hardswish: {}
+  - conv: {name: c4, out: 8, kernel: 1}
+  - softplus: {}
+  - conv: {name: c5, out: 8, kernel: 1}
+  - relu6: {}
+  - global_avgpool: {}
+  - flatten: {}
+  - linear: {name: fc1, out: 8}
+  - hardsigmoid: {}
+  - linear: {name: fc2, out: 5}
+""",
     "residual": """
 netspec: 1
 name: residual
@@ -97,7 +118,9 @@ def test_whole_net_gradients(name):
         v += 0.05 * rng.standard_normal(v.shape)
     x = rng.standard_normal((3, *net.input_shape))
     t = rng.integers(0, int(np.prod(net.output_shape)), 3)
-    worst = grad_check(net, x, t, n_coords=3, eps=1e-6)
+    # "modern"'s gradients reach the first layers at ~2e-5 (saturating activations, a global
+    # pool): a 1e-6 step measures round-off there, 1e-4 the gradient (its curvature is smooth)
+    worst = grad_check(net, x, t, n_coords=3, eps=1e-4 if name == "modern" else 1e-6)
     assert max(worst.values()) < 1e-5, {k: v for k, v in worst.items() if v >= 1e-5}
     # eval mode runs too (BN running stats, dropout off, test-time DropConnect/stochastic depth)
     assert np.isfinite(net.forward(x)).all()

@@ -42,6 +42,12 @@ CASES = [
     ("activation", [X4], {"kind": "leaky_relu", "slope": 0.1}, {}),
     ("activation", [X4], {"kind": "leaky_relu", "slope": -0.3}, {}),
     ("activation", [X4], {"kind": "elu", "alpha": 1.3}, {}),
+    ("activation", [X4], {"kind": "relu6"}, dict(inputs={0: 4 * np.random.default_rng(5).standard_normal(X4)})),
+    ("activation", [X4], {"kind": "hardsigmoid"}, dict(inputs={0: 3 * np.random.default_rng(6).standard_normal(X4)})),
+    ("activation", [X4], {"kind": "hardswish"}, dict(inputs={0: 3 * np.random.default_rng(7).standard_normal(X4)})),
+    ("activation", [X4], {"kind": "silu"}, {}),
+    ("activation", [X4], {"kind": "gelu"}, {}),
+    ("activation", [X4], {"kind": "softplus"}, dict(inputs={0: 12 * np.random.default_rng(8).standard_normal(X4)})),
     ("prelu", [X4, (C,)], {}, {}),
     ("prelu", [X4, (1,)], {}, {}),
     ("prelu", [(8, C), (C,)], {}, dict(needs=(1,))),
@@ -284,6 +290,30 @@ def test_torch_batchnorm_train(shape):
     # eval mode with the updated running statistics
     ye, _ = get_op("batchnorm").ref_forward([x, w, b, xs[3], xs[4]], {}, train=False)
     np.testing.assert_allclose(ye, bn.eval()(torch.tensor(x)).detach().numpy(), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.torch
+@needs_torch
+@pytest.mark.parametrize("kind", ["relu6", "hardsigmoid", "hardswish", "silu", "gelu", "softplus"])
+def test_torch_activation_kinds(kind):
+    """The references of the newer activations against torch.nn.functional (forward and
+    gradient, float64), over a range that crosses every kink and softplus' threshold."""
+    F = torch.nn.functional
+    x = np.linspace(-25, 25, 2001).reshape(1, 1, 1, -1)
+    x = np.concatenate([x, np.array([-6, -3, 0, 3, 6, 20], float).reshape(1, 1, 1, -1) + 1e-3], axis=3)
+    fn = {"relu6": F.relu6, "hardsigmoid": F.hardsigmoid, "hardswish": F.hardswish, "silu": F.silu,
+          "gelu": F.gelu, "softplus": F.softplus}[kind]
+    op = get_op("activation")
+    y, _ = op.ref_forward([x], {"kind": kind})
+    g = np.random.default_rng(3).standard_normal(x.shape)
+    dx, = op.ref_backward([x], y, {}, g, {"kind": kind})
+    xt = _t(x)
+    yt = fn(xt)
+    yt.backward(torch.tensor(g))
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-12, atol=1e-12)
+    # torch's hard* backward kernels use float32 constants (1.0f / 6.0f) even for doubles
+    tol = 1e-7 if kind.startswith("hard") else 1e-10
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=tol, atol=1e-12)
 
 
 @pytest.mark.torch

@@ -95,6 +95,12 @@ layers:
   - concat: {name: cat, from: [proj, c3]}
   - layernorm: {name: ln}
   - tanh: {name: act4}
+  - relu6: {name: act7}
+  - hardswish: {name: act8}
+  - silu: {name: act9}
+  - gelu: {name: act10}
+  - softplus: {name: act11}
+  - hardsigmoid: {name: act12}
   - dropout: {name: drop, p: 0.1}
   - locally_connected: {name: lc, out: 4, kernel: 3, stride: 2}
   - maxout: {name: mo, k: 2}

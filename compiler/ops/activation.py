@@ -1,4 +1,5 @@
-"""Activation ops: activation (relu/sigmoid/tanh/leaky_relu/elu), prelu, softmax (axis 1).
+"""Activation ops: activation (relu/sigmoid/tanh/leaky_relu/elu/relu6/hardsigmoid/hardswish/
+silu/gelu/softplus), prelu, softmax (axis 1).
 (maxout lives in compiler/ops/pool.py with the other argmax ops.)
 
 Kernels: ``templates/activation.py.j2`` rendered per kind.  ``backward_reads(attrs)`` names
@@ -13,7 +14,35 @@ from compiler.ops.base import Op, register_op
 from compiler.ops import parallel as _parallel
 from compiler.ops.elementwise import SPLIT_MIN, empty, kernels, opt, view
 
-KINDS = ("relu", "sigmoid", "tanh", "leaky_relu", "elu")
+import math
+
+KINDS = ("relu", "sigmoid", "tanh", "leaky_relu", "elu", "relu6", "hardsigmoid", "hardswish",
+         "silu", "gelu", "softplus")
+FROM_Y = {"relu", "sigmoid", "tanh", "relu6", "hardsigmoid"}   # derivative from y alone
+_erf = np.vectorize(math.erf, otypes=[np.float64])
+
+
+def _sig(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+# numpy references: forward f(x) and derivative f'(x) (PyTorch's choices at the kinks)
+REF_F = {
+    "relu6": lambda x, a: np.clip(x, 0, 6),
+    "hardsigmoid": lambda x, a: np.clip(x + 3, 0, 6) / 6,
+    "hardswish": lambda x, a: x * np.clip(x + 3, 0, 6) / 6,
+    "silu": lambda x, a: x * _sig(x),
+    "gelu": lambda x, a: 0.5 * x * (1 + _erf(x / math.sqrt(2))),
+    "softplus": lambda x, a: np.where(x > 20, x, np.log1p(np.exp(np.minimum(x, 20)))),
+}
+REF_D = {
+    "relu6": lambda x, a: ((x > 0) & (x < 6)).astype(float),
+    "hardsigmoid": lambda x, a: ((x > -3) & (x < 3)) / 6.0,
+    "hardswish": lambda x, a: np.where(x <= -3, 0.0, np.where(x < 3, x / 3 + 0.5, 1.0)),   # torch 2.13
+    "silu": lambda x, a: _sig(x) * (1 + x * (1 - _sig(x))),
+    "gelu": lambda x, a: 0.5 * (1 + _erf(x / math.sqrt(2))) + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi),
+    "softplus": lambda x, a: np.where(x > 20, 1.0, _sig(np.minimum(x, 20))),
+}
 
 
 def _flat_parts(n):
@@ -29,7 +58,7 @@ def _from_y(attrs) -> bool:
         return float(attrs.get("slope", 0.01)) >= 0.0
     if kind == "elu":
         return float(attrs.get("alpha", 1.0)) >= 0.0
-    return True
+    return kind in FROM_Y
 
 
 def _ncs(shape):
@@ -57,7 +86,9 @@ class Activation(Op):
 
     def ref_forward(self, xs, attrs, train=False, rng=None):
         x, kind = xs[0], attrs.get("kind", "relu")
-        if kind == "relu":
+        if kind in REF_F:
+            y = REF_F[kind](x, attrs)
+        elif kind == "relu":
             y = np.maximum(x, 0)
         elif kind == "sigmoid":
             y = 1.0 / (1.0 + np.exp(-x))
@@ -71,7 +102,9 @@ class Activation(Op):
 
     def ref_backward(self, xs, y, saved, dy, attrs):
         x, kind = xs[0], attrs.get("kind", "relu")
-        if kind == "relu":
+        if kind in REF_D:
+            d = REF_D[kind](x, attrs)
+        elif kind == "relu":
             d = (x > 0).astype(x.dtype)
         elif kind == "sigmoid":
             s = 1.0 / (1.0 + np.exp(-x))
@@ -82,7 +115,7 @@ class Activation(Op):
             d = np.where(x > 0, 1.0, attrs.get("slope", 0.01))
         else:
             d = np.where(x > 0, 1.0, attrs.get("alpha", 1.0) * np.exp(np.minimum(x, 0)))
-        return [dy * d]
+        return [(dy * d).astype(x.dtype, copy=False)]
 
     def _k(self, attrs):
         return kernels("activation", kind=attrs.get("kind", "relu"), from_y=_from_y(attrs))

@@ -1,5 +1,6 @@
 """Activations (elementwise, shape-preserving; no MACs): relu, sigmoid, tanh, leaky_relu,
-prelu (learned slope, He et al. 2015), elu (Clevert et al. 2015), softmax (over channels)."""
+prelu (learned slope, He et al. 2015), elu (Clevert et al. 2015), relu6, hardsigmoid,
+hardswish (MobileNets), silu/swish, gelu, softplus, softmax (over channels)."""
 from __future__ import annotations
 
 from .base import Attr, LayerDef, ParamSpec, ShapeError, register
@@ -86,10 +87,50 @@ class ELU(_Elementwise):
 
 
 @register
+class ReLU6(_Elementwise):
+    type = "relu6"
+    doc = "min(max(0, x), 6) (nn.ReLU6; MobileNet v1/v2)."
+
+
+@register
+class HardSigmoid(_Elementwise):
+    type = "hardsigmoid"
+    aliases = ("hard_sigmoid",)
+    doc = "relu6(x + 3) / 6 (nn.Hardsigmoid; MobileNet v3's squeeze-excite gate)."
+
+
+@register
+class HardSwish(_Elementwise):
+    type = "hardswish"
+    aliases = ("hard_swish",)
+    doc = "x * relu6(x + 3) / 6 (nn.Hardswish; MobileNet v3)."
+
+
+@register
+class SiLU(_Elementwise):
+    type = "silu"
+    aliases = ("swish",)
+    doc = "x * sigmoid(x) (nn.SiLU, 'swish'; EfficientNet)."
+
+
+@register
+class GELU(_Elementwise):
+    type = "gelu"
+    doc = "x * Phi(x) with the exact normal CDF, 0.5 x (1 + erf(x / sqrt 2)) (nn.GELU())."
+
+
+@register
+class Softplus(_Elementwise):
+    type = "softplus"
+    doc = "log(1 + exp(x)), and x where x > 20 (nn.Softplus(), beta 1, threshold 20)."
+
+
+@register
 class Softmax(_Elementwise):
     type = "softmax"
     doc = ("Softmax over the channel (first non-batch) dimension, nn.Softmax(dim=1). "
            "Losses take logits: do not end a net with softmax for training.")
 
 
-__all__ = ["ReLU", "Sigmoid", "Tanh", "LeakyReLU", "PReLU", "ELU", "Softmax"]
+__all__ = ["ReLU", "Sigmoid", "Tanh", "LeakyReLU", "PReLU", "ELU", "ReLU6", "HardSigmoid",
+           "HardSwish", "SiLU", "GELU", "Softplus", "Softmax"]
