@@ -220,7 +220,7 @@ LOWER: dict[str, Callable] = {
     **{k: lower_act(k) for k in ACTIVATIONS},
     "prelu": lower_prelu, "softmax": lower_simple("softmax"),
     "dropout": lower_simple("dropout", "p"), "stochastic_depth": lower_simple("stochastic_depth", "p"),
-    "add": lower_simple("add"), "concat": lower_simple("concat"),
+    "add": lower_simple("add"), "concat": lower_simple("concat"), "multiply": lower_simple("mul"),
     "upsample": lower_upsample, "center_crop": lower_center_crop, "shortcut_pad": lower_shortcut_pad,
 }
 
@@ -237,7 +237,7 @@ LAYER_OPS: dict[str, tuple[str, ...]] = {
     "instancenorm": ("instancenorm",), "groupnorm": ("groupnorm",), "lrn": ("lrn",),
     **{k: ("activation",) for k in ACTIVATIONS}, "prelu": ("prelu",), "softmax": ("softmax",),
     "dropout": ("dropout",), "stochastic_depth": ("stochastic_depth",), "add": ("add",),
-    "concat": ("concat",), "upsample": ("upsample",), "center_crop": ("center_crop",),
+    "concat": ("concat",), "multiply": ("mul",), "upsample": ("upsample",), "center_crop": ("center_crop",),
     "shortcut_pad": ("shortcut_pad",),
 }
 

@@ -413,7 +413,7 @@ _EMIT = {
     "adaptive_avgpool2d": _adaptive_avg,
     "batchnorm": _batchnorm, "layernorm": _groupfamily, "groupnorm": _groupfamily,
     "instancenorm": _groupfamily, "lrn": _lrn, "activation": _activation, "prelu": _prelu,
-    "softmax": _simple("Softmax", axis=1), "add": _add, "concat": _simple("Concat", axis=1),
+    "softmax": _simple("Softmax", axis=1), "add": _add, "mul": _simple("Mul"), "concat": _simple("Concat", axis=1),
     "reshape": _reshape, "dropout": _simple("Identity"), "stochastic_depth": _sdepth,
     "upsample": _upsample, "center_crop": _center_crop, "shortcut_pad": _shortcut_pad,
     "maxout": _maxout,

@@ -260,7 +260,7 @@ SUPPORTED_TYPES = (
     "dropconnect", "dropout", "stochastic_depth", "batchnorm", "layernorm", "instancenorm",
     "groupnorm", "lrn", "relu", "sigmoid", "tanh", "leaky_relu", "prelu", "elu", "softmax",
     "relu6", "hardsigmoid", "hardswish", "silu", "gelu", "softplus",
-    "add", "concat", "upsample", "center_crop", "shortcut_pad",
+    "add", "multiply", "concat", "upsample", "center_crop", "shortcut_pad",
 )
 
 
@@ -430,6 +430,8 @@ def _op(torch, net, layer) -> Callable:
     if t == "softmax":
         return lambda x: torch.softmax(x, dim=1)
 
+    if t == "multiply":
+        return lambda a, b: a * b
     if t == "add":
         def add(*xs):
             y = xs[0]

@@ -63,7 +63,9 @@ layers:
   - add: {from: [mo, c4, -1], name: add3}
   - relu: {}                                                # fused into add3
   - layernorm: {name: ln}
-  - tanh: {}
+  - tanh: {name: th}
+  - global_avgpool: {name: sqz}
+  - multiply: {from: [th, sqz]}
   - adaptive_avgpool: {size: [3, 2], name: aap}
   - global_maxpool: {name: gmp}
   - flatten: {}

@@ -59,6 +59,14 @@ CASES = [
     ("prelu", {}, [(6, 3, 3)], (6, 3, 3), {"weight": (1,)}, 0),
     ("prelu", dict(num_parameters=6), [(6, 3, 3)], (6, 3, 3), {"weight": (6,)}, 0),
     ("elu", {}, [(6,)], (6,), {}, 0),
+    ("relu6", {}, [(6, 2, 2)], (6, 2, 2), {}, 0),
+    ("hardsigmoid", {}, [(6,)], (6,), {}, 0),
+    ("hardswish", {}, [(6, 2, 2)], (6, 2, 2), {}, 0),
+    ("silu", {}, [(6,)], (6,), {}, 0),
+    ("gelu", {}, [(6,)], (6,), {}, 0),
+    ("softplus", {}, [(6,)], (6,), {}, 0),
+    ("multiply", {}, [(4, 3, 3), (4, 1, 1)], (4, 3, 3), {}, 0),
+    ("multiply", {}, [(4, 3, 3), (1, 3, 3)], (4, 3, 3), {}, 0),
     ("softmax", {}, [(10,)], (10,), {}, 0),
     ("dropout", dict(p=0.2), [(10,)], (10,), {}, 0),
     ("stochastic_depth", dict(p=0.2), [(4, 2, 2)], (4, 2, 2), {}, 0),
@@ -318,6 +326,12 @@ def test_multi_input_errors():
         check(net("add", [(6, 2, 2), (24, 1, 1)], {"project": "none"}))
     with pytest.raises(SpecError, match=r"only image \(C, H, W\) shortcuts"):
         check(net("add", [(6, 2, 2), (24,)]))
+    with pytest.raises(SpecError, match=r"multiply: the second input \(6, 2, 2\) does not "
+                                        r"broadcast to the first \(6, 4, 1\)") as e:
+        check(net("multiply", [(6, 4, 1), (6, 2, 2)]))
+    assert "(1, H, W)" in e.value.hint
+    with pytest.raises(SpecError, match=r"takes 2 input\(s\), got 3"):
+        check(net("multiply", [(6, 2, 2)] * 3))
     with pytest.raises(SpecError, match=r"center_crop takes 1 or 2 inputs, got 3"):
         check(net("center_crop", [(6, 2, 2)] * 3))
     with pytest.raises(SpecError, match=r"takes 1 input\(s\), got 2"):

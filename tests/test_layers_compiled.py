@@ -73,7 +73,13 @@ layers:
   - conv: {name: c4, out: 8, kernel: 1}
   - softplus: {}
   - conv: {name: c5, out: 8, kernel: 1}
-  - relu6: {}
+  - relu6: {name: r6}
+  - global_avgpool: {name: squeeze}          # squeeze-and-excitation gate
+  - conv: {name: se1, out: 4, kernel: 1}
+  - relu: {}
+  - conv: {name: se2, out: 8, kernel: 1}
+  - hardsigmoid: {name: gate}
+  - multiply: {from: [r6, gate]}
   - global_avgpool: {}
   - flatten: {}
   - linear: {name: fc1, out: 8}

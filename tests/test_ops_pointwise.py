@@ -63,6 +63,9 @@ CASES = [
     ("add", [X4, X4], {}, {}),
     ("add", [X4, X4, X4], {}, dict(needs=(0, 2))),
     ("add", [X4, X4], {"act": "relu"}, {}),
+    ("mul", [X4, (4, 6, 1, 1)], {}, {}),          # a squeeze-and-excitation channel gate
+    ("mul", [X4, (4, 1, 5, 5)], {}, {}),          # a spatial map
+    ("mul", [X4, X4], {}, dict(needs=(1,))),
     ("add", [X4, X4, X4], {"act": "relu"}, dict(needs=(0, 2))),
     ("concat", [X4, (4, 2, 5, 5)], {}, {}),
     ("axpy", [X4, X4], {"a": 0.5}, {}),

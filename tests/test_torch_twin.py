@@ -95,6 +95,8 @@ layers:
   - concat: {name: cat, from: [proj, c3]}
   - layernorm: {name: ln}
   - tanh: {name: act4}
+  - global_avgpool: {name: sqz}
+  - multiply: {name: gated, from: [act4, sqz]}
   - relu6: {name: act7}
   - hardswish: {name: act8}
   - silu: {name: act9}

@@ -133,6 +133,56 @@ class Add(Op):
         _parallel.run(run, len(parts))
 
 
+def _gate_subscripts(y_shape, g_shape) -> tuple[str, tuple]:
+    """einsum "abcd,abcd->kept" summing the dims where the gate broadcasts, and the shape
+    of the gate gradient viewed without them."""
+    letters = "abcdefgh"[:len(y_shape)]
+    kept = [i for i, (n, m) in enumerate(zip(y_shape, g_shape)) if m == n]
+    return (f"{letters},{letters}->{''.join(letters[i] for i in kept)}",
+            tuple(y_shape[i] for i in kept))
+
+
+@register_op
+class Mul(Op):
+    """mul: y = x * g; g (same rank) broadcasts where its dims are 1 (a channel gate
+    (N, C, 1, 1), a spatial map (N, 1, H, W)).  Backward dx = dy * g; dg = dy * x summed over
+    g's broadcast dims (one einsum with out=, no temporaries)."""
+    name = "mul"
+    inputs = ("x", "g")
+
+    def out_shape(self, in_shapes, attrs):
+        x, g = (tuple(s) for s in in_shapes)
+        if len(x) != len(g) or any(b not in (1, c) for c, b in zip(x, g)):
+            raise ValueError(f"mul: {g} does not broadcast to {x}")
+        return x
+
+    def ref_forward(self, xs, attrs, train=False, rng=None):
+        return xs[0] * xs[1], {}
+
+    def ref_backward(self, xs, y, saved, dy, attrs):
+        x, g = xs
+        axes = tuple(i for i, (n, m) in enumerate(zip(x.shape, g.shape)) if m != n)
+        return [dy * g, (dy * x).sum(axis=axes, keepdims=True)]
+
+    def forward(self, xs, y, saved, ws, attrs, train, rng=None):
+        x, g = xs
+        parts = _batch_parts(y)
+        _parallel.run(lambda p: np.multiply(x[slice(*parts[p])], g[slice(*parts[p])],
+                                            out=y[slice(*parts[p])]), len(parts))
+
+    def backward(self, xs, y, saved, dy, dxs, ws, attrs):
+        x, g = xs
+        dx, dg = dxs
+        if dx is not None:
+            np.multiply(dy, g, out=dx)
+        if dg is not None:
+            if dg.shape == dy.shape:
+                np.multiply(dy, x, out=dg)
+            else:
+                sub, kept = _gate_subscripts(dy.shape, dg.shape)
+                np.einsum(sub, dy, x, out=dg.reshape(kept))
+
+
 @register_op
 class Concat(Op):
     """Concatenation along axis 1 (channels / features).  Backward slices dy."""

@@ -1,5 +1,5 @@
 """Merging and resampling family: add (residual sum, with automatic shortcut projection),
-concat (along channels), upsample, center_crop (U-Net skip cropping), shortcut_pad
+multiply (gates: squeeze-and-excitation), concat (along channels), upsample, center_crop (U-Net skip cropping), shortcut_pad
 (ResNet option A shortcut). No params, no MACs."""
 from __future__ import annotations
 
@@ -51,6 +51,33 @@ class Add(LayerDef):
                     hint="set project: auto/conv_bn/conv/pad to project the shortcut, or fix "
                          "the branch's channels/stride", attr="from")
         return first
+
+    def receptive_field(self, a, in_shapes, rfs):
+        return rf_merge(rfs)
+
+
+@register
+class Multiply(LayerDef):
+    type = "multiply"
+    aliases = ("mul",)
+    family = "merge"
+    arity = 2
+    doc = ("Elementwise product x * g of two inputs; g may broadcast over the dims where it "
+           "has size 1: a channel gate (C, 1, 1) as in squeeze-and-excitation (SENet, "
+           "MobileNet v3, EfficientNet), a spatial map (1, H, W), or the full shape. The first "
+           "input has the output's shape.")
+    attrs: dict = {}
+
+    def output_shape(self, a, in_shapes):
+        x, g = tuple(in_shapes[0]), tuple(in_shapes[1])
+        if len(x) != len(g) or any(b not in (1, c) for c, b in zip(x, g)):
+            raise ShapeError(
+                f"multiply: the second input {fmt_shape(g)} does not broadcast to the first "
+                f"{fmt_shape(x)}",
+                formula="every dim of input 1 equals input 0's or is 1",
+                hint="a gate is (C, 1, 1) or (1, H, W); put the full-size input first in `from`",
+                attr="from")
+        return x
 
     def receptive_field(self, a, in_shapes, rfs):
         return rf_merge(rfs)
