@@ -138,8 +138,10 @@ class AdaptiveAvgPool(LayerDef):
     def receptive_field(self, a, in_shapes, rfs):
         _, h, w = in_shapes[0]
         oh, ow = a["size"]
-        k = tuple(max(-(-((i + 1) * n) // o) - (i * n) // o for i in range(o))
-                  for n, o in ((h, oh), (w, ow)))
+        # the largest window; beyond 4096 outputs (refused later by the size guards) an
+        # upper bound keeps this O(1) for hostile sizes
+        k = tuple(max(-(-((i + 1) * n) // o) - (i * n) // o for i in range(o)) if o <= 4096
+                  else -(-n // o) + 1 for n, o in ((h, oh), (w, ow)))
         return rf_window(rfs[0], k, (h / oh, w / ow), (0, 0))
 
 
