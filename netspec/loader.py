@@ -167,6 +167,10 @@ class _Expander(Resolver):
         out: list[str] = []
         for it in items:
             ref = coerce(self.doc, it, "str", "`outputs` entry")
+            if ref == INPUT:
+                raise self.err(it, "the net input cannot be an output",
+                               "list layer names (add an identity-like layer if you need the "
+                               "input back)", ref)
             prod = self._lookup(ref, self.top)
             if prod is None:
                 raise self.err(it, f"`outputs` names unknown layer {ref!r}",

@@ -80,6 +80,9 @@ def coerce(doc: Document, node: YNode, type_: str, what: str, *, min=None, max=N
 
 def _type_hint(type_: str, node: YNode) -> str | None:
     if isinstance(node, YScalar) and isinstance(node.value, str) and type_ in ("int", "float"):
+        if any(op in node.value for op in "+-*/%") and any(c.isdigit() for c in node.value):
+            return ("arithmetic works only on $arguments inside block bodies (`out: $c * 2`); "
+                    "elsewhere write the number")
         return "write the number without quotes"
     if type_ in ("int2", "pad", "ints", "floats", "float_or_ints") and isinstance(node, YMap):
         return "write a list like [3, 3]"
@@ -93,7 +96,8 @@ def _scalar(doc, node, type_, what, min, max, choices=(), shown=None):
         if type_ == "int":
             if isinstance(v, float) and v.is_integer() and abs(v) < MAX_INT:
                 raise doc.error(node, f"{what} must be an integer, got {show(v)}",
-                                f"write {int(v)}", v)
+                                "use // for integer division" if "/" in getattr(node, "text", "")
+                                else f"write {int(v)}", v)
             bad = isinstance(v, bool) or not isinstance(v, int)
         elif type_ == "float":
             bad = isinstance(v, bool) or not isinstance(v, (int, float))

@@ -344,7 +344,12 @@ def _upsample(e, n, out):
         kw = dict(mode="linear", coordinate_transformation_mode="align_corners"
                   if a.get("align_corners") else "pytorch_half_pixel")
     if a.get("scale"):     # inexact scale: Resize by scales (coordinates map with 1/scale)
-        scales = e.const(np.array([1.0, 1.0, *a["scale"]], np.float32), "scales")
+        # ... except where torch (and our kernels) shortcut: an axis of unchanged size is
+        # copied, and nearest maps a doubled axis by o >> 1 -- whatever the scale says
+        near = a.get("mode", "nearest") == "nearest"
+        sc = [1.0 if o == i else 2.0 if near and o == 2 * i else float(s)
+              for s, i, o in zip(a["scale"], e.shape(n.inputs[0])[2:], a["out_size"])]
+        scales = e.const(np.array([1.0, 1.0, *sc], np.float32), "scales")
         return e.add("Resize", [x, "", scales], out, **kw)
     nc = e.add("Slice", [e.add("Shape", [x]), e.i64([0]), e.i64([2])])
     sizes = e.add("Concat", [nc, e.i64(list(a["out_size"]))], axis=0)

@@ -389,6 +389,25 @@ def test_zoo_specs_match_published_figures(name):
     assert r.total_params == params and round(r.total_macs / 1e9, 3) == gmacs
 
 
+def test_receptive_field_through_a_gate_keeps_the_feature_grid():
+    """multiply (squeeze-and-excitation): the output is on input 0's grid (its jump and
+    start); the global-pool gate only widens the size to the whole image."""
+    from netspec import load
+    rep = check(load("""netspec: 1
+name: se
+input: [8, 32, 32]
+layers:
+  - conv: {name: x, out: 8, kernel: 3, pad: 1}
+  - global_avgpool: {}
+  - sigmoid: {}
+  - multiply: {name: gated, from: [x, -1]}
+  - conv: {name: after, out: 8, kernel: 3, stride: 2, pad: 1}
+"""))
+    g, a = rep.layer("gated").receptive_field, rep.layer("after").receptive_field
+    assert g.jump == (1, 1) and g.start == rep.layer("x").receptive_field.start
+    assert g.size[0] >= 32 and a.jump == (2, 2) and a.size == (g.size[0] + 2, g.size[1] + 2)
+
+
 def test_weight_and_bias_init_attrs():
     """weight_init / bias_init on layers with weights: the ParamSpec init strings, the arrays
     the compiler draws from them (std of a big tensor within 5 %), and located errors."""
@@ -418,6 +437,9 @@ layers:
     assert abs(p["u.weight_v"].std() / (0.5 / np.sqrt(3)) - 1) < 0.05
     fan_in, fan_out = 64 * 7 * 7, 200                           # up: 4x4 -> 7x7
     assert abs(p["fc.weight"].std() / np.sqrt(2 / (fan_in + fan_out)) - 1) < 0.05
+    with pytest.raises(SpecError, match="bias_init is set but the layer has no bias"):
+        check(load(text.replace("bias: false, weight_init: {normal: 0.02}",
+                                "bias: false, bias_init: 0.5")))
     for bad, msg in (("hee", "unknown weight_init 'hee'"), ("{normal: -1}", "needs a finite number > 0"),
                      ("{normal: 1, uniform: 2}", "unknown weight_init")):
         with pytest.raises(SpecError, match=msg) as e:

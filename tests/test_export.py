@@ -161,6 +161,23 @@ def test_onnx_every_exportable_op_matches_the_ir_reference():
     assert "shortcut_pad" in {n.op for n in g.nodes}
 
 
+@pytest.mark.parametrize("mode,hw,scale", [("nearest", (3, 5), 1.3), ("nearest", (5, 5), 2.1),
+                                           ("bilinear", (3, 5), 1.3), ("bilinear", (5, 5), 2.1)])
+def test_onnx_inexact_upsample_matches_the_compiled_net(mode, hw, scale, tmp_path):
+    """Resize by scales, with torch's shortcuts per axis (unchanged size copied; nearest x2)."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    import compiler
+    from runtime.export import export_onnx, onnx_forward
+    spec = netspec.load(f"netspec: 1\nname: u\ninput: [2, {hw[0]}, {hw[1]}]\nlayers:\n"
+                        f"  - conv: {{name: c, out: 2, kernel: 1}}\n"
+                        f"  - upsample: {{scale: {scale}, mode: {mode}}}\n")
+    net = compiler.compile(spec, batch_size=3, train=False, seed=0)
+    path = export_onnx(spec, {**net.params, **net.buffers}, tmp_path / "u.onnx")
+    x = np.random.default_rng(0).standard_normal((3, 2, *hw)).astype(np.float32)
+    np.testing.assert_allclose(onnx_forward(path, x), net.forward(x), rtol=1e-5, atol=1e-5)
+
+
 def test_onnx_refuses_unexportable_layer_and_bad_weights():
     pytest.importorskip("onnx")
     spec = netspec.load("netspec: 1\nname: lc\ninput: [1, 6, 6]\nlayers:\n"

@@ -410,6 +410,11 @@ layers:
 """
 
 
+def test_outputs_cannot_name_the_net_input(fake):
+    e = err("layers:\n  - relu: {name: r}\noutputs: [r, input]\n")
+    assert e.message == "the net input cannot be an output" and (e.line, e.col) == (6, 14)
+
+
 def test_block_argument_arithmetic():
     s = spec(ARITH)
     c1, c2 = s.layers[1], s.layers[2]

@@ -339,6 +339,24 @@ def test_torch_upsample_scale_factor(mode, scale, ac, dtype):
                    lambda x: F.interpolate(x, scale_factor=scale, mode=mode, **kw), dtype=dtype, tol=tol)
 
 
+@pytest.mark.torch
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+@pytest.mark.parametrize("hw,scale", [((3, 5), 1.3), ((5, 5), 2.1), ((2, 9), (1.2, 0.7))])
+def test_torch_upsample_scale_shortcuts(mode, hw, scale):
+    """torch's shortcuts under scale_factor: an axis whose size does not change is copied
+    (3 * 1.3 -> 3), and nearest maps a doubled axis by o >> 1 (5 * 2.1 -> 10)."""
+    import compiler
+    import netspec
+    torch = _torch()
+    sc = scale if isinstance(scale, tuple) else (scale, scale)
+    spec = netspec.load(f"netspec: 1\nname: u\ninput: [2, {hw[0]}, {hw[1]}]\nlayers:\n"
+                        f"  - upsample: {{scale: [{sc[0]}, {sc[1]}], mode: {mode}}}\n")
+    net = compiler.compile(spec, batch_size=2, train=False, dtype=np.float64)
+    x = np.arange(2 * 2 * hw[0] * hw[1], dtype=np.float64).reshape(2, 2, *hw)
+    want = torch.nn.functional.interpolate(torch.tensor(x), scale_factor=sc, mode=mode)
+    np.testing.assert_allclose(net.forward(x), want.numpy(), rtol=1e-12, atol=1e-12)
+
+
 def test_upsample_scale_reaches_the_op_only_when_inexact():
     import compiler
     import netspec

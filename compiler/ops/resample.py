@@ -40,6 +40,8 @@ def linear_tables(size_in, size_out, align_corners, dtype, scale_factor=None):
     in ``dtype`` like torch's area_pixel_compute_scale / source_index / guard_index_and_lambda
     (``scale_factor``: 1/scale_factor is the coordinate scale unless align_corners)."""
     t = np.dtype(dtype).type
+    if size_out == size_in:
+        scale_factor = None      # torch leaves an axis of unchanged size alone, whatever the scale
     if align_corners:
         scale = t(size_in - 1) / t(size_out - 1) if size_out > 1 else t(0)
     elif scale_factor:

@@ -69,6 +69,9 @@ def apply_init(pspecs: list[ParamSpec], attrs: dict) -> list[ParamSpec]:
     b = attrs.get("bias_init")
     if b is not None and not math.isfinite(float(b)):
         raise ShapeError(f"bias_init must be finite, got {b!r}", attr="bias_init")
+    if b is not None and not any(p.name == "bias" and p.kind == "param" for p in pspecs):
+        raise ShapeError("bias_init is set but the layer has no bias", hint="remove bias_init "
+                         "or set `bias: true`", attr="bias_init")
     out = []
     for p in pspecs:
         if w is not None and p.kind == "param" and p.name in WEIGHTS:

@@ -80,7 +80,10 @@ class Multiply(LayerDef):
         return x
 
     def receptive_field(self, a, in_shapes, rfs):
-        return rf_merge(rfs)
+        # the output lives on input 0's grid (jump, start); a gate only widens what each
+        # position depends on (a global-pool gate: the whole image)
+        size = tuple(max(r.size[i] for r in rfs) for i in range(2))
+        return RF(size, rfs[0].jump, rfs[0].start)
 
 
 @register
