@@ -101,16 +101,16 @@ class Add(Op):
 
         def run(p):
             sl = slice(*parts[p])
-            last = xs[1] if len(xs) == 2 else xs[-1]
-            first = xs[0][sl] if len(xs) == 2 else y[sl]
-            if len(xs) > 2:
+            acc = xs[0][sl]
+            if len(xs) > 2:        # y = x0 + ... + x[n-2]; the last add carries the ReLU
                 np.add(xs[0][sl], xs[1][sl], out=y[sl])
                 for x in xs[2:-1]:
                     np.add(y[sl], x[sl], out=y[sl])
+                acc = y[sl]
             if relu:
-                k.add_relu(first.reshape(-1), last[sl].reshape(-1), y[sl].reshape(-1))
+                k.add_relu(acc.reshape(-1), xs[-1][sl].reshape(-1), y[sl].reshape(-1))
             else:
-                np.add(first, last[sl], out=y[sl])
+                np.add(acc, xs[-1][sl], out=y[sl])
         parts = _batch_parts(y)
         _parallel.run(run, len(parts))
 
