@@ -17,10 +17,10 @@ from .autodiff import differentiate
 from .codegen.cpu import print_step_module
 from .codegen.kernel_cache import import_path, write_module
 from .init import init_array
-from .outputs import main_output
 from .ir import Graph, format_graph
 from .lower import lower
 from .ops import OPS
+from .outputs import main_output
 from .passes import pipeline
 from .threads import blas_limit
 
