@@ -364,7 +364,10 @@ class _Expander(Resolver):
                     raise self.err(fm.key_loc(k), f"`first` sets unknown argument {k!r} of "
                                    f"block {bd.name!r}", did_you_mean(k, bd.args), k, scope)
                 first[k] = self._argval(bd.args[k], v, bd)
+        tmpl = self._name_template(a, repeat, scope)
         full = scope.prefix + self._name(a, bd.name, scope, index)
+        if tmpl is not None:      # `name: denselayer{i}`: instances denselayer1, denselayer2, ...
+            full = scope.prefix + tmpl.replace("{i}", "")
         self._claim(full, "block instance", tloc, scope, a.get("name"))
         src = self._inputs(a.get("from"), scope)
         if len(src) != 1:
@@ -374,6 +377,8 @@ class _Expander(Resolver):
         self.stack.append(bd.name)
         for r in range(repeat or 1):
             inst = f"{full}.{r}" if repeat is not None else full
+            if tmpl is not None:
+                inst = scope.prefix + tmpl.replace("{i}", str(r + 1))
             sub = Scope(prefix=inst + ".", input=cur, outs=[cur], parent=scope,
                         env=first if r == 0 else env, block=bd.name,
                         trace=scope.trace + (tloc,), freeze=fr, lr_mult=lr)
@@ -384,6 +389,23 @@ class _Expander(Resolver):
         self.stack.pop()
         self._define(full, cur, tloc, scope, a.get("name"))
         scope.outs.append(cur)
+
+    def _name_template(self, a: dict, repeat, scope: Scope) -> str | None:
+        """A repeated instance named with ``{i}`` (``denselayer{i}``: torchvision DenseNet's
+        1-based, separator-free names) -> the template; ``a["name"]`` is replaced by its
+        first instance's name so the usual name rules check it."""
+        node = a.get("name")
+        if not (isinstance(node, YScalar) and isinstance(node.value, str) and "{i}" in node.value):
+            return None
+        if repeat is None:
+            raise self.err(node, "`{i}` in a name numbers the repetitions of `repeat`",
+                           "add `repeat: N`, or remove `{i}`", node.value, scope)
+        rest = node.value.replace("{i}", "")
+        if node.value.count("{i}") != 1 or "{" in rest or "}" in rest or not rest or rest.endswith("."):
+            raise self.err(node, f"invalid name template {node.value!r}",
+                           "use {i} once, after a name: `denselayer{i}`", node.value, scope)
+        a["name"] = YScalar(node.loc, node.value.replace("{i}", "1"), node.text)
+        return node.value
 
     def _argval(self, arg: BlockArg, node: YNode, bd: BlockDef) -> YNode:
         v = coerce(self.doc, node, arg.type, f"argument {arg.name!r} of block {bd.name!r}")

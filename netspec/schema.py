@@ -23,7 +23,7 @@ from .loader import SPEC_NAME, TOP_KEYS
 from .train_schema import OMIT, TRAIN, Choice, Enum, Field, Group, ListOf
 
 INT = {"type": "integer"}
-NAME_PATTERN = r"^([A-Za-z_][A-Za-z0-9_]*|0|[1-9][0-9]*)(\.([A-Za-z_][A-Za-z0-9_]*|0|[1-9][0-9]*))*$"
+NAME_PATTERN = r"^([A-Za-z_][A-Za-z0-9_]*|0|[1-9][0-9]*)(\.([A-Za-z_][A-Za-z0-9_]*|0|[1-9][0-9]*))*(\{i\})?$"
 ARGREF = {"type": "string", "pattern": r"^[-+*/%().0-9eE\s]*\$[A-Za-z_][A-Za-z0-9_]*[-+*/%().0-9eE\s$A-Za-z_]*$",
           "description": "a block argument ($name) or arithmetic on arguments ($growth * 4)"}
 

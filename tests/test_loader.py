@@ -410,6 +410,21 @@ layers:
 """
 
 
+def test_repeat_name_template_gives_torchvision_densenet_names():
+    """`name: denselayer{i}` with repeat: instances denselayer1..N (1-based, no separator);
+    the group name without {i} stands for the last instance."""
+    body = ("blocks:\n  dl:\n    layers:\n      - relu: {name: r}\n"
+            "layers:\n  - dl: {name: \"denselayer{i}\", repeat: 3}\n  - relu: {from: denselayer}\n")
+    s = spec(body)
+    assert names(s)[:3] == ["denselayer1.r", "denselayer2.r", "denselayer3.r"]
+    assert s.layers[3].inputs == ["denselayer3.r"]
+    e = err(body.replace(", repeat: 3", ""))
+    assert "`{i}` in a name numbers the repetitions" in e.message and e.line == 9
+    for bad in ("{i}", "a{i}{i}", "a.{i}"):
+        e = err(body.replace("denselayer{i}", bad))
+        assert "invalid name template" in e.message or "invalid layer name" in e.message, bad
+
+
 def test_outputs_cannot_name_the_net_input(fake):
     e = err("layers:\n  - relu: {name: r}\noutputs: [r, input]\n")
     assert e.message == "the net input cannot be an output" and (e.line, e.col) == (6, 14)
