@@ -173,14 +173,14 @@ class Mul(Op):
     def backward(self, xs, y, saved, dy, dxs, ws, attrs):
         x, g = xs
         dx, dg = dxs
-        if dx is not None:
-            np.multiply(dy, g, out=dx)
-        if dg is not None:
+        if dg is not None:        # first: dg reads dy, which dx may overwrite were they aliased
             if dg.shape == dy.shape:
                 np.multiply(dy, x, out=dg)
             else:
                 sub, kept = _gate_subscripts(dy.shape, dg.shape)
                 np.einsum(sub, dy, x, out=dg.reshape(kept))
+        if dx is not None:
+            np.multiply(dy, g, out=dx)
 
 
 @register_op
