@@ -22,13 +22,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from compiler.outputs import main_output
-
-
-def _softmax(z):
-    z = np.asarray(z, np.float64).reshape(len(z), -1)
-    z = z - z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+from .train_utils import softmax
 
 
 def _arrays(src) -> dict:
@@ -59,7 +53,7 @@ def member_probs(net, sources: Sequence, x: np.ndarray) -> list[np.ndarray]:
         out = []
         for s in sources:
             _load(net, _arrays(s))
-            out.append(_softmax(main_output(net.forward(x, train=False))))
+            out.append(softmax(main_output(net.forward(x, train=False))))
         return out
     finally:
         net.load_params(own)

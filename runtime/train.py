@@ -28,14 +28,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from compiler.outputs import main_output
 from . import data as D
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint
 from .distributed import DistContext, train_step   # [distributed]
+from .ensemble import evaluate_ensemble
 from .preprocess import Preprocessor
 from .schedules import make_schedule
-from .train_utils import (EMA, data_config, evaluate, net_arrays, restore_net, softmax,
-                          weights_of, load_weights, write_metrics)
+from .train_utils import (EMA, data_config, evaluate, load_weights, net_arrays, restore_net,
+                          weights_of, write_metrics)
 
 PLOT_EVERY_S = 20.0   # curves.png is redrawn at most this often during a run, and at its end
 
@@ -487,21 +487,7 @@ class _Run:
                 self.ema.swap_out(self.net)
         if self.snapshots and len(self.yte):
             s["snapshots"] = list(self.snapshots)
-            s["ensemble_test_accuracy"] = ensemble_accuracy(
-                self.net, [self.out / p for p in self.snapshots], self.xte, self.yte)
+            s["ensemble_test_accuracy"] = evaluate_ensemble(
+                self.net, [self.out / p for p in self.snapshots], self.xte, self.yte)["ensemble"]
         _write_json(self.out / "summary.json", s)
         return s
-
-
-def ensemble_accuracy(net, paths, x, y) -> float:
-    """Accuracy of the average of the members' softmax probabilities; restores the net's
-    own weights afterwards."""
-    own = weights_of(net)
-    try:
-        probs = 0.0
-        for p in paths:
-            load_weights(net, load_checkpoint(p)[0])
-            probs = probs + softmax(main_output(net.forward(x, train=False)))
-    finally:
-        load_weights(net, own)
-    return float(np.mean(np.argmax(probs, axis=1) == y))
