@@ -10,9 +10,7 @@ from __future__ import annotations
 from typing import Callable
 
 from .ir import Graph, Node, Value, check_graph, freeze_attrs
-
-ACTIVATIONS = {"relu", "sigmoid", "tanh", "leaky_relu", "elu", "relu6", "hardsigmoid", "hardswish",
-               "silu", "gelu", "softplus"}
+from .ops.activation import KINDS as ACTIVATIONS     # layer types lowered to one activation op
 
 
 class LowerError(Exception):

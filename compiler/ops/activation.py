@@ -16,8 +16,6 @@ from compiler.ops.elementwise import SPLIT_MIN, empty, kernels, opt, view
 
 import math
 
-KINDS = ("relu", "sigmoid", "tanh", "leaky_relu", "elu", "relu6", "hardsigmoid", "hardswish",
-         "silu", "gelu", "softplus")
 FROM_Y = {"relu", "sigmoid", "tanh", "relu6", "hardsigmoid"}   # derivative from y alone
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 
@@ -26,8 +24,14 @@ def _sig(x):
     return 1.0 / (1.0 + np.exp(-x))
 
 
-# numpy references: forward f(x) and derivative f'(x) (PyTorch's choices at the kinks)
+# numpy references, one row per kind: forward f(x) and derivative f'(x) (PyTorch's choices
+# at the kinks); attrs a: slope (leaky_relu), alpha (elu)
 REF_F = {
+    "relu": lambda x, a: np.maximum(x, 0),
+    "sigmoid": lambda x, a: _sig(x),
+    "tanh": lambda x, a: np.tanh(x),
+    "leaky_relu": lambda x, a: np.where(x > 0, x, a.get("slope", 0.01) * x),
+    "elu": lambda x, a: np.where(x > 0, x, a.get("alpha", 1.0) * np.expm1(np.minimum(x, 0))),
     "relu6": lambda x, a: np.clip(x, 0, 6),
     "hardsigmoid": lambda x, a: np.clip(x + 3, 0, 6) / 6,
     "hardswish": lambda x, a: x * np.clip(x + 3, 0, 6) / 6,
@@ -36,6 +40,11 @@ REF_F = {
     "softplus": lambda x, a: np.where(x > 20, x, np.log1p(np.exp(np.minimum(x, 20)))),
 }
 REF_D = {
+    "relu": lambda x, a: (x > 0).astype(x.dtype),
+    "sigmoid": lambda x, a: _sig(x) * (1 - _sig(x)),
+    "tanh": lambda x, a: 1 - np.tanh(x) ** 2,
+    "leaky_relu": lambda x, a: np.where(x > 0, 1.0, a.get("slope", 0.01)),
+    "elu": lambda x, a: np.where(x > 0, 1.0, a.get("alpha", 1.0) * np.exp(np.minimum(x, 0))),
     "relu6": lambda x, a: ((x > 0) & (x < 6)).astype(float),
     "hardsigmoid": lambda x, a: ((x > -3) & (x < 3)) / 6.0,
     "hardswish": lambda x, a: np.where(x <= -3, 0.0, np.where(x < 3, x / 3 + 0.5, 1.0)),   # torch 2.13
@@ -43,6 +52,7 @@ REF_D = {
     "gelu": lambda x, a: 0.5 * (1 + _erf(x / math.sqrt(2))) + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi),
     "softplus": lambda x, a: np.where(x > 20, 1.0, _sig(np.minimum(x, 20))),
 }
+KINDS = tuple(REF_F)
 
 
 def _flat_parts(n):
@@ -85,37 +95,12 @@ class Activation(Op):
         return ("y",) if _from_y(attrs) else ("x",)
 
     def ref_forward(self, xs, attrs, train=False, rng=None):
-        x, kind = xs[0], attrs.get("kind", "relu")
-        if kind in REF_F:
-            y = REF_F[kind](x, attrs)
-        elif kind == "relu":
-            y = np.maximum(x, 0)
-        elif kind == "sigmoid":
-            y = 1.0 / (1.0 + np.exp(-x))
-        elif kind == "tanh":
-            y = np.tanh(x)
-        elif kind == "leaky_relu":
-            y = np.where(x > 0, x, attrs.get("slope", 0.01) * x)
-        else:
-            y = np.where(x > 0, x, attrs.get("alpha", 1.0) * np.expm1(np.minimum(x, 0)))
-        return y.astype(x.dtype, copy=False), {}
+        x = xs[0]
+        return REF_F[attrs.get("kind", "relu")](x, attrs).astype(x.dtype, copy=False), {}
 
     def ref_backward(self, xs, y, saved, dy, attrs):
-        x, kind = xs[0], attrs.get("kind", "relu")
-        if kind in REF_D:
-            d = REF_D[kind](x, attrs)
-        elif kind == "relu":
-            d = (x > 0).astype(x.dtype)
-        elif kind == "sigmoid":
-            s = 1.0 / (1.0 + np.exp(-x))
-            d = s * (1 - s)
-        elif kind == "tanh":
-            d = 1 - np.tanh(x) ** 2
-        elif kind == "leaky_relu":
-            d = np.where(x > 0, 1.0, attrs.get("slope", 0.01))
-        else:
-            d = np.where(x > 0, 1.0, attrs.get("alpha", 1.0) * np.exp(np.minimum(x, 0)))
-        return [(dy * d).astype(x.dtype, copy=False)]
+        x = xs[0]
+        return [(dy * REF_D[attrs.get("kind", "relu")](x, attrs)).astype(x.dtype, copy=False)]
 
     def _k(self, attrs):
         return kernels("activation", kind=attrs.get("kind", "relu"), from_y=_from_y(attrs))
