@@ -8,8 +8,8 @@ PyTorch (optional) runs the same architecture (built generically from the checke
 channels_last; the faster of the two is the competitor the ratio is computed against.
 
 The machines are shared, so the candidates are measured *interleaved*: every round runs one
-timed window (``steps`` calls) of each candidate in turn, and a candidate's time is the
-minimum over rounds (what the code can do when the neighbours leave it a core; a median
+timed window of each candidate in turn (a few untimed calls, then at least ``steps`` calls
+and 50 ms: see ``_interleaved``), and a candidate's time is the minimum over rounds (what the code can do when the neighbours leave it a core; a median
 mostly measures the neighbours).  Medians are reported too.  Only ratios measured in one
 run mean anything: the machine type varies between sessions.
 """
@@ -22,18 +22,33 @@ import time
 import numpy as np
 
 
-def _interleaved(fns: dict, steps: int, windows: int, warmup: int) -> dict:
-    """{name: (min, median) seconds per call} over ``windows`` interleaved rounds."""
-    for fn in fns.values():
+def _interleaved(fns: dict, steps: int, windows: int, warmup: int, min_window_s: float = 0.05) -> dict:
+    """{name: (min, median) seconds per call} over ``windows`` interleaved rounds.
+
+    Every window starts with ``warmup`` untimed calls of its own candidate, then times
+    ``steps`` calls or more, so that a window lasts at least ``min_window_s``.  Why: right
+    after a PyTorch window its OpenMP workers keep spinning for a while and the caches hold
+    its tensors, so the first calls of whoever runs next are slow (measured: our LeNet-5
+    step took 8.2, 3.2, 2.9 ms for its first three calls after a torch window, then 2.5-2.7;
+    with 3-call windows and no re-warm-up that artefact alone made it 4.0 ms).  Torch's own
+    times are the same either way."""
+    per_call = {}
+    for k, fn in fns.items():
         for _ in range(warmup):
             fn()
+        t = time.perf_counter()
+        fn()
+        per_call[k] = time.perf_counter() - t
+    reps = {k: max(steps, int(min_window_s / max(v, 1e-6)) + 1) for k, v in per_call.items()}
     per = {k: [] for k in fns}
     for _ in range(windows):
         for k, fn in fns.items():
-            t = time.perf_counter()
-            for _ in range(steps):
+            for _ in range(warmup):
                 fn()
-            per[k].append((time.perf_counter() - t) / steps)
+            t = time.perf_counter()
+            for _ in range(reps[k]):
+                fn()
+            per[k].append((time.perf_counter() - t) / reps[k])
     return {k: (min(v), statistics.median(v)) for k, v in per.items()}
 
 
@@ -103,7 +118,8 @@ def bench_spec(spec, batch_size: int, threads: int | None = None, steps=3, windo
     load0 = os.getloadavg()[0]
     m = _interleaved(fns, steps, windows, warmup)
     res = {"name": spec.name, "batch_size": batch_size, "threads": threads,
-           "method": f"min over {windows} interleaved windows of {steps} calls",
+           "method": f"min over {windows} interleaved windows of >= {steps} calls (>= 50 ms), "
+                     f"each after {warmup} untimed calls",
            "loadavg": [load0, os.getloadavg()[0]],
            "ours": {"compile_and_first_call_s": compile_s,
                     "train_step_ms": m["ours/train"][0] * 1e3, "train_step_median_ms": m["ours/train"][1] * 1e3,
