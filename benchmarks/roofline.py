@@ -72,11 +72,13 @@ def sgemm_roofs(reps: int = 10) -> dict:
     return out
 
 
-def _flops(op, xs, out_shape, dxs=None):
+def _flops(op, xs, out_shape, attrs, dxs=None):
     """FLOPs of one launcher call (conv2d / linear), or None for other ops."""
     if op == "conv2d":
+        from compiler.ops.conv import conv_out_hw
         x, w = xs[0], xs[1]
-        N, O, OH, OW = out_shape
+        N, O = out_shape[:2]
+        OH, OW = conv_out_hw(*x.shape[2:], *w.shape[2:], attrs)    # before a fused pool
         per = 2 * N * O * w.shape[1] * w.shape[2] * w.shape[3] * OH * OW
         if dxs is None:
             return per
@@ -111,7 +113,7 @@ def profile(spec: str, batch: int, windows: int) -> dict:
             k = key(op.name, "fwd", xs, attrs)
             times[k] += time.perf_counter() - t
             calls[k] += 1
-            flops[k] = _flops(op.name, xs, y.shape)
+            flops[k] = _flops(op.name, xs, y.shape, attrs)
 
         def bwd(xs, y, saved, dy, dxs, ws, attrs):
             t = time.perf_counter()
@@ -119,7 +121,7 @@ def profile(spec: str, batch: int, windows: int) -> dict:
             k = key(op.name, "bwd", xs, attrs)
             times[k] += time.perf_counter() - t
             calls[k] += 1
-            flops[k] = _flops(op.name, xs, y.shape, dxs)
+            flops[k] = _flops(op.name, xs, y.shape, attrs, dxs)
         op.forward, op.backward = fwd, bwd
 
     for op in OPS.values():

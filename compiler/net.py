@@ -278,15 +278,15 @@ class CompiledNet:
         return out
 
 
-def _build_graphs(report, batch_size, train, loss_cfg, frozen):
+def _build_graphs(report, batch_size, train, loss_cfg, frozen, target="cpu"):
     graphs = {}
     g = lower(report, batch_size)
-    graphs["eval"] = pipeline.run(g, pipeline.INFERENCE)
+    graphs["eval"] = pipeline.run(g, pipeline.INFERENCE, target)
     if train:
         g = lower(report, batch_size, loss=loss_cfg)
-        g = pipeline.run(g, pipeline.TRAIN_FORWARD)
+        g = pipeline.run(g, pipeline.TRAIN_FORWARD, target)
         g = differentiate(g, frozen=frozen)
-        graphs["train"] = pipeline.run(g, pipeline.TRAIN_BACKWARD)
+        graphs["train"] = pipeline.run(g, pipeline.TRAIN_BACKWARD, target)
     return graphs
 
 
@@ -315,7 +315,7 @@ def compile(spec, backend: str = "cpu", batch_size: int = 64, train: bool = True
     loss_cfg = loss or tcfg.get("loss") or {"softmax_cross_entropy": {"label_smoothing": 0.0}}
     frozen = {full for L in report.layers if getattr(L, "freeze", False) for full, ps in L.param_specs
               if ps.kind == "param"}
-    graphs = _build_graphs(report, batch_size, train, loss_cfg, frozen)
+    graphs = _build_graphs(report, batch_size, train, loss_cfg, frozen, backend)
 
     # ---- refuse what will not fit, before allocating anything big
     opt_cfg = {**tcfg, "optimizer": optimizer} if optimizer else tcfg

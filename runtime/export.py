@@ -154,7 +154,7 @@ def inference_graph(spec, batch_size: int = 1):
         if not hasattr(spec, "layers"):
             spec = netspec.load(spec)
         report = netspec.check(spec)
-    return pipeline.run(lower(report, batch_size), pipeline.INFERENCE), report
+    return pipeline.run(lower(report, batch_size), pipeline.INFERENCE, "onnx"), report
 
 
 class _Emitter:

@@ -74,3 +74,62 @@ def test_parallel_run_propagates_errors_and_splits():
     assert out.tolist() == [1, 2]
     parallel.run(lambda i: out.__setitem__(i, 7), 2)     # the pool still works afterwards
     assert out.tolist() == [7, 7]
+
+
+# conv + fused non-overlapping max pool (passes/fuse_maxpool.py): odd conv outputs (the
+# floor-mode pool drops the last row/column), the kernel-row, per-tap and stride-2 kernels,
+# the 2x2 fast path and the general window; argmax must equal maxpool2d's exactly
+POOL_CASES = [
+    ([(3, 2, 9, 9), (4, 2, 5, 5), (4,)], dict(conv(pad=(2, 2, 2, 2), act="relu"), pool=(2, 2))),
+    ([(3, 12, 9, 8), (5, 12, 3, 2), None], dict(conv(pad=(1, 0, 2, 1), dilation=(2, 1)), pool=(3, 2))),
+    ([(3, 5, 9, 7), (6, 5, 3, 3), (6,)], dict(conv(stride=(2, 2), pad=(1, 1, 1, 1), act="relu"), pool=(2, 2))),
+]
+
+
+@pytest.mark.parametrize("split", [False, True])
+@pytest.mark.parametrize("shapes,attrs", POOL_CASES, ids=[str(i) for i in range(len(POOL_CASES))])
+def test_wide_conv_with_fused_pool(monkeypatch, shapes, attrs, split):
+    import compiler.ops.conv_wide as CW
+    from compiler.ops import parallel
+    if split:
+        monkeypatch.setattr(CW, "PAR_MIN_MACS", 0)
+        monkeypatch.setattr(CW, "WIDE_BUDGET", 1)
+        monkeypatch.setattr(parallel, "WORKERS", 2)
+    res = check_op("conv2d", shapes, attrs, train=True, gradcheck=not split)
+    assert res["fwd"] <= 1e-4 and res["bwd"] <= 1e-4
+    res = check_op("conv2d", shapes, attrs, train=True, gradcheck=False, needs=(1,))
+    assert res["bwd"] <= 1e-4
+    res = check_op("conv2d", shapes, attrs, train=False, gradcheck=False, needs=())   # eval: no argmax
+    assert res["fwd"] <= 1e-4
+
+
+def test_fused_pool_ties_and_nans_follow_maxpool2d():
+    """All-negative windows under ReLU (ties at 0) and NaNs pick the same tap, and give the
+    same values, as the separate relu -> maxpool2d."""
+    from compiler.ops import OPS
+    x = np.zeros((2, 1, 6, 6), np.float32)
+    x[0, 0, 1, 1] = np.nan
+    x[1, 0, 2:4, 2:4] = -1.0
+    x[1, 0, 0, 1] = 2.0
+    w = np.ones((2, 1, 1, 1), np.float32)
+    w[1] = -1
+    b = np.array([0.0, 0.5], np.float32)
+    attrs = dict(conv(act="relu"), pool=(2, 2))
+    op = OPS["conv2d"]
+    shapes = [x.shape, w.shape, b.shape]
+    y = np.full(op.out_shape(shapes, attrs), 7, np.float32)
+    arg = np.full(y.shape, -5, np.int32)
+    ws = {k: np.full(v, np.nan, np.float32) for k, v in op.workspace(shapes, attrs).items()}
+    op.forward([x, w, b], y, {"argmax": arg}, ws, attrs, True)
+    # the unfused kernels: conv + relu, then the maxpool2d op
+    pre = np.empty((2, 2, 6, 6), np.float32)
+    ws0 = {k: np.full(v, np.nan, np.float32) for k, v in op.workspace(shapes, conv(act="relu")).items()}
+    op.forward([x, w, b], pre, {}, ws0, conv(act="relu"), True)
+    p = OPS["maxpool2d"]
+    pa = dict(kernel=(2, 2), stride=(2, 2), pad=(0, 0, 0, 0), dilation=(1, 1), ceil_mode=False)
+    yp = np.empty_like(y)
+    ap = np.empty_like(arg)
+    p.forward([pre], yp, {"argmax": ap}, {}, pa, True)
+    np.testing.assert_array_equal(y, yp)             # NaN positions included
+    np.testing.assert_array_equal(arg, ap)
+    assert y[1, 0, 1, 1] == 0.0 and arg[1, 0, 1, 1] == 2 * 6 + 2    # tie at 0: the first tap

@@ -2,7 +2,10 @@
 
 Attrs (canonical): ``stride`` (sh, sw), ``pad`` (top, bottom, left, right), ``dilation``
 (dh, dw), ``groups``, ``act`` ("none" | "relu": fused epilogue y = relu(conv + bias); backward
-masks dy by (y > 0) first), conv_transpose2d also ``output_padding`` (oh, ow).
+masks dy by (y > 0) first), conv_transpose2d also ``output_padding`` (oh, ow).  conv2d may
+carry ``pool`` (ph, pw), set by passes/fuse_maxpool.py: y is then the non-overlapping
+(stride = window) floor-mode max pool of act(conv + bias), argmax saved as maxpool2d saves it
+(flat index within the conv-output plane); CPU wide-row kernels only.
 
 CPU kernels, chosen per layer (measured; see conv_wide.py for the numbers):
 * ungrouped stride-1 convs and stride-2 convs with kernels >= 2x2 (every 3x3 / 5x5 conv of
@@ -138,7 +141,16 @@ class Conv2d(Op):
     def out_shape(self, in_shapes, attrs):
         N, C, H, W = in_shapes[0]
         O, _, kh, kw = in_shapes[1]
-        return (N, O) + conv_out_hw(H, W, kh, kw, attrs)
+        OH, OW = conv_out_hw(H, W, kh, kw, attrs)
+        if "pool" in attrs:
+            ph, pw = attrs["pool"]
+            return (N, O, OH // ph, OW // pw)
+        return (N, O, OH, OW)
+
+    def saved_specs(self, in_shapes, attrs):
+        if "pool" in attrs:
+            return {"argmax": (self.out_shape(in_shapes, attrs), "int32")}
+        return {}
 
     def _geom(self, in_shapes, attrs):
         N, C, H, W = in_shapes[0]
@@ -172,11 +184,19 @@ class Conv2d(Op):
                 "db2": (T * O,)}
 
     def ref_forward(self, xs, attrs, train=False, rng=None):
-        return ref_conv(xs[0], xs[1], xs[2], attrs), {}
+        y = ref_conv(xs[0], xs[1], xs[2], attrs)
+        if "pool" in attrs:      # conv, then maxpool2d's own reference
+            return _maxpool_ref().ref_forward([y], _pool_attrs(attrs))
+        return y, {}
 
     def ref_backward(self, xs, y, saved, dy, attrs):
         x, w, b = xs
         dz = relu_mask(dy, y, attrs.get("act", "none"))
+        if "pool" in attrs:      # the pooled gradient lands on each window's argmax
+            N, O = y.shape[:2]
+            OH, OW = conv_out_hw(*x.shape[2:], *w.shape[2:], attrs)
+            full = np.zeros((N, O, OH, OW), dtype=dz.dtype)
+            dz = _maxpool_ref().ref_backward([full], y, saved, dz, _pool_attrs(attrs))[0]
         dx, dw = ref_conv_grads(x, w, dz, attrs)
         return [dx, dw, None if b is None else dz.sum(axis=(0, 2, 3))]
 
@@ -187,7 +207,6 @@ class Conv2d(Op):
         k0, ka = kernels(), kernels(act)
         w2 = w.reshape(O, Cg * kh * kw)
         Og, Kg = O // G, Cg * kh * kw
-        y3 = y.reshape(N, O, P)
         bias = stand_in(x.dtype) if b is None else b
         if self.depthwise([x.shape, w.shape], attrs):
             kd, args = direct_kernels(act), (x, w.reshape(O, kh, kw), bias, b is not None, y, O // C)
@@ -197,8 +216,10 @@ class Conv2d(Op):
                 kd.dw_fwd(*args, sh, sw, pt, pl, dh, dw)
             return
         if conv_wide.usable(x.shape, w.shape, attrs):
-            conv_wide.forward(x, w, b, y, ws, attrs)
+            conv_wide.forward(x, w, b, y, ws, attrs, saved.get("argmax"), train)
             return
+        _no_pool(attrs)
+        y3 = y.reshape(N, O, P)
         parts = _parts(N, N * O * Kg * P)
 
         def run(p):
@@ -227,8 +248,9 @@ class Conv2d(Op):
                 direct_kernels(act).dw_bwd(*args, sh, sw, pt, pl, dh, dw)
             return
         if conv_wide.usable(x.shape, w.shape, attrs):
-            conv_wide.backward(x, w, y, dy, dx, dW, db, ws, attrs)
+            conv_wide.backward(x, w, y, dy, dx, dW, db, ws, attrs, saved.get("argmax"))
             return
+        _no_pool(attrs)
         w2 = w.reshape(O, Cg * kh * kw)
         Og, Kg = O // G, Cg * kh * kw
         parts = _parts(N, N * O * Kg * P)
@@ -259,6 +281,21 @@ class Conv2d(Op):
             np.sum(dwp[0, :nparts], axis=0, out=dW.reshape(O, Kg))
         if want_db:
             np.sum(db2[:nparts], axis=0, out=db)
+
+
+def _no_pool(attrs):
+    if "pool" in attrs:    # passes/fuse_maxpool.py fuses only convs the wide kernels run
+        raise ValueError("conv2d with a fused pool runs on the wide-row kernels only")
+
+
+def _maxpool_ref():
+    from compiler.ops import OPS
+    return OPS["maxpool2d"]
+
+
+def _pool_attrs(attrs):
+    ph, pw = attrs["pool"]
+    return {"kernel": (ph, pw), "stride": (ph, pw), "pad": (0, 0, 0, 0), "dilation": (1, 1), "ceil_mode": False}
 
 
 def _chunks(ws, p, part, K, O, nb, P):

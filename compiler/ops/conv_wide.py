@@ -127,29 +127,46 @@ def _parts(N, macs):
     return parallel.split(N, parallel.WORKERS if macs >= PAR_MIN_MACS else 1)
 
 
-def forward(x, w, b, y, ws, attrs):
+def _pool_args(x_shape, w_shape, attrs, arg):
+    """(OH, OW, ph, pw, arg): the conv output size, the fused pool window ((0, 0) if none)
+    and the argmax array (an int32 stand-in when absent)."""
+    _, _, _, OH, OW = _planes(x_shape, w_shape, attrs)
+    ph, pw = attrs.get("pool", (0, 0))
+    return OH, OW, ph, pw, _NO_ARG if arg is None else arg
+
+
+_NO_ARG = np.zeros((1, 1, 1, 1), np.int32)
+
+
+def forward(x, w, b, y, ws, attrs, arg=None, train=False):
+    """y = act(conv(x) + bias), max-pooled over attrs["pool"] windows when present (argmax
+    into ``arg`` in train mode)."""
     act = attrs.get("act", "none")
     N, C, O, kh, kw, pt, pl, dh, dw, Hp, Wp, S, nb, tail, s, rows = _geom(x.shape, w.shape, attrs)
+    OH, OW, ph, pw, arg = _pool_args(x.shape, w.shape, attrs, arg)
+    train = bool(train and ph)
     k0, ka = kernels(), kernels(act)
     fn = _gemm_addr(x.dtype.char)
     one = x.dtype.type(1)
     wt = ws["wt"]
     k0.taps_weights(w, wt, rows)
     bias = b if b is not None else ws["db2"][:1]
-    parts = _parts(N, N * O * C * kh * kw * y.shape[2] * y.shape[3])
+    parts = _parts(N, N * O * C * kh * kw * OH * OW)
 
     def run(p):
         lo, hi = parts[p]
         xflat, yflat, cflat = _part_views(ws, p, C, O, nb, S, tail, s)
         ka.wide_fwd_range(fn, x, lo, hi, nb, wt, bias, b is not None, y, xflat, yflat, cflat, rows,
-                          kh, kw, pt, pl, dh, dw, s, one)
+                          kh, kw, pt, pl, dh, dw, s, one, OH, OW, ph, pw, arg, train)
 
     parallel.run(run, len(parts))
 
 
-def backward(x, w, y, dy, dx, dW, db, ws, attrs):
+def backward(x, w, y, dy, dx, dW, db, ws, attrs, arg=None):
+    """Gradients of ``forward`` (dy: the gradient of its possibly pooled output y)."""
     act = attrs.get("act", "none")
     N, C, O, kh, kw, pt, pl, dh, dw, Hp, Wp, S, nb, tail, s, rows = _geom(x.shape, w.shape, attrs)
+    OH, OW, ph, _, arg = _pool_args(x.shape, w.shape, attrs, arg)
     k0, ka = kernels(), kernels(act)
     fn = _gemm_addr(x.dtype.char)
     # the kernel-row variant's dX (dcols + fold) measured slower than the per-tap adjoint
@@ -159,7 +176,7 @@ def backward(x, w, y, dy, dx, dW, db, ws, attrs):
     T = kh * kw
     wt = ws["wt"]
     k0.taps_weights(w, wt, rows)
-    parts = _parts(N, N * O * C * T * y.shape[2] * y.shape[3])
+    parts = _parts(N, N * O * C * T * OH * OW)
     dwt = ws["dwt"].reshape(parallel.WORKERS, -1)
     db2 = ws["db2"].reshape(-1, O)
     db2[:len(parts)] = 0
@@ -171,7 +188,7 @@ def backward(x, w, y, dy, dx, dW, db, ws, attrs):
         lo, hi = parts[p]
         xflat, yflat, cflat = _part_views(ws, p, C, O, nb, S, tail, s)
         ka.wide_bwd_range(fn, x, wt, y, dy, lo, hi, nb, dxk, want_dx, dwt[p], want_dw, db2[p], want_db,
-                          kh, kw, pt, pl, dh, dw, s, xflat, yflat, cflat, rows, one)
+                          kh, kw, pt, pl, dh, dw, s, xflat, yflat, cflat, rows, one, OH, OW, ph, arg)
 
     parallel.run(run, nparts)
     if want_dw:

@@ -1,0 +1,61 @@
+"""Fuse a non-overlapping max pool into the conv that produces its input (CPU only).
+
+conv2d (+ fused ReLU) -> maxpool2d with kernel == stride, no padding, no dilation and
+floor-mode output (LeNet's, VGG's, U-Net's 2x2/2 pools) becomes one conv2d node with
+``pool=(ph, pw)``: the conv's epilogue takes the window maximum while the conv result is
+still in cache and writes only the pooled output and its argmax (flat index within the
+conv-output plane, maxpool2d's convention).  Backward scatters the pooled gradient
+straight into the conv's gradient gather.  The full-size conv output is never written nor
+read again: one activation (and its gradient) less per pool, and no separate pool kernels.
+
+Legal when the conv output has exactly one consumer (the pool) and is not a graph output,
+and the conv runs on the wide-row kernels (conv_wide.usable), whose epilogue implements it.
+Forward graphs only (before autodiff).  Only the CPU kernels implement ``pool``, so
+pipeline.for_target drops this pass for CUDA and ONNX export.
+"""
+from __future__ import annotations
+
+from ..ir import Graph, Node
+from ..ops import conv_wide
+
+
+def poolable(pool: dict) -> tuple[int, int] | None:
+    """(ph, pw) when the maxpool attrs describe a fusable window, else None."""
+    kh, kw = pool["kernel"]
+    if tuple(pool.get("stride") or (kh, kw)) != (kh, kw) or kh * kw < 2:
+        return None
+    if tuple(pool.get("pad", (0, 0, 0, 0))) != (0, 0, 0, 0) or tuple(pool.get("dilation", (1, 1))) != (1, 1):
+        return None
+    return kh, kw
+
+
+def fuse_maxpool(g: Graph) -> Graph:
+    consumers = g.consumers()
+    producers = g.producers()
+    drop: set[str] = set()
+    rewrite: dict[str, Node] = {}
+    for n in g.nodes:
+        if n.op != "maxpool2d" or n.phase != "fwd":
+            continue
+        win = poolable(n.a)
+        x = n.inputs[0]
+        conv = producers.get(x)
+        if win is None or conv is None or conv.op != "conv2d" or conv.phase != "fwd" or "pool" in conv.a:
+            continue
+        if len(consumers.get(x, [])) != 1 or x in g.outputs:
+            continue
+        xs, ws = g.values[conv.inputs[0]].shape, g.values[conv.inputs[1]].shape
+        if len(xs) != 4 or not conv_wide.usable(xs, ws, conv.a):
+            continue
+        _, _, OH, OW = g.values[x].shape
+        if g.values[n.outputs[0]].shape[2:] != (OH // win[0], OW // win[1]) or OH < win[0] or OW < win[1]:
+            continue     # ceil_mode with a partial last window: keep the separate pool
+        rewrite[conv.id] = Node(conv.id, conv.op, conv.inputs, (n.outputs[0],), conv.with_attrs(pool=win).attrs,
+                                conv.layer + "+" + n.layer if n.layer else conv.layer, conv.phase)
+        drop.add(n.id)
+    if not drop:
+        return g
+    nodes = tuple(rewrite.get(n.id, n) for n in g.nodes if n.id not in drop)
+    used = {i for n in nodes for i in n.inputs if i} | {o for n in nodes for o in n.outputs if o}
+    values = {k: v for k, v in g.values.items() if k in used or v.kind in ("input", "target", "param", "buffer")}
+    return g.replace(nodes=nodes, values=values)

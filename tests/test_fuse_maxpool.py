@@ -1,0 +1,99 @@
+"""passes/fuse_maxpool.py: which conv -> maxpool pairs become one conv2d node with ``pool``,
+and that the fused net computes exactly what the unfused one does."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import compiler
+import netspec
+from compiler.lower import lower
+from compiler.passes import pipeline
+from compiler.passes.fuse_maxpool import fuse_maxpool
+
+
+def _graph(text, target="cpu"):
+    r = netspec.check(netspec.load(text))
+    return pipeline.run(lower(r, 2), pipeline.INFERENCE, target)
+
+
+def _spec(pool, extra=""):
+    return f"""
+netspec: 1
+name: t
+input: [3, 9, 9]
+layers:
+  - conv: {{name: c1, out: 4, kernel: 3, pad: 1}}
+  - relu: {{}}
+  - maxpool: {pool}
+{extra}  - flatten: {{}}
+  - linear: {{name: fc, out: 3}}
+"""
+
+
+def _ops(g):
+    return [(n.op, n.a.get("pool"), n.a.get("act")) for n in g.nodes if n.phase == "fwd"]
+
+
+def test_lenet_pools_fuse_in_train_and_eval():
+    net = compiler.compile(netspec.load("specs/lenet5.yaml"), batch_size=2)
+    for mode in ("train", "eval"):
+        g = net.graphs[mode]
+        assert not [n for n in g.nodes if n.op == "maxpool2d"]
+        convs = [n for n in g.nodes if n.op == "conv2d"]
+        assert all(n.a["pool"] == (2, 2) and n.a["act"] == "relu" for n in convs)
+        assert [g.values[n.outputs[0]].shape for n in convs if n.phase == "fwd"] == [(2, 6, 14, 14), (2, 16, 5, 5)]
+    # the full-size conv outputs are gone: less planned memory than the unfused graph
+    plan = net.graphs["train"].meta["plan"]
+    r = netspec.check(netspec.load("specs/lenet5.yaml"))
+    g = pipeline.run(lower(r, 2, loss={"softmax_cross_entropy": {}}),
+                     [p for p in pipeline.TRAIN_FORWARD if p is not fuse_maxpool])
+    from compiler.autodiff import differentiate
+    unfused = pipeline.run(differentiate(g), pipeline.TRAIN_BACKWARD)
+    assert plan["arena_size"] < unfused.meta["plan"]["arena_size"]
+
+
+@pytest.mark.parametrize("pool,fused", [
+    ("{kernel: 2}", (2, 2)),                                    # 9x9 -> 4x4: floor drops a row
+    ("{kernel: 3}", (3, 3)),
+    ("{kernel: [2, 3], stride: [2, 3]}", (2, 3)),
+    ("{kernel: 3, stride: 2}", None),                           # overlapping windows
+    ("{kernel: 2, pad: 1}", None),
+    ("{kernel: 2, ceil_mode: true}", None),                     # a partial last window
+])
+def test_which_pools_fuse(pool, fused):
+    ops = _ops(_graph(_spec(pool)))
+    assert ops[0][0] == "conv2d" and ops[0][1] == fused
+    assert ("maxpool2d" in [o[0] for o in ops]) == (fused is None)
+
+
+def test_no_fusion_when_the_conv_output_has_another_consumer_or_for_cuda_and_onnx():
+    two_uses = _spec("{kernel: 2}").replace("[3, 9, 9]", "[3, 8, 8]").replace("relu: {}", "relu: {name: r1}")
+    two_uses = two_uses.replace("  - maxpool: {kernel: 2}\n", """  - maxpool: {name: p, kernel: 2, from: r1}
+  - upsample: {name: u, scale: 2}
+  - concat: {name: cat, from: [r1, u]}
+""")
+    ops = _ops(_graph(two_uses))
+    assert "maxpool2d" in [o[0] for o in ops] and all(o[1] is None for o in ops)
+    for target in ("cuda", "onnx"):
+        assert "maxpool2d" in [o[0] for o in _ops(_graph(_spec("{kernel: 2}"), target))]
+
+
+def test_fused_net_equals_unfused_bit_for_bit(monkeypatch):
+    """A train step and the eval forward of LeNet-5 (float32, 2 worker threads): the fused
+    graph gives the very same numbers as the unfused one."""
+    spec = netspec.load("specs/lenet5.yaml")
+    kw = dict(batch_size=8, seed=0, optimizer={"sgd": {"lr": 0.1, "momentum": 0.9}})
+    a = compiler.compile(spec, **kw)
+    monkeypatch.setattr(pipeline, "TRAIN_FORWARD", [p for p in pipeline.TRAIN_FORWARD if p is not fuse_maxpool])
+    monkeypatch.setattr(pipeline, "INFERENCE", [p for p in pipeline.INFERENCE if p is not fuse_maxpool])
+    b = compiler.compile(spec, **kw)
+    assert [n for n in b.graphs["train"].nodes if n.op == "maxpool2d"]
+    b.param_arena[:] = a.param_arena
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((8, 1, 28, 28)).astype(np.float32)
+    t = rng.integers(0, 10, 8)
+    np.testing.assert_array_equal(a.forward(x), b.forward(x))
+    for _ in range(2):
+        assert a.step(x, t) == b.step(x, t)
+    np.testing.assert_array_equal(a.param_arena, b.param_arena)
