@@ -133,3 +133,26 @@ def test_fused_pool_ties_and_nans_follow_maxpool2d():
     np.testing.assert_array_equal(y, yp)             # NaN positions included
     np.testing.assert_array_equal(arg, ap)
     assert y[1, 0, 1, 1] == 0.0 and arg[1, 0, 1, 1] == 2 * 6 + 2    # tie at 0: the first tap
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tap_gemm_micro_kernel(dtype):
+    """templates/_tapgemm.py.j2: C = sum_t A_t · B[:, off_t:off_t + ncols] for row counts that
+    use every register block (8/4/2/1 rows) and column counts with and without a remainder
+    (3-vector blocks, then single vectors); rows of C past M and columns past the last
+    vector stay untouched."""
+    from compiler.codegen.kernel_cache import load_kernels
+    k = load_kernels("conv_wide", act="none")
+    rng = np.random.default_rng(0)
+    VL = 16 if dtype == np.float32 else 8
+    for M, K, T, ncols in [(16, 16, 9, 1088), (6, 5, 25, 1000), (15, 3, 4, 77), (1, 1, 1, 1), (24, 64, 9, 80)]:
+        off = rng.integers(0, 40, T).astype(np.int64)
+        A = rng.standard_normal((T, M, K)).astype(dtype)
+        B = rng.standard_normal((K, ncols + 40 + 16)).astype(dtype)
+        C = np.full((M + 1, ncols + 32), 7.0, dtype)
+        k.tap_gemm(A.ctypes.data, M * K, B.ctypes.data, B.shape[1], C.ctypes.data, C.shape[1], off, M, K,
+                   ncols, dtype(1), A.itemsize)
+        ref = sum(A[t].astype(np.float64) @ B[:, off[t]:off[t] + ncols] for t in range(T))
+        assert np.abs(C[:M, :ncols] - ref).max() <= (1e-5 if dtype == np.float32 else 1e-12) * np.abs(ref).max()
+        assert np.all(C[M] == 7.0)
+        assert np.all(C[:M, -(ncols + 32 - (-(-ncols // VL) * VL)):] == 7.0)

@@ -44,6 +44,8 @@ ROWS_MAX_K = 32            # C*kw up to which the kernel-row variant (rows_fwd: 
                            # depth C*kw on a kernel-column im2col) replaces the kh*kw depth-C
                            # GEMMs (LeNet conv1 C*kw=5, conv2 30; ResNet conv1 9)
 PAR_MIN_MACS = 2_000_000   # below this a second thread's hand-off costs more than it saves
+SLACK = 16                 # columns past the end of every xpad / yw row: the tap-GEMM micro-kernel
+                           # reads and writes whole vector blocks (templates/_tapgemm.py.j2 TAP_VL)
 
 
 @functools.lru_cache(maxsize=None)
@@ -99,14 +101,14 @@ def _geom(x_shape, w_shape, attrs):
     per_part = -(-N // nparts)
     rows = use_rows(C, kw, s)
     nb = int(max(1, min(per_part, WIDE_BUDGET // ((s * s * C + O + (C * kw if rows else 0)) * S))))
-    tail = dw * (kw - 1) // s
+    tail = dw * (kw - 1) // s + SLACK
     return N, C, O, kh, kw, pt, pl, dh, dw, Hp, Wp, S, nb, tail, s, rows
 
 
 def workspace(x_shape, w_shape, attrs) -> dict:
     N, C, O, kh, kw, pt, pl, dh, dw, Hp, Wp, S, nb, tail, s, rows = _geom(x_shape, w_shape, attrs)
     P = parallel.WORKERS
-    out = {"wide": (P * (s * s * C * (nb * S + tail) + O * nb * S),), "wt": (kh * kw * O * C,),
+    out = {"wide": (P * (s * s * C * (nb * S + tail) + O * (nb * S + SLACK)),), "wt": (kh * kw * O * C,),
            "dwt": (P * kh * kw * O * C,), "db2": (P * O,)}
     if rows:
         out["cols"] = (P * C * kw * nb * S,)
@@ -114,9 +116,9 @@ def workspace(x_shape, w_shape, attrs) -> dict:
 
 
 def _part_views(ws, p, C, O, nb, S, tail, s):
-    """Part p's flat scratch: xpad (s*s*C*(nb*S + tail)), yw (O*nb*S), cols (or a dummy)."""
+    """Part p's flat scratch: xpad (s*s*C*(nb*S + tail)), yw (O*(nb*S + SLACK)), cols (or a dummy)."""
     nx = s * s * C * (nb * S + tail)
-    per = nx + O * nb * S
+    per = nx + O * (nb * S + SLACK)
     base = ws["wide"][p * per:(p + 1) * per]
     cols = ws["cols"] if "cols" in ws else ws["db2"]
     n = cols.shape[0] // parallel.WORKERS
@@ -146,17 +148,16 @@ def forward(x, w, b, y, ws, attrs, arg=None, train=False):
     OH, OW, ph, pw, arg = _pool_args(x.shape, w.shape, attrs, arg)
     train = bool(train and ph)
     k0, ka = kernels(), kernels(act)
-    fn = _gemm_addr(x.dtype.char)
     one = x.dtype.type(1)
     wt = ws["wt"]
-    k0.taps_weights(w, wt, rows)
+    k0.taps_weights(w, wt, False)     # per-tap layout: the micro-kernel needs no column im2col
     bias = b if b is not None else ws["db2"][:1]
     parts = _parts(N, N * O * C * kh * kw * OH * OW)
 
     def run(p):
         lo, hi = parts[p]
-        xflat, yflat, cflat = _part_views(ws, p, C, O, nb, S, tail, s)
-        ka.wide_fwd_range(fn, x, lo, hi, nb, wt, bias, b is not None, y, xflat, yflat, cflat, rows,
+        xflat, yflat, _ = _part_views(ws, p, C, O, nb, S, tail, s)
+        ka.wide_fwd_range(x, lo, hi, nb, wt, bias, b is not None, y, xflat, yflat,
                           kh, kw, pt, pl, dh, dw, s, one, OH, OW, ph, pw, arg, train)
 
     parallel.run(run, len(parts))
