@@ -108,17 +108,24 @@ def _geom(x_shape, w_shape, attrs):
 def workspace(x_shape, w_shape, attrs) -> dict:
     N, C, O, kh, kw, pt, pl, dh, dw, Hp, Wp, S, nb, tail, s, rows = _geom(x_shape, w_shape, attrs)
     P = parallel.WORKERS
-    out = {"wide": (P * (s * s * C * (nb * S + tail) + O * (nb * S + SLACK)),), "wt": (kh * kw * O * C,),
+    out = {"wide": (P * (s * s * C * (nb * S + tail) + O * (_lead(kh, kw, dh, dw, Wp, s) + nb * S + SLACK)),),
+           "wt": (kh * kw * O * C,), "wtT": (kh * kw * O * C,),
            "dwt": (P * kh * kw * O * C,), "db2": (P * O,)}
     if rows:
         out["cols"] = (P * C * kw * nb * S,)
     return out
 
 
-def _part_views(ws, p, C, O, nb, S, tail, s):
-    """Part p's flat scratch: xpad (s*s*C*(nb*S + tail)), yw (O*(nb*S + SLACK)), cols (or a dummy)."""
+def _lead(kh, kw, dh, dw, Wp, s):
+    """Zero columns in front of each wide dY row (templates/conv_wide.py.j2 dx_lead)."""
+    return (kh - 1) * dh * Wp + (kw - 1) * dw if s == 1 else 0
+
+
+def _part_views(ws, p, C, O, nb, S, tail, s, lead=0):
+    """Part p's flat scratch: xpad (s*s*C*(nb*S + tail)), yw (O*(lead + nb*S + SLACK)),
+    cols (or a dummy)."""
     nx = s * s * C * (nb * S + tail)
-    per = nx + O * (nb * S + SLACK)
+    per = nx + O * (lead + nb * S + SLACK)
     base = ws["wide"][p * per:(p + 1) * per]
     cols = ws["cols"] if "cols" in ws else ws["db2"]
     n = cols.shape[0] // parallel.WORKERS
@@ -156,7 +163,7 @@ def forward(x, w, b, y, ws, attrs, arg=None, train=False):
 
     def run(p):
         lo, hi = parts[p]
-        xflat, yflat, _ = _part_views(ws, p, C, O, nb, S, tail, s)
+        xflat, yflat, _ = _part_views(ws, p, C, O, nb, S, tail, s, _lead(kh, kw, dh, dw, Wp, s))
         ka.wide_fwd_range(x, lo, hi, nb, wt, bias, b is not None, y, xflat, yflat,
                           kh, kw, pt, pl, dh, dw, s, one, OH, OW, ph, pw, arg, train)
 
@@ -177,6 +184,9 @@ def backward(x, w, y, dy, dx, dW, db, ws, attrs, arg=None):
     T = kh * kw
     wt = ws["wt"]
     k0.taps_weights(w, wt, rows)
+    if dx is not None and s == 1:
+        k0.taps_weights_t(w, ws["wtT"])
+    lead = _lead(kh, kw, dh, dw, Wp, s)
     parts = _parts(N, N * O * C * T * OH * OW)
     dwt = ws["dwt"].reshape(parallel.WORKERS, -1)
     db2 = ws["db2"].reshape(-1, O)
@@ -187,8 +197,8 @@ def backward(x, w, y, dy, dx, dW, db, ws, attrs, arg=None):
 
     def run(p):
         lo, hi = parts[p]
-        xflat, yflat, cflat = _part_views(ws, p, C, O, nb, S, tail, s)
-        ka.wide_bwd_range(fn, x, wt, y, dy, lo, hi, nb, dxk, want_dx, dwt[p], want_dw, db2[p], want_db,
+        xflat, yflat, cflat = _part_views(ws, p, C, O, nb, S, tail, s, lead)
+        ka.wide_bwd_range(fn, x, wt, ws["wtT"], y, dy, lo, hi, nb, dxk, want_dx, dwt[p], want_dw, db2[p], want_db,
                           kh, kw, pt, pl, dh, dw, s, xflat, yflat, cflat, rows, one, OH, OW, ph, arg)
 
     parallel.run(run, nparts)
