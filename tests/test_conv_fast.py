@@ -156,3 +156,26 @@ def test_tap_gemm_micro_kernel(dtype):
         assert np.abs(C[:M, :ncols] - ref).max() <= (1e-5 if dtype == np.float32 else 1e-12) * np.abs(ref).max()
         assert np.all(C[M] == 7.0)
         assert np.all(C[:M, -(ncols + 32 - (-(-ncols // VL) * VL)):] == 7.0)
+
+
+# conv + fused residual add (passes/fuse_residual.py): y = act(conv + bias + r)
+RES_CASES = [
+    ([(3, 12, 9, 8), (5, 12, 3, 2), (5,), (3, 5, 8, 8)], conv(pad=(1, 0, 1, 0), act="relu")),
+    ([(3, 2, 9, 9), (4, 2, 5, 5), None, (3, 4, 9, 9)], conv(pad=(2, 2, 2, 2))),
+    ([(3, 5, 9, 7), (6, 5, 3, 3), (6,), (3, 6, 5, 4)], conv(stride=(2, 2), pad=(1, 1, 1, 1), act="relu")),
+]
+
+
+@pytest.mark.parametrize("split", [False, True])
+@pytest.mark.parametrize("shapes,attrs", RES_CASES, ids=[str(i) for i in range(len(RES_CASES))])
+def test_wide_conv_with_fused_residual(monkeypatch, shapes, attrs, split):
+    import compiler.ops.conv_wide as CW
+    from compiler.ops import parallel
+    if split:
+        monkeypatch.setattr(CW, "PAR_MIN_MACS", 0)
+        monkeypatch.setattr(CW, "WIDE_BUDGET", 1)
+        monkeypatch.setattr(parallel, "WORKERS", 2)
+    res = check_op("conv2d", shapes, attrs, gradcheck=not split)
+    assert res["fwd"] <= 1e-4 and res["bwd"] <= 1e-4
+    res = check_op("conv2d", shapes, attrs, gradcheck=False, needs=(0,))      # no dW, no dres
+    assert res["bwd"] <= 1e-4

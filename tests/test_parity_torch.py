@@ -1,6 +1,14 @@
-"""PyTorch parity: same weights, same input -> forward outputs and every gradient within
-1e-4 relative of PyTorch (float32).  The torch twin is built generically from the
-checked spec (runtime/torch_twin.py), so this works for nets outside the zoo too."""
+"""PyTorch parity: same weights, same input -> forward outputs and every gradient of PyTorch
+(float64 reference).  The torch twin is built generically from the checked spec
+(runtime/torch_twin.py), so this works for nets outside the zoo too.
+
+Two runs of our compiled net: float64 must match to 1e-9 everywhere (same maths, same
+kernels -- they are dtype-generic): that is the exactness check.  float32 must match the
+forward and the loss to 1e-4, and every gradient to 1e-2 in norm, not element-wise: a ReLU
+input within float32 rounding of its kink legitimately routes one gradient element
+differently (measured: one pre-activation of 65,536 in ResNet-20 is 0 in float64 and
++2e-7 in float32; that element's gradient, 6% of the tensor's largest, then spreads through
+BatchNorm's backward into every earlier gradient at the 1e-3 level)."""
 from __future__ import annotations
 
 import numpy as np
@@ -23,8 +31,18 @@ def rel_err(a, b):
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
 
 
+def norm_err(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
+
+
 def parity(spec, batch, loss_cfg, target_fn, seed=0):
-    net = compiler.compile(spec, batch_size=batch, loss=loss_cfg, seed=seed)
+    for dtype, tol in ((np.float64, 1e-9), (np.float32, 1e-4)):
+        _parity(spec, batch, loss_cfg, target_fn, seed, dtype, tol)
+
+
+def _parity(spec, batch, loss_cfg, target_fn, seed, dtype, tol):
+    net = compiler.compile(spec, batch_size=batch, loss=loss_cfg, seed=seed, dtype=dtype)
     tm = build_torch_module(net.report).double()
     # our initial weights -> torch (both ways share PyTorch names and layouts)
     sd = {**{k: torch.tensor(v, dtype=torch.float64) for k, v in net.params.items()},
@@ -39,7 +57,7 @@ def parity(spec, batch, loss_cfg, target_fn, seed=0):
     tm.eval()
     with torch.no_grad():
         ref = tm(torch.tensor(x, dtype=torch.float64)).numpy()
-    assert rel_err(net.forward(x), ref) < 1e-4
+    assert rel_err(net.forward(x.astype(dtype)), ref) < tol
 
     # train-mode loss and gradients
     tm.train()
@@ -54,16 +72,19 @@ def parity(spec, batch, loss_cfg, target_fn, seed=0):
     else:
         raise NotImplementedError(name)
     lt.backward()
-    loss, grads = net.loss_and_grads(x, t)
-    assert abs(loss - lt.item()) / max(abs(lt.item()), 1e-12) < 1e-4
+    loss, grads = net.loss_and_grads(x.astype(dtype), t.astype(dtype) if t.dtype.kind == "f" else t)
+    assert abs(loss - lt.item()) / max(abs(lt.item()), 1e-12) < tol
     tgrads = {k: p.grad.numpy() for k, p in tm.named_parameters()}
     assert set(tgrads) == set(grads)
-    bad = {k: rel_err(grads[k], tgrads[k]) for k in grads if rel_err(grads[k], tgrads[k]) >= 1e-4}
-    assert not bad, bad
+    if dtype == np.float64:
+        bad = {k: rel_err(grads[k], tgrads[k]) for k in grads if rel_err(grads[k], tgrads[k]) >= tol}
+    else:
+        bad = {k: norm_err(grads[k], tgrads[k]) for k in grads if norm_err(grads[k], tgrads[k]) >= 1e-2}
+    assert not bad, (dtype.__name__, bad)
     # BatchNorm running statistics updated the same way (unbiased variance, momentum)
     tbuf = dict(tm.named_buffers())
     for k, v in net.buffers.items():
-        assert rel_err(v, tbuf[k].numpy()) < 1e-4, k
+        assert rel_err(v, tbuf[k].numpy()) < tol, k
 
 
 def labels(rng, n, shape):

@@ -5,7 +5,9 @@ Attrs (canonical): ``stride`` (sh, sw), ``pad`` (top, bottom, left, right), ``di
 masks dy by (y > 0) first), conv_transpose2d also ``output_padding`` (oh, ow).  conv2d may
 carry ``pool`` (ph, pw), set by passes/fuse_maxpool.py: y is then the non-overlapping
 (stride = window) floor-mode max pool of act(conv + bias), argmax saved as maxpool2d saves it
-(flat index within the conv-output plane); CPU wide-row kernels only.
+(flat index within the conv-output plane); CPU wide-row kernels only.  conv2d may also take
+a fourth input ``residual`` (same shape as y, set by passes/fuse_residual.py):
+y = act(conv + bias + residual), its gradient the masked dy; CPU wide-row kernels only.
 
 CPU kernels, chosen per layer (measured; see conv_wide.py for the numbers):
 * ungrouped stride-1 convs and stride-2 convs with kernels >= 2x2 (every 3x3 / 5x5 conv of
@@ -134,9 +136,10 @@ def _dot_acc(a, b, out, tmp, first):
 
 @register_op
 class Conv2d(Op):
-    """conv2d: x (N,C,H,W), weight (O, C/groups, kh, kw), bias (O,)? -> y (N,O,OH,OW)."""
+    """conv2d: x (N,C,H,W), weight (O, C/groups, kh, kw), bias (O,)?, residual (N,O,OH,OW)?
+    -> y (N,O,OH,OW) (pooled by attrs["pool"] when present)."""
     name = "conv2d"
-    inputs = ("x", "weight", "bias?")
+    inputs = ("x", "weight", "bias?", "residual?")
 
     def out_shape(self, in_shapes, attrs):
         N, C, H, W = in_shapes[0]
@@ -184,13 +187,17 @@ class Conv2d(Op):
                 "db2": (T * O,)}
 
     def ref_forward(self, xs, attrs, train=False, rng=None):
+        r = _residual(xs)
+        if r is not None:        # act(conv + bias + residual)
+            z = ref_conv(xs[0], xs[1], xs[2], dict(attrs, act="none")) + r
+            return _act(z, attrs.get("act", "none")), {}
         y = ref_conv(xs[0], xs[1], xs[2], attrs)
         if "pool" in attrs:      # conv, then maxpool2d's own reference
             return _maxpool_ref().ref_forward([y], _pool_attrs(attrs))
         return y, {}
 
     def ref_backward(self, xs, y, saved, dy, attrs):
-        x, w, b = xs
+        x, w, b = xs[:3]
         dz = relu_mask(dy, y, attrs.get("act", "none"))
         if "pool" in attrs:      # the pooled gradient lands on each window's argmax
             N, O = y.shape[:2]
@@ -198,16 +205,21 @@ class Conv2d(Op):
             full = np.zeros((N, O, OH, OW), dtype=dz.dtype)
             dz = _maxpool_ref().ref_backward([full], y, saved, dz, _pool_attrs(attrs))[0]
         dx, dw = ref_conv_grads(x, w, dz, attrs)
-        return [dx, dw, None if b is None else dz.sum(axis=(0, 2, 3))]
+        grads = [dx, dw, None if b is None else dz.sum(axis=(0, 2, 3))]
+        return grads + ([dz.copy() if xs[3] is not None else None] if len(xs) > 3 else [])
 
     def forward(self, xs, y, saved, ws, attrs, train, rng=None):
-        x, w, b = xs
+        x, w, b = xs[:3]
         sh, sw, pt, pb, pl, pr, dh, dw, G, act = conv_attrs(attrs)
         N, C, O, Cg, kh, kw, OH, OW, P, K, nb = self._geom([x.shape, w.shape], attrs)
         k0, ka = kernels(), kernels(act)
         w2 = w.reshape(O, Cg * kh * kw)
         Og, Kg = O // G, Cg * kh * kw
         bias = stand_in(x.dtype) if b is None else b
+        if conv_wide.usable(x.shape, w.shape, attrs):
+            conv_wide.forward(x, w, b, y, ws, attrs, saved.get("argmax"), train, _residual(xs))
+            return
+        _no_pool(attrs, xs)
         if self.depthwise([x.shape, w.shape], attrs):
             kd, args = direct_kernels(act), (x, w.reshape(O, kh, kw), bias, b is not None, y, O // C)
             if (sh, sw) == (1, 1):
@@ -215,10 +227,6 @@ class Conv2d(Op):
             else:
                 kd.dw_fwd(*args, sh, sw, pt, pl, dh, dw)
             return
-        if conv_wide.usable(x.shape, w.shape, attrs):
-            conv_wide.forward(x, w, b, y, ws, attrs, saved.get("argmax"), train)
-            return
-        _no_pool(attrs)
         y3 = y.reshape(N, O, P)
         parts = _parts(N, N * O * Kg * P)
 
@@ -232,11 +240,16 @@ class Conv2d(Op):
         parallel.run(run, len(parts))
 
     def backward(self, xs, y, saved, dy, dxs, ws, attrs):
-        x, w, b = xs
-        dx, dW, db = dxs
+        x, w, b = xs[:3]
+        dx, dW, db = dxs[:3]
         sh, sw, pt, pb, pl, pr, dh, dw, G, act = conv_attrs(attrs)
         N, C, O, Cg, kh, kw, OH, OW, P, K, nb = self._geom([x.shape, w.shape], attrs)
         k0, ka = kernels(), kernels(act)
+        if conv_wide.usable(x.shape, w.shape, attrs):
+            conv_wide.backward(x, w, y, dy, dx, dW, db, ws, attrs, saved.get("argmax"),
+                               dxs[3] if len(dxs) > 3 else None)
+            return
+        _no_pool(attrs, xs)
         if self.depthwise([x.shape, w.shape], attrs):
             d = stand_in(x.dtype)
             args = (x, w.reshape(O, kh, kw), y, dy, d.reshape(1, 1, 1, 1) if dx is None else dx,
@@ -247,10 +260,6 @@ class Conv2d(Op):
             else:
                 direct_kernels(act).dw_bwd(*args, sh, sw, pt, pl, dh, dw)
             return
-        if conv_wide.usable(x.shape, w.shape, attrs):
-            conv_wide.backward(x, w, y, dy, dx, dW, db, ws, attrs, saved.get("argmax"))
-            return
-        _no_pool(attrs)
         w2 = w.reshape(O, Cg * kh * kw)
         Og, Kg = O // G, Cg * kh * kw
         parts = _parts(N, N * O * Kg * P)
@@ -283,9 +292,14 @@ class Conv2d(Op):
             np.sum(db2[:nparts], axis=0, out=db)
 
 
-def _no_pool(attrs):
-    if "pool" in attrs:    # passes/fuse_maxpool.py fuses only convs the wide kernels run
-        raise ValueError("conv2d with a fused pool runs on the wide-row kernels only")
+def _no_pool(attrs, xs=()):
+    # passes/fuse_maxpool.py and fuse_residual.py fuse only convs the wide kernels run
+    if "pool" in attrs or _residual(xs) is not None:
+        raise ValueError("conv2d with a fused pool or residual runs on the wide-row kernels only")
+
+
+def _residual(xs):
+    return xs[3] if len(xs) > 3 else None
 
 
 def _maxpool_ref():

@@ -147,9 +147,9 @@ def _pool_args(x_shape, w_shape, attrs, arg):
 _NO_ARG = np.zeros((1, 1, 1, 1), np.int32)
 
 
-def forward(x, w, b, y, ws, attrs, arg=None, train=False):
-    """y = act(conv(x) + bias), max-pooled over attrs["pool"] windows when present (argmax
-    into ``arg`` in train mode)."""
+def forward(x, w, b, y, ws, attrs, arg=None, train=False, res=None):
+    """y = act(conv(x) + bias (+ res)), max-pooled over attrs["pool"] windows when present
+    (argmax into ``arg`` in train mode)."""
     act = attrs.get("act", "none")
     N, C, O, kh, kw, pt, pl, dh, dw, Hp, Wp, S, nb, tail, s, rows = _geom(x.shape, w.shape, attrs)
     OH, OW, ph, pw, arg = _pool_args(x.shape, w.shape, attrs, arg)
@@ -165,13 +165,15 @@ def forward(x, w, b, y, ws, attrs, arg=None, train=False):
         lo, hi = parts[p]
         xflat, yflat, _ = _part_views(ws, p, C, O, nb, S, tail, s, _lead(kh, kw, dh, dw, Wp, s))
         ka.wide_fwd_range(x, lo, hi, nb, wt, bias, b is not None, y, xflat, yflat,
-                          kh, kw, pt, pl, dh, dw, s, one, OH, OW, ph, pw, arg, train)
+                          kh, kw, pt, pl, dh, dw, s, one, OH, OW, ph, pw, arg, train,
+                          y if res is None else res, res is not None)
 
     parallel.run(run, len(parts))
 
 
-def backward(x, w, y, dy, dx, dW, db, ws, attrs, arg=None):
-    """Gradients of ``forward`` (dy: the gradient of its possibly pooled output y)."""
+def backward(x, w, y, dy, dx, dW, db, ws, attrs, arg=None, dres=None):
+    """Gradients of ``forward`` (dy: the gradient of its possibly pooled output y; dres,
+    when given, receives the residual's gradient)."""
     act = attrs.get("act", "none")
     N, C, O, kh, kw, pt, pl, dh, dw, Hp, Wp, S, nb, tail, s, rows = _geom(x.shape, w.shape, attrs)
     OH, OW, ph, _, arg = _pool_args(x.shape, w.shape, attrs, arg)
@@ -199,7 +201,8 @@ def backward(x, w, y, dy, dx, dW, db, ws, attrs, arg=None):
         lo, hi = parts[p]
         xflat, yflat, cflat = _part_views(ws, p, C, O, nb, S, tail, s, lead)
         ka.wide_bwd_range(fn, x, wt, ws["wtT"], y, dy, lo, hi, nb, dxk, want_dx, dwt[p], want_dw, db2[p], want_db,
-                          kh, kw, pt, pl, dh, dw, s, xflat, yflat, cflat, rows, one, OH, OW, ph, arg)
+                          kh, kw, pt, pl, dh, dw, s, xflat, yflat, cflat, rows, one, OH, OW, ph, arg,
+                          y if dres is None else dres, dres is not None)
 
     parallel.run(run, nparts)
     if want_dw:

@@ -40,7 +40,8 @@ def fuse_maxpool(g: Graph) -> Graph:
         win = poolable(n.a)
         x = n.inputs[0]
         conv = producers.get(x)
-        if win is None or conv is None or conv.op != "conv2d" or conv.phase != "fwd" or "pool" in conv.a:
+        if (win is None or conv is None or conv.op != "conv2d" or conv.phase != "fwd" or "pool" in conv.a
+                or len(conv.inputs) > 3):      # a fused residual: the epilogue does one or the other
             continue
         if len(consumers.get(x, [])) != 1 or x in g.outputs:
             continue

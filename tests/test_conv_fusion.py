@@ -1,5 +1,6 @@
-"""passes/fuse_maxpool.py: which conv -> maxpool pairs become one conv2d node with ``pool``,
-and that the fused net computes exactly what the unfused one does."""
+"""passes/fuse_maxpool.py and fuse_residual.py: which conv -> maxpool pairs and conv -> add
+pairs become one conv2d node (``pool`` attr / ``residual`` input), and that the fused net
+computes exactly what the unfused one does."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,6 +11,7 @@ import netspec
 from compiler.lower import lower
 from compiler.passes import pipeline
 from compiler.passes.fuse_maxpool import fuse_maxpool
+from compiler.passes.fuse_residual import fuse_residual
 
 
 def _graph(text, target="cpu"):
@@ -97,3 +99,70 @@ def test_fused_net_equals_unfused_bit_for_bit(monkeypatch):
     for _ in range(2):
         assert a.step(x, t) == b.step(x, t)
     np.testing.assert_array_equal(a.param_arena, b.param_arena)
+
+
+RESIDUAL = """
+netspec: 1
+name: res
+input: [3, 8, 8]
+blocks:
+  block:
+    args: {c: int}
+    layers:
+      - conv: {name: conv1, out: $c, kernel: 3, pad: 1}
+      - relu: {}
+      - conv: {name: conv2, out: $c, kernel: 3, pad: 1}
+      - add: {name: add, from: [conv2, input]}
+      - relu: {}
+layers:
+  - conv: {name: stem, out: 4, kernel: 3, pad: 1}
+  - relu: {}
+  - block: {name: b1, c: 4}
+  - block: {name: b2, c: 4}
+  - global_avgpool: {}
+  - flatten: {}
+  - linear: {name: fc, out: 3}
+"""
+
+
+def test_resnet20_eval_graph_has_no_adds_left():
+    """BN folds into the convs, then every block-closing add + ReLU becomes the second
+    conv's epilogue (the projection shortcuts' convs are the other operand)."""
+    net = compiler.compile(netspec.load("specs/resnet20.yaml"), batch_size=2)
+    ev = net.graphs["eval"]
+    assert not [n for n in ev.nodes if n.op == "add"]
+    fused = [n for n in ev.nodes if n.op == "conv2d" and len(n.inputs) == 4]
+    assert len(fused) == 9 and all(n.a["act"] == "relu" for n in fused)
+    # in training BatchNorm sits between conv and add: nothing to fuse
+    assert len([n for n in net.graphs["train"].nodes if n.op == "add" and n.phase == "fwd"]) == 9
+
+
+def test_bn_free_residual_net_fuses_in_training_and_matches_finite_differences():
+    from test_compiler import grad_check
+    net = compiler.compile(netspec.load(RESIDUAL), batch_size=2, dtype=np.float64)
+    g = net.graphs["train"]
+    assert not [n for n in g.nodes if n.op == "add" and n.phase == "fwd"]
+    vjps = [n for n in g.nodes if n.op == "conv2d" and n.phase == "bwd" and len(n.inputs) == 6]
+    assert len(vjps) == 2 and all(n.outputs[3] is not None for n in vjps)   # dres flows
+    rng = np.random.default_rng(0)
+    worst = grad_check(net, rng.standard_normal((2, 3, 8, 8)), np.array([0, 2]))
+    assert max(worst.values()) < 1e-5, worst
+
+
+def test_residual_fusion_skipped_for_cuda_onnx_and_a_shared_conv_output():
+    for target in ("cuda", "onnx"):
+        assert [n for n in _graph(RESIDUAL, target).nodes if n.op == "add"]
+    shared = RESIDUAL.replace("      - relu: {}\nlayers:", "      - relu: {}\n      - add: {name: again, from: [conv2, add]}\nlayers:")
+    g = _graph(shared)
+    assert len([n for n in g.nodes if n.op == "add"]) == 4     # conv2 feeds two adds: no fusion
+
+
+def test_residual_fused_net_equals_unfused_bit_for_bit(monkeypatch):
+    spec = netspec.load("specs/resnet20.yaml")
+    a = compiler.compile(spec, batch_size=4, seed=0, train=False)
+    monkeypatch.setattr(pipeline, "INFERENCE", [p for p in pipeline.INFERENCE if p is not fuse_residual])
+    b = compiler.compile(spec, batch_size=4, seed=0, train=False)
+    assert [n for n in b.graphs["eval"].nodes if n.op == "add"]
+    b.param_arena[:] = a.param_arena
+    x = np.random.default_rng(1).standard_normal((4, 3, 32, 32)).astype(np.float32)
+    np.testing.assert_array_equal(a.forward(x), b.forward(x))
