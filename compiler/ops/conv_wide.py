@@ -179,13 +179,15 @@ def backward(x, w, y, dy, dx, dW, db, ws, attrs, arg=None, dres=None):
     OH, OW, ph, _, arg = _pool_args(x.shape, w.shape, attrs, arg)
     k0, ka = kernels(), kernels(act)
     fn = _gemm_addr(x.dtype.char)
-    # the kernel-row variant's dX (dcols + fold) measured slower than the per-tap adjoint
-    # GEMMs (LeNet conv2: 1.45 vs 1.34 ms); without dX (first layer) it is faster (0.55 vs 0.88)
+    # few channels and no dX (a first layer): dW by the kernel-row variant, measured faster
+    # there (LeNet conv1 0.60 vs 0.72 ms); with dX the per-tap dW was as fast or faster
+    # (LeNet conv2 0.72 vs 0.77 ms, ResNet 16ch 7.8 vs 7.9 ms)
     rows = rows and dx is None
     one = x.dtype.type(1)
     T = kh * kw
     wt = ws["wt"]
-    k0.taps_weights(w, wt, rows)
+    if not rows:                 # the per-tap weights: stride 2's adjoint dX GEMMs
+        k0.taps_weights(w, wt, False)
     if dx is not None and s == 1:
         k0.taps_weights_t(w, ws["wtT"])
     lead = _lead(kh, kw, dh, dw, Wp, s)
