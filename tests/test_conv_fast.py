@@ -28,6 +28,10 @@ CASES = [
     # stride 2 on phase planes: 3x3 pad 1 (ResNet), even kernel, odd sizes
     ([(3, 5, 9, 7), (6, 5, 3, 3), None], conv(stride=(2, 2), pad=(1, 1, 1, 1), act="relu")),
     ([(2, 4, 10, 9), (3, 4, 4, 2), (3,)], conv(stride=(2, 2), pad=(1, 0, 2, 1))),
+    # padding shared between neighbouring rows / images (conv_wide._planes) only where
+    # legal: bottom > top and right > left keep their own zeros, 3x3 with pads (2,1,1,0)
+    ([(3, 12, 7, 6), (4, 12, 3, 3), (4,)], conv(pad=(0, 1, 0, 1), act="relu")),
+    ([(3, 12, 7, 6), (4, 12, 3, 3), None], conv(pad=(2, 1, 1, 0))),
 ]
 
 
@@ -46,6 +50,16 @@ def test_wide_conv(monkeypatch, shapes, attrs, split):
     # first-layer backward: no dX (the kernel-row variant is used then)
     res = check_op("conv2d", shapes, attrs, gradcheck=False, needs=(1,) + ((2,) if shapes[2] else ()))
     assert res["bwd"] <= 1e-4
+
+
+def test_shared_padding_geometry():
+    import compiler.ops.conv_wide as CW
+    # (s, Hp, Wp, OH, OW, extra rows): 3x3 pad 1 on 8x8 -> 9x9 per image, one extra row
+    assert CW._planes((2, 4, 8, 8), (4, 4, 3, 3), conv(pad=(1, 1, 1, 1))) == (1, 9, 9, 8, 8, 1)
+    # bottom > top, right > left: nothing shared, the full 9x9 padded plane, no extra rows
+    assert CW._planes((2, 4, 8, 8), (4, 4, 3, 3), conv(pad=(0, 1, 0, 1))) == (1, 9, 9, 7, 7, 0)
+    assert CW._planes((2, 4, 14, 14), (4, 4, 5, 5), conv())[1:3] == (14, 14)        # LeNet conv2
+    assert CW._planes((2, 4, 9, 9), (4, 4, 3, 3), conv(stride=(2, 2), pad=(1, 1, 1, 1)))[1:3] == (6, 6)
 
 
 def test_path_choice():

@@ -66,7 +66,14 @@ def _stride(attrs) -> int:
 
 
 def _planes(x_shape, w_shape, attrs):
-    """(s, Hp, Wp, OH, OW): stride, padded plane (stride 1) or phase plane (stride 2) size."""
+    """(s, Hp, Wp, OH, OW, extra): stride, padded plane (stride 1) or phase plane (stride 2)
+    size, and the zero rows the last image of a chunk needs past its plane.
+
+    Stride 1 shares padding between neighbours: a row is [pl zeros | W pixels], so the
+    right padding of a row is the next row's left padding (legal when pr <= pl), and an
+    image's bottom padding is the next image's top padding (pb <= pt); only the chunk's last
+    image needs ``extra`` = pb zero rows after it.  A 3x3 pad-1 conv on 8x8 images computes
+    9x9 = 81 wide columns per image instead of 10x10 = 100 (4x4: 25 instead of 36)."""
     N, C, H, W = x_shape
     O, Cg, kh, kw = w_shape
     s = _stride(attrs)
@@ -74,11 +81,16 @@ def _planes(x_shape, w_shape, attrs):
     dh, dw = attrs.get("dilation", (1, 1))
     OH = (H + pt + pb - dh * (kh - 1) - 1) // max(s, 1) + 1
     OW = (W + pl + pr - dw * (kw - 1) - 1) // max(s, 1) + 1
-    return s, OH + dh * (kh - 1) // max(s, 1), OW + dw * (kw - 1) // max(s, 1), OH, OW
+    Hp, Wp, extra = OH + dh * (kh - 1) // max(s, 1), OW + dw * (kw - 1) // max(s, 1), 0
+    if s == 1 and pr <= pl and pr <= dw * (kw - 1):
+        Wp = W + pl
+    if s == 1 and pb <= pt and pb <= dh * (kh - 1):
+        Hp, extra = H + pt, pb
+    return s, Hp, Wp, OH, OW, extra
 
 
 def usable(x_shape, w_shape, attrs) -> bool:
-    s, Hp, Wp, OH, OW = _planes(x_shape, w_shape, attrs)
+    s, Hp, Wp, OH, OW, _ = _planes(x_shape, w_shape, attrs)
     if not s or attrs.get("groups", 1) != 1 or x_shape[1] < MIN_CHANNELS:
         return False
     if s == 2 and min(w_shape[2:]) < 2:   # 1x1 stride 2 reads one phase of four: im2col wins
@@ -95,13 +107,13 @@ def _geom(x_shape, w_shape, attrs):
     O, _, kh, kw = w_shape
     pt, pb, pl, pr = attrs.get("pad", (0, 0, 0, 0))
     dh, dw = attrs.get("dilation", (1, 1))
-    s, Hp, Wp, _, _ = _planes(x_shape, w_shape, attrs)
+    s, Hp, Wp, _, _, extra = _planes(x_shape, w_shape, attrs)
     S = Hp * Wp
     nparts = parallel.WORKERS
     per_part = -(-N // nparts)
     rows = use_rows(C, kw, s)
     nb = int(max(1, min(per_part, WIDE_BUDGET // ((s * s * C + O + (C * kw if rows else 0)) * S))))
-    tail = dw * (kw - 1) // s + SLACK
+    tail = extra * Wp + dw * (kw - 1) // s + SLACK
     return N, C, O, kh, kw, pt, pl, dh, dw, Hp, Wp, S, nb, tail, s, rows
 
 
@@ -112,7 +124,7 @@ def workspace(x_shape, w_shape, attrs) -> dict:
            "wt": (kh * kw * O * C,), "wtT": (kh * kw * O * C,),
            "dwt": (P * kh * kw * O * C,), "db2": (P * O,)}
     if rows:
-        out["cols"] = (P * C * kw * nb * S,)
+        out["cols"] = (P * C * kw * (nb * S + tail),)
     return out
 
 
@@ -139,7 +151,7 @@ def _parts(N, macs):
 def _pool_args(x_shape, w_shape, attrs, arg):
     """(OH, OW, ph, pw, arg): the conv output size, the fused pool window ((0, 0) if none)
     and the argmax array (an int32 stand-in when absent)."""
-    _, _, _, OH, OW = _planes(x_shape, w_shape, attrs)
+    _, _, _, OH, OW, _ = _planes(x_shape, w_shape, attrs)
     ph, pw = attrs.get("pool", (0, 0))
     return OH, OW, ph, pw, _NO_ARG if arg is None else arg
 
@@ -166,7 +178,7 @@ def forward(x, w, b, y, ws, attrs, arg=None, train=False, res=None):
         xflat, yflat, _ = _part_views(ws, p, C, O, nb, S, tail, s, _lead(kh, kw, dh, dw, Wp, s))
         ka.wide_fwd_range(x, lo, hi, nb, wt, bias, b is not None, y, xflat, yflat,
                           kh, kw, pt, pl, dh, dw, s, one, OH, OW, ph, pw, arg, train,
-                          y if res is None else res, res is not None)
+                          y if res is None else res, res is not None, Hp, Wp, tail)
 
     parallel.run(run, len(parts))
 
@@ -204,7 +216,7 @@ def backward(x, w, y, dy, dx, dW, db, ws, attrs, arg=None, dres=None):
         xflat, yflat, cflat = _part_views(ws, p, C, O, nb, S, tail, s, lead)
         ka.wide_bwd_range(fn, x, wt, ws["wtT"], y, dy, lo, hi, nb, dxk, want_dx, dwt[p], want_dw, db2[p], want_db,
                           kh, kw, pt, pl, dh, dw, s, xflat, yflat, cflat, rows, one, OH, OW, ph, arg,
-                          y if dres is None else dres, dres is not None)
+                          y if dres is None else dres, dres is not None, Hp, Wp, tail)
 
     parallel.run(run, nparts)
     if want_dw:
