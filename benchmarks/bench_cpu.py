@@ -85,7 +85,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "cpu.json").write_text(json.dumps(results, indent=2))
     md = [f"# CPU benchmark ({results['cpu']}, {results['cores']} cores, {results['date']})", "",
-          "Times: minimum over interleaved windows (ours, torch NCHW, torch channels_last in turn); "
+          "Times: minimum over interleaved windows (ours, torch NCHW, torch channels_last in turn; "
+          "each window re-warms its candidate and lasts >= 50 ms, see runtime/bench.py); "
           "load average during each net: " + ", ".join(f"{r['name']} {r['loadavg'][0]:.1f}-{r['loadavg'][1]:.1f}"
                                                      for r in results["nets"]) + ".", "",
           TABLE_HEAD] + [format_row(r) for r in results["nets"]]

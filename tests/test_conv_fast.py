@@ -155,8 +155,8 @@ def test_tap_gemm_micro_kernel(dtype):
     use every register block (8/4/2/1 rows) and column counts with and without a remainder
     (3-vector blocks, then single vectors); rows of C past M and columns past the last
     vector stay untouched."""
-    from compiler.codegen.kernel_cache import load_kernels
-    k = load_kernels("conv_wide", act="none")
+    from compiler.ops.conv_wide import tapgemm
+    k = tapgemm()
     rng = np.random.default_rng(0)
     VL = 16 if dtype == np.float32 else 8
     for M, K, T, ncols in [(16, 16, 9, 1088), (6, 5, 25, 1000), (15, 3, 4, 77), (1, 1, 1, 1), (24, 64, 9, 80)]:

@@ -50,7 +50,13 @@ SLACK = 16                 # columns past the end of every xpad / yw row: the ta
 
 @functools.lru_cache(maxsize=None)
 def kernels(act="none"):
-    return load_kernels("conv_wide", act=act)
+    """The conv_wide kernel module for ``act``; it imports the tap-GEMM module by name."""
+    return load_kernels("conv_wide", act=act, tapgemm=tapgemm().__name__)
+
+
+@functools.lru_cache(maxsize=None)
+def tapgemm():
+    return load_kernels("tapgemm")
 
 
 @functools.lru_cache(maxsize=None)
