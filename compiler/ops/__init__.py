@@ -2,7 +2,7 @@
 from .base import OPS, Op, register_op  # noqa: F401
 import importlib
 
-for _m in ("conv", "pool", "dense", "resample", "norm", "activation", "elementwise", "loss", "fold"):
+for _m in ("conv", "local", "pool", "dense", "resample", "norm", "activation", "elementwise", "loss", "fold"):
     try:
         importlib.import_module(f"{__name__}.{_m}")
     except ModuleNotFoundError as e:   # a family not written yet (during bring-up)

@@ -1,30 +1,31 @@
 """conv2d (stride 1, or stride 2 with kernels >= 2x2; groups 1) as "wide-row" implicit GEMM
-(kernels: templates/conv_wide.py.j2).
+(kernels: templates/conv_wide.py.j2, micro-kernel: templates/tapgemm.py.j2).
 
 For stride 1 and groups 1, zero-padding a chunk of images into one (C, nb*Hp*Wp) matrix
-makes every tap (ki, kj) a column shift of the same matrix, so the conv is kh*kw GEMMs on
-strided views: no im2col (which cost ~2x the GEMM at 16 channels, measured) and, in
-backward, no col2im: dX is the adjoint GEMM accumulated into shifted views of a padded
-buffer (the "flipped weights" conv of DESIGN §5 without materialising the flip).  The GEMMs
-are BLAS ?gemm called from inside the nogil kernels (address from scipy.linalg.cython_blas),
-so each chunk is one Python call, and the batch is split over ``parallel.WORKERS`` threads,
-each with its own scratch and its own dW/db accumulators (summed at the end).
+makes every tap (ki, kj) a column shift of the same matrix (``_planes``: neighbouring rows
+and images share their zero padding where legal).  The forward is then
+yw = sum over taps W_t · xpad[:, off_t:], computed by the tap-GEMM micro-kernel with the
+output block in registers across all taps (166-209 GFLOP/s raw per thread on ResNet-20's
+shapes; the kh*kw BLAS calls it replaced reached 44-58% of sgemm), followed by an epilogue
+(bias, fused residual, act, fused max pool).  No im2col (which cost ~2x the GEMM at 16
+channels, measured).  Backward on the same layout: stride-1 dX is the same micro-kernel on
+the transposed taps (the "flipped weights" conv of DESIGN §5 without materialising the flip
+or a col2im); dW is one BLAS ?gemm per tap, called from inside the nogil kernels (address
+from scipy.linalg.cython_blas).  Each chunk is one Python call, and the batch is split over
+``parallel.WORKERS`` threads, each with its own scratch and dW/db accumulators (summed at
+the end in a fixed order).
 
 Stride 2: the padded plane is split into its four phase planes (even/odd rows x columns);
 tap (ki, kj) then reads phase (ki%2, kj%2) shifted by (ki//2, kj//2), i.e. the same shifted-
-view GEMMs (ResNet-20's 3x3 stride-2 convs: 7.3/15.2 ms fwd/bwd vs 10.2/21.4 for im2col;
-1x1 stride 2 reads one phase of four and stays on im2col: 1.9/3.5 vs 4.3/9.3 ms).
-Few input channels (C*kw <= ROWS_MAX_K): kh GEMMs of depth C*kw on a kernel-column im2col
-instead of kh*kw depth-C GEMMs that each re-read and re-write the output (LeNet conv1:
-0.50/0.55 ms vs 1.04/0.88; used in backward only without dX, where its dX was slower).
+view conv (ResNet-20's 3x3 stride-2 convs: 7.3/15.2 ms fwd/bwd vs 10.2/21.4 for im2col,
+before the micro-kernel; 1x1 stride 2 reads one phase of four and stays on im2col: 1.9/3.5
+vs 4.3/9.3 ms).  Its dX stays on adjoint BLAS GEMMs accumulated into the phase planes.
+Few input channels and no dX (a first layer, C*kw <= ROWS_MAX_K): dW by kh GEMMs of depth
+C*kw on a kernel-column im2col (LeNet conv1 0.60 vs 0.72 ms).
 
-Cost model: the GEMMs also compute Hp*Wp - OH*OW junk columns per image, so the path is
+Cost model: the kernels also compute Hp*Wp - OH*OW junk columns per image, so the path is
 chosen only while that overhead is moderate (``usable``); otherwise conv.py keeps im2col +
-BLAS.  Small GEMM depth (C=1..16) turned out not to matter: the im2col copy it saves is
-what dominated.  Measured single-threaded, B=128 (ms fwd / bwd): ResNet-20 16ch 32x32
-im2col 20 / 72 -> wide 7.1 / 16.2; 64ch 8x8 12.3 / 24.8 -> 6.1 / 14.4.  BLAS efficiency is
-now the limit: 80-100 GFLOP/s per thread, the sgemm of a 16x16x1088 shape itself reaches
-~92 (benchmarks/roofline.py).
+BLAS.  Per-layer GFLOP/s against this machine's sgemm: benchmarks/roofline.py.
 """
 from __future__ import annotations
 
@@ -50,13 +51,19 @@ SLACK = 16                 # columns past the end of every xpad / yw row: the ta
 
 @functools.lru_cache(maxsize=None)
 def kernels(act="none"):
-    """The conv_wide kernel module for ``act``; it imports the tap-GEMM module by name."""
-    return load_kernels("conv_wide", act=act, tapgemm=tapgemm().__name__)
+    """The conv_wide kernel module for ``act``; it imports the tap-GEMM and layout modules
+    by name (one compiled copy of those for every act variant)."""
+    return load_kernels("conv_wide", act=act, tapgemm=tapgemm().__name__, layout=layout().__name__)
 
 
 @functools.lru_cache(maxsize=None)
 def tapgemm():
     return load_kernels("tapgemm")
+
+
+@functools.lru_cache(maxsize=None)
+def layout():
+    return load_kernels("conv_layout")
 
 
 @functools.lru_cache(maxsize=None)
@@ -172,7 +179,7 @@ def forward(x, w, b, y, ws, attrs, arg=None, train=False, res=None):
     N, C, O, kh, kw, pt, pl, dh, dw, Hp, Wp, S, nb, tail, s, rows = _geom(x.shape, w.shape, attrs)
     OH, OW, ph, pw, arg = _pool_args(x.shape, w.shape, attrs, arg)
     train = bool(train and ph)
-    k0, ka = kernels(), kernels(act)
+    k0, ka = layout(), kernels(act)
     one = x.dtype.type(1)
     wt = ws["wt"]
     k0.taps_weights(w, wt, False)     # per-tap layout: the micro-kernel needs no column im2col
@@ -195,7 +202,7 @@ def backward(x, w, y, dy, dx, dW, db, ws, attrs, arg=None, dres=None):
     act = attrs.get("act", "none")
     N, C, O, kh, kw, pt, pl, dh, dw, Hp, Wp, S, nb, tail, s, rows = _geom(x.shape, w.shape, attrs)
     OH, OW, ph, _, arg = _pool_args(x.shape, w.shape, attrs, arg)
-    k0, ka = kernels(), kernels(act)
+    k0, ka = layout(), kernels(act)
     fn = _gemm_addr(x.dtype.char)
     # few channels and no dX (a first layer): dW by the kernel-row variant, measured faster
     # there (LeNet conv1 0.60 vs 0.72 ms); with dX the per-tap dW was as fast or faster
