@@ -35,16 +35,22 @@ CASES = [
 ]
 
 
+def _split(monkeypatch):
+    """Two worker threads, 1-image chunks (several per thread)."""
+    import compiler.ops.conv_wide as CW
+    from compiler.ops import parallel
+    monkeypatch.setattr(CW, "PAR_MIN_MACS", 0)
+    monkeypatch.setattr(CW, "WIDE_BUDGET", 1)
+    monkeypatch.setattr(parallel, "WORKERS", 2)
+
+
 @pytest.mark.parametrize("split", [False, True])
 @pytest.mark.parametrize("shapes,attrs", CASES, ids=[str(i) for i in range(len(CASES))])
 def test_wide_conv(monkeypatch, shapes, attrs, split):
     import compiler.ops.conv_wide as CW
-    from compiler.ops import parallel
     assert CW.usable(shapes[0], shapes[1], attrs)
-    if split:                     # two worker threads, 1-image chunks (several per thread)
-        monkeypatch.setattr(CW, "PAR_MIN_MACS", 0)
-        monkeypatch.setattr(CW, "WIDE_BUDGET", 1)
-        monkeypatch.setattr(parallel, "WORKERS", 2)
+    if split:
+        _split(monkeypatch)
     res = check_op("conv2d", shapes, attrs, gradcheck=False)
     assert res["fwd"] <= 1e-4 and res["bwd"] <= 1e-4
     # first-layer backward: no dX (the kernel-row variant is used then)
@@ -103,12 +109,8 @@ POOL_CASES = [
 @pytest.mark.parametrize("split", [False, True])
 @pytest.mark.parametrize("shapes,attrs", POOL_CASES, ids=[str(i) for i in range(len(POOL_CASES))])
 def test_wide_conv_with_fused_pool(monkeypatch, shapes, attrs, split):
-    import compiler.ops.conv_wide as CW
-    from compiler.ops import parallel
     if split:
-        monkeypatch.setattr(CW, "PAR_MIN_MACS", 0)
-        monkeypatch.setattr(CW, "WIDE_BUDGET", 1)
-        monkeypatch.setattr(parallel, "WORKERS", 2)
+        _split(monkeypatch)
     res = check_op("conv2d", shapes, attrs, train=True, gradcheck=not split)
     assert res["fwd"] <= 1e-4 and res["bwd"] <= 1e-4
     res = check_op("conv2d", shapes, attrs, train=True, gradcheck=False, needs=(1,))
@@ -183,12 +185,8 @@ RES_CASES = [
 @pytest.mark.parametrize("split", [False, True])
 @pytest.mark.parametrize("shapes,attrs", RES_CASES, ids=[str(i) for i in range(len(RES_CASES))])
 def test_wide_conv_with_fused_residual(monkeypatch, shapes, attrs, split):
-    import compiler.ops.conv_wide as CW
-    from compiler.ops import parallel
     if split:
-        monkeypatch.setattr(CW, "PAR_MIN_MACS", 0)
-        monkeypatch.setattr(CW, "WIDE_BUDGET", 1)
-        monkeypatch.setattr(parallel, "WORKERS", 2)
+        _split(monkeypatch)
     res = check_op("conv2d", shapes, attrs, gradcheck=not split)
     assert res["fwd"] <= 1e-4 and res["bwd"] <= 1e-4
     res = check_op("conv2d", shapes, attrs, gradcheck=False, needs=(0,))      # no dW, no dres

@@ -9,6 +9,7 @@ Legal only when the producer's output has exactly one consumer and is not a grap
 from __future__ import annotations
 
 from ..ir import Graph, Node
+from . import rewrite as rewrites
 
 FUSABLE = {"conv2d", "linear", "conv_transpose2d", "local2d", "batchnorm", "add"}
 
@@ -33,7 +34,4 @@ def fuse_activation(g: Graph) -> Graph:
         drop.add(n.id)
     if not drop:
         return g
-    nodes = tuple(rewrite.get(n.id, n) for n in g.nodes if n.id not in drop)
-    used = {i for n in nodes for i in n.inputs if i} | {o for n in nodes for o in n.outputs if o}
-    values = {k: v for k, v in g.values.items() if k in used or v.kind in ("input", "target", "param", "buffer")}
-    return g.replace(nodes=nodes, values=values)
+    return rewrites.apply(g, rewrite, drop)

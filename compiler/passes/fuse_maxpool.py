@@ -16,6 +16,7 @@ pipeline.for_target drops this pass for CUDA and ONNX export.
 from __future__ import annotations
 
 from ..ir import Graph, Node
+from . import rewrite as rewrites
 from ..ops import conv_wide
 
 
@@ -56,7 +57,4 @@ def fuse_maxpool(g: Graph) -> Graph:
         drop.add(n.id)
     if not drop:
         return g
-    nodes = tuple(rewrite.get(n.id, n) for n in g.nodes if n.id not in drop)
-    used = {i for n in nodes for i in n.inputs if i} | {o for n in nodes for o in n.outputs if o}
-    values = {k: v for k, v in g.values.items() if k in used or v.kind in ("input", "target", "param", "buffer")}
-    return g.replace(nodes=nodes, values=values)
+    return rewrites.apply(g, rewrite, drop)
