@@ -101,3 +101,60 @@ def test_resnet20_parity():
 
 def test_unet_parity():
     parity(netspec.load(SMALL_UNET), 2, {"mse": {}}, lambda rng, n, s: rng.random((n, *s)))
+
+
+# nets outside the zoo that exercise the CPU fusion passes in training: a pre-activation
+# residual block (conv -> add fuses: passes/fuse_residual.py) and VGG-style pools (2x2,
+# ceil_mode with no partial window, 3x3/3 without ReLU: passes/fuse_maxpool.py)
+PREACT = """
+netspec: 1
+name: preact
+input: [3, 16, 16]
+blocks:
+  pre:
+    args: {c: int}
+    layers:
+      - batchnorm: {name: bn1}
+      - relu: {}
+      - conv: {name: conv1, out: $c, kernel: 3, pad: 1, bias: false}
+      - batchnorm: {name: bn2}
+      - relu: {}
+      - conv: {name: conv2, out: $c, kernel: 3, pad: 1, bias: false}
+      - add: {name: add, from: [conv2, input]}
+layers:
+  - conv: {name: stem, out: 8, kernel: 3, pad: 1}
+  - pre: {name: b1, c: 8, repeat: 2}
+  - conv: {name: down, out: 8, kernel: 3, pad: 1}
+  - maxpool: {kernel: 2}
+  - relu: {}
+  - global_avgpool: {}
+  - flatten: {}
+  - linear: {name: fc, out: 5}
+"""
+VGGISH = """
+netspec: 1
+name: vggish
+input: [3, 20, 20]
+layers:
+  - conv: {name: c1, out: 8, kernel: 3, pad: 1}
+  - relu: {}
+  - maxpool: {kernel: 2}
+  - conv: {name: c2, out: 12, kernel: 3, pad: 1}
+  - relu: {}
+  - conv: {name: c3, out: 12, kernel: 3, pad: 1}
+  - relu: {}
+  - maxpool: {kernel: 2, ceil_mode: true}
+  - conv: {name: c4, out: 16, kernel: 3, pad: 1, dilation: 1}
+  - maxpool: {kernel: 3, stride: 3}
+  - flatten: {}
+  - linear: {name: fc, out: 7}
+"""
+
+
+@pytest.mark.parametrize("text", [PREACT, VGGISH], ids=["preact_resnet", "vggish"])
+def test_fused_conv_nets_parity(text):
+    spec = netspec.load(text)
+    net = compiler.compile(spec, batch_size=3)
+    convs = [n for n in net.graphs["train"].nodes if n.op == "conv2d" and n.phase == "fwd"]
+    assert any(len(n.inputs) == 4 or "pool" in n.a for n in convs)     # something fused
+    parity(spec, 3, {"softmax_cross_entropy": {}}, labels)
