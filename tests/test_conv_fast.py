@@ -28,6 +28,7 @@ CASES = [
     # stride 2 on phase planes: 3x3 pad 1 (ResNet), even kernel, odd sizes
     ([(3, 5, 9, 7), (6, 5, 3, 3), None], conv(stride=(2, 2), pad=(1, 1, 1, 1), act="relu")),
     ([(2, 4, 10, 9), (3, 4, 4, 2), (3,)], conv(stride=(2, 2), pad=(1, 0, 2, 1))),
+    ([(2, 6, 11, 10), (5, 6, 5, 5), (5,)], conv(stride=(2, 2), pad=(2, 2, 2, 2), act="relu")),
     # padding shared between neighbouring rows / images (conv_wide._planes) only where
     # legal: bottom > top and right > left keep their own zeros, 3x3 with pads (2,1,1,0)
     ([(3, 12, 7, 6), (4, 12, 3, 3), (4,)], conv(pad=(0, 1, 0, 1), act="relu")),

@@ -19,7 +19,8 @@ Stride 2: the padded plane is split into its four phase planes (even/odd rows x 
 tap (ki, kj) then reads phase (ki%2, kj%2) shifted by (ki//2, kj//2), i.e. the same shifted-
 view conv (ResNet-20's 3x3 stride-2 convs: 7.3/15.2 ms fwd/bwd vs 10.2/21.4 for im2col,
 before the micro-kernel; 1x1 stride 2 reads one phase of four and stays on im2col: 1.9/3.5
-vs 4.3/9.3 ms).  Its dX stays on adjoint BLAS GEMMs accumulated into the phase planes.
+vs 4.3/9.3 ms).  Its dX is one tap-GEMM per phase plane over that phase's taps (measured
+equal to the adjoint BLAS GEMMs it replaced, 2.6-3.3 ms; kept so dX has one mechanism).
 Few input channels and no dX (a first layer, C*kw <= ROWS_MAX_K): dW by kh GEMMs of depth
 C*kw on a kernel-column im2col (LeNet conv1 0.60 vs 0.72 ms).
 
@@ -142,8 +143,10 @@ def workspace(x_shape, w_shape, attrs) -> dict:
 
 
 def _lead(kh, kw, dh, dw, Wp, s):
-    """Zero columns in front of each wide dY row (templates/conv_wide.py.j2 dx_lead)."""
-    return (kh - 1) * dh * Wp + (kw - 1) * dw if s == 1 else 0
+    """Zero columns in front of each wide dY row (templates/conv_layout.py.j2 dx_lead)."""
+    if s == 1:
+        return (kh - 1) * dh * Wp + (kw - 1) * dw
+    return ((kh - 1) // 2) * Wp + (kw - 1) // 2
 
 
 def _part_views(ws, p, C, O, nb, S, tail, s, lead=0):
@@ -210,11 +213,8 @@ def backward(x, w, y, dy, dx, dW, db, ws, attrs, arg=None, dres=None):
     rows = rows and dx is None
     one = x.dtype.type(1)
     T = kh * kw
-    wt = ws["wt"]
-    if not rows:                 # the per-tap weights: stride 2's adjoint dX GEMMs
-        k0.taps_weights(w, wt, False)
-    if dx is not None and s == 1:
-        k0.taps_weights_t(w, ws["wtT"])
+    if dx is not None:
+        k0.taps_weights_t(w, ws["wtT"], s)
     lead = _lead(kh, kw, dh, dw, Wp, s)
     parts = _parts(N, N * O * C * T * OH * OW)
     dwt = ws["dwt"].reshape(parallel.WORKERS, -1)
@@ -227,7 +227,7 @@ def backward(x, w, y, dy, dx, dW, db, ws, attrs, arg=None, dres=None):
     def run(p):
         lo, hi = parts[p]
         xflat, yflat, cflat = _part_views(ws, p, C, O, nb, S, tail, s, lead)
-        ka.wide_bwd_range(fn, x, wt, ws["wtT"], y, dy, lo, hi, nb, dxk, want_dx, dwt[p], want_dw, db2[p], want_db,
+        ka.wide_bwd_range(fn, x, ws["wtT"], y, dy, lo, hi, nb, dxk, want_dx, dwt[p], want_dw, db2[p], want_db,
                           kh, kw, pt, pl, dh, dw, s, xflat, yflat, cflat, rows, one, OH, OW, ph, arg,
                           y if dres is None else dres, dres is not None, Hp, Wp, tail)
 
