@@ -211,16 +211,16 @@ class Conv2d(Op):
 
     def forward(self, xs, y, saved, ws, attrs, train, rng=None):
         x, w, b = xs[:3]
+        if conv_wide.usable(x.shape, w.shape, attrs):
+            conv_wide.forward(x, w, b, y, ws, attrs, saved.get("argmax"), train, _residual(xs))
+            return
+        _no_pool(attrs, xs)
         sh, sw, pt, pb, pl, pr, dh, dw, G, act = conv_attrs(attrs)
         N, C, O, Cg, kh, kw, OH, OW, P, K, nb = self._geom([x.shape, w.shape], attrs)
         k0, ka = kernels(), kernels(act)
         w2 = w.reshape(O, Cg * kh * kw)
         Og, Kg = O // G, Cg * kh * kw
         bias = stand_in(x.dtype) if b is None else b
-        if conv_wide.usable(x.shape, w.shape, attrs):
-            conv_wide.forward(x, w, b, y, ws, attrs, saved.get("argmax"), train, _residual(xs))
-            return
-        _no_pool(attrs, xs)
         if self.depthwise([x.shape, w.shape], attrs):
             kd, args = direct_kernels(act), (x, w.reshape(O, kh, kw), bias, b is not None, y, O // C)
             if (sh, sw) == (1, 1):
@@ -243,14 +243,14 @@ class Conv2d(Op):
     def backward(self, xs, y, saved, dy, dxs, ws, attrs):
         x, w, b = xs[:3]
         dx, dW, db = dxs[:3]
-        sh, sw, pt, pb, pl, pr, dh, dw, G, act = conv_attrs(attrs)
-        N, C, O, Cg, kh, kw, OH, OW, P, K, nb = self._geom([x.shape, w.shape], attrs)
-        k0, ka = kernels(), kernels(act)
         if conv_wide.usable(x.shape, w.shape, attrs):
             conv_wide.backward(x, w, y, dy, dx, dW, db, ws, attrs, saved.get("argmax"),
                                dxs[3] if len(dxs) > 3 else None)
             return
         _no_pool(attrs, xs)
+        sh, sw, pt, pb, pl, pr, dh, dw, G, act = conv_attrs(attrs)
+        N, C, O, Cg, kh, kw, OH, OW, P, K, nb = self._geom([x.shape, w.shape], attrs)
+        k0, ka = kernels(), kernels(act)
         if self.depthwise([x.shape, w.shape], attrs):
             d = stand_in(x.dtype)
             args = (x, w.reshape(O, kh, kw), y, dy, d.reshape(1, 1, 1, 1) if dx is None else dx,

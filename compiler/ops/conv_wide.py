@@ -80,6 +80,13 @@ def _stride(attrs) -> int:
 
 
 def _planes(x_shape, w_shape, attrs):
+    """_plane_geometry for an attrs dict (memoised: launchers call it on every step)."""
+    return _plane_geometry(tuple(x_shape), tuple(w_shape), tuple(attrs.get("stride", (1, 1))),
+                           tuple(attrs.get("pad", (0, 0, 0, 0))), tuple(attrs.get("dilation", (1, 1))))
+
+
+@functools.lru_cache(maxsize=4096)
+def _plane_geometry(x_shape, w_shape, stride, pad, dilation):
     """(s, Hp, Wp, OH, OW, extra): stride, padded plane (stride 1) or phase plane (stride 2)
     size, and the zero rows the last image of a chunk needs past its plane.
 
@@ -90,9 +97,9 @@ def _planes(x_shape, w_shape, attrs):
     9x9 = 81 wide columns per image instead of 10x10 = 100 (4x4: 25 instead of 36)."""
     N, C, H, W = x_shape
     O, Cg, kh, kw = w_shape
-    s = _stride(attrs)
-    pt, pb, pl, pr = attrs.get("pad", (0, 0, 0, 0))
-    dh, dw = attrs.get("dilation", (1, 1))
+    s = _stride({"stride": stride, "dilation": dilation})
+    pt, pb, pl, pr = pad
+    dh, dw = dilation
     OH = (H + pt + pb - dh * (kh - 1) - 1) // max(s, 1) + 1
     OW = (W + pl + pr - dw * (kw - 1) - 1) // max(s, 1) + 1
     Hp, Wp, extra = OH + dh * (kh - 1) // max(s, 1), OW + dw * (kw - 1) // max(s, 1), 0
