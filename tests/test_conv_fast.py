@@ -154,7 +154,7 @@ def test_fused_pool_ties_and_nans_follow_maxpool2d():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_tap_gemm_micro_kernel(dtype):
-    """templates/_tapgemm.py.j2: C = sum_t A_t · B[:, off_t:off_t + ncols] for row counts that
+    """templates/tapgemm.py.j2: C = sum_t A_t · B[:, off_t:off_t + ncols] for row counts that
     use every register block (8/4/2/1 rows) and column counts with and without a remainder
     (3-vector blocks, then single vectors); rows of C past M and columns past the last
     vector stay untouched."""

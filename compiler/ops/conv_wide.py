@@ -8,7 +8,7 @@ yw = sum over taps W_t · xpad[:, off_t:], computed by the tap-GEMM micro-kernel
 output block in registers across all taps (166-209 GFLOP/s raw per thread on ResNet-20's
 shapes; the kh*kw BLAS calls it replaced reached 44-58% of sgemm), followed by an epilogue
 (bias, fused residual, act, fused max pool).  No im2col (which cost ~2x the GEMM at 16
-channels, measured).  Backward on the same layout: stride-1 dX is the same micro-kernel on
+channels, measured).  Backward on the same layout: dX is the same micro-kernel on
 the transposed taps (the "flipped weights" conv of DESIGN §5 without materialising the flip
 or a col2im); dW is one BLAS ?gemm per tap, called from inside the nogil kernels (address
 from scipy.linalg.cython_blas).  Each chunk is one Python call, and the batch is split over
@@ -42,12 +42,12 @@ MIN_CHANNELS = 1           # measured: even C=1 (rank-1 GEMMs, LeNet conv1) beat
                            # direct numba loops (1.1 vs 1.5 vs 3.1 ms fwd, B=64)
 MAX_WASTE = 2.5            # padded-plane / output-plane area above this: im2col wins (LeNet
                            # conv2, 14x14 -> 10x10, waste 1.96: wide 0.8 ms vs im2col 1.7 ms)
-ROWS_MAX_K = 32            # C*kw up to which the kernel-row variant (rows_fwd: kh GEMMs of
-                           # depth C*kw on a kernel-column im2col) replaces the kh*kw depth-C
-                           # GEMMs (LeNet conv1 C*kw=5, conv2 30; ResNet conv1 9)
+ROWS_MAX_K = 32            # C*kw up to which a first layer's dW (no dX) uses the kernel-row
+                           # variant (rows_bwd: kh GEMMs of depth C*kw on a kernel-column
+                           # im2col; LeNet conv1 C*kw=5, ResNet conv1 9)
 PAR_MIN_MACS = 2_000_000   # below this a second thread's hand-off costs more than it saves
 SLACK = 16                 # columns past the end of every xpad / yw row: the tap-GEMM micro-kernel
-                           # reads and writes whole vector blocks (templates/_tapgemm.py.j2 TAP_VL)
+                           # reads and writes whole vector blocks (templates/tapgemm.py.j2 TAP_VL)
 
 
 @functools.lru_cache(maxsize=None)
@@ -192,7 +192,7 @@ def forward(x, w, b, y, ws, attrs, arg=None, train=False, res=None):
     k0, ka = layout(), kernels(act)
     one = x.dtype.type(1)
     wt = ws["wt"]
-    k0.taps_weights(w, wt, False)     # per-tap layout: the micro-kernel needs no column im2col
+    k0.taps_weights(w, wt)     # per-tap layout: the micro-kernel needs no column im2col
     bias = b if b is not None else ws["db2"][:1]
     parts = _parts(N, N * O * C * kh * kw * OH * OW)
 
