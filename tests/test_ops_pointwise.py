@@ -26,6 +26,9 @@ CASES = [
     ("batchnorm", [X4, None, None, (C,), (C,)], {"eps": 1e-3}, dict(train=True, inputs=POS)),
     ("batchnorm", [X4, (C,), (C,), (C,), (C,)], {"act": "relu"}, dict(train=False, inputs=POS)),
     ("batchnorm", [(8, C), (C,), (C,), (C,), (C,)], {"momentum": 0.3}, dict(train=True, inputs=POS)),
+    # (N, F) inputs run the flat kernels (norm.FLAT_S): fused ReLU, and no dX
+    ("batchnorm", [(8, C), (C,), None, (C,), (C,)], {"act": "relu"}, dict(train=True, inputs=POS)),
+    ("batchnorm", [(8, C), (C,), (C,), (C,), (C,)], {}, dict(train=True, inputs=POS, needs=(1, 2))),
     ("batchnorm", [X4, (C,), (C,), (C,), (C,)], {}, dict(train=True, inputs=POS, needs=(1, 2))),
     ("batchnorm", [X4, (C,), (C,), (C,), (C,)], {"global_stats": True}, dict(train=True, inputs=POS)),
     ("layernorm", [X4, X4[1:], X4[1:]], {}, {}),
