@@ -106,6 +106,20 @@ def test_parallel_variants(monkeypatch):
     check_op("batchnorm", *CASES[1][1:3], gradcheck=False, **CASES[1][3])
 
 
+@pytest.mark.parametrize("row", [1, 2, 5, 6], ids=["relu", "affine_free", "flat_fused_relu", "flat_no_dx"])
+def test_batchnorm_channel_split_over_threads(monkeypatch, row):
+    """The channel ranges split over the two worker threads (big tensors in real nets; tiny
+    here by lowering the thresholds), forward and backward, image and (N, F) inputs."""
+    import compiler.ops.norm as nm
+    from compiler.ops import parallel
+    monkeypatch.setattr(nm, "BN_SPLIT_MIN", 0)
+    monkeypatch.setattr(nm, "BN_SPLIT_MIN_FWD", 0)
+    monkeypatch.setattr(parallel, "WORKERS", 2)
+    name, shapes, attrs, kw = CASES[row]
+    assert name == "batchnorm"
+    check_op(name, shapes, attrs, gradcheck=False, **kw)
+
+
 def _run(op, shapes, attrs, train, seed=0, dtype=np.float32, inputs=None):
     """Kernel forward with fresh buffers; returns (xs, y, saved)."""
     rs = np.random.default_rng(seed)

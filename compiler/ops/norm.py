@@ -17,6 +17,10 @@ from compiler.ops.elementwise import empty, kernels, opt, use_parallel, view
 # Elements from which BatchNorm splits its channels over the worker threads (the kernels
 # are nogil and own their channels); below it the hand-off costs more than it saves.
 BN_SPLIT_MIN = 1 << 16
+# The forward (two light passes) pays for the hand-off only from 4x that (measured, us, one
+# thread vs two: (64, 32, 8, 8) 48 vs 59, (64, 64, 8, 8) 117 vs 76; backward at
+# (64, 32, 8, 8) 120 vs 71)
+BN_SPLIT_MIN_FWD = 1 << 18
 # Planes smaller than this (H*W) run the "flat" BatchNorm kernels: each sample's (c, s) row
 # as one contiguous loop with per-position accumulators, instead of per-channel loops of S
 # elements.  Measured (fwd / bwd us): (64, 120) vectors 29 / 37 -> 14 / 26; but on image
@@ -25,8 +29,8 @@ BN_SPLIT_MIN = 1 << 16
 FLAT_S = 2
 
 
-def _channel_parts(x_size, C):
-    if x_size < BN_SPLIT_MIN or C < 2 or use_parallel(x_size, C):   # prange kernels: not from 2 threads
+def _channel_parts(x_size, C, split_min=None):
+    if x_size < (BN_SPLIT_MIN if split_min is None else split_min) or C < 2 or use_parallel(x_size, C):   # prange kernels: not from 2 threads
         return [(0, C)]
     return parallel.split(C, parallel.WORKERS)
 
@@ -138,7 +142,7 @@ class BatchNorm(Op):
         x3, y3 = view(x, (N, C, S)), view(y, (N, C, S))
         w1, b1 = opt(w, (C,), dt), opt(b, (C,), dt)
         eps = float(attrs.get("eps", 1e-5))
-        parts = _channel_parts(x.size, C)
+        parts = _channel_parts(x.size, C, BN_SPLIT_MIN_FWD)
         if train:
             mom = float(attrs.get("momentum", 0.1))
             fn = k.bn_fwd_train_flat if S < FLAT_S and not _is_prange(x.size, C) else k.bn_fwd_train
