@@ -29,15 +29,15 @@ BN_SPLIT_MIN_FWD = 1 << 18
 FLAT_S = 2
 
 
-def _channel_parts(x_size, C, split_min=None):
-    if x_size < (BN_SPLIT_MIN if split_min is None else split_min) or C < 2 or use_parallel(x_size, C):   # prange kernels: not from 2 threads
+def _channel_parts(x_size, C, split_min):
+    if x_size < split_min or C < 2 or use_parallel(x_size, C):   # prange kernels: not from 2 threads
         return [(0, C)]
     return parallel.split(C, parallel.WORKERS)
 
 
-def _is_prange(x_size, C):
-    """Whether _kern picks the prange kernels (the flat kernels are serial only)."""
-    return use_parallel(x_size, C)
+def _flat(x_size, C, S) -> bool:
+    """Whether BatchNorm takes the flat kernels (serial only: not when _kern picks prange)."""
+    return S < FLAT_S and not use_parallel(x_size, C)
 
 
 def _ncs(shape):
@@ -145,7 +145,7 @@ class BatchNorm(Op):
         parts = _channel_parts(x.size, C, BN_SPLIT_MIN_FWD)
         if train:
             mom = float(attrs.get("momentum", 0.1))
-            fn = k.bn_fwd_train_flat if S < FLAT_S and not _is_prange(x.size, C) else k.bn_fwd_train
+            fn = k.bn_fwd_train_flat if _flat(x.size, C, S) else k.bn_fwd_train
             run = lambda p: fn(x3, w1, b1, rm, rv, eps, mom, y3, saved["mean"], saved["istd"], *parts[p])
         else:
             mean, istd = saved.get("mean", empty(dt)), saved.get("istd", empty(dt))
@@ -165,8 +165,8 @@ class BatchNorm(Op):
         args = (x3, opt(w, (C,), dt), y3, view(dy, (N, C, S)), saved["mean"], saved["istd"],
                 bool(saved["train"][0]), opt(dxs[0], (N, C, S), dt), opt(dxs[1], (C,), dt),
                 opt(dxs[2], (C,), dt))
-        parts = _channel_parts(x.size, C)
-        fn = k.bn_bwd_flat if S < FLAT_S and not _is_prange(x.size, C) else k.bn_bwd
+        parts = _channel_parts(x.size, C, BN_SPLIT_MIN)
+        fn = k.bn_bwd_flat if _flat(x.size, C, S) else k.bn_bwd
         parallel.run(lambda p: fn(*args, *parts[p]), len(parts))
 
 

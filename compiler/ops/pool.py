@@ -390,7 +390,7 @@ class AdaptiveAvgPool(Op):
     """adaptive_avgpool2d: x (N,C,H,W) -> (N,C,oh,ow), attr out_size.  Separable, so
     y = Ph . x . Pw^T with the averaging matrices Ph (oh,H), Pw (ow,W) of adaptive_matrix:
     two broadcast GEMMs (numpy matmul with out=, nothing to compile); backward
-    dx = Ph^T . dy . Pw.  workspace "mid" (N*C*max(oh*W, oh*W)) holds the half-way product."""
+    dx = Ph^T . dy . Pw.  workspace "mid" (N*C*oh*W) holds the half-way product."""
     name = "adaptive_avgpool2d"
 
     def out_shape(self, in_shapes, attrs):

@@ -32,6 +32,4 @@ def fuse_activation(g: Graph) -> Graph:
         rewrite[p.id] = Node(p.id, p.op, p.inputs, (n.outputs[0],), p.with_attrs(act="relu").attrs,
                              p.layer + "+" + n.layer if n.layer else p.layer, p.phase)
         drop.add(n.id)
-    if not drop:
-        return g
     return rewrites.apply(g, rewrite, drop)

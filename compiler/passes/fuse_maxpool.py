@@ -55,6 +55,4 @@ def fuse_maxpool(g: Graph) -> Graph:
         rewrite[conv.id] = Node(conv.id, conv.op, conv.inputs, (n.outputs[0],), conv.with_attrs(pool=win).attrs,
                                 conv.layer + "+" + n.layer if n.layer else conv.layer, conv.phase)
         drop.add(n.id)
-    if not drop:
-        return g
     return rewrites.apply(g, rewrite, drop)

@@ -55,6 +55,4 @@ def fuse_residual(g: Graph) -> Graph:
         rewrite[n.id] = Node(conv.id, "conv2d", (x, w, bias, r), n.outputs,
                              conv.with_attrs(act=n.a.get("act", "none")).attrs, layer, "fwd")
         drop.add(conv.id)
-    if not drop:
-        return g
     return rewrites.apply(g, rewrite, drop)
