@@ -22,7 +22,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from compiler.outputs import main_output
-from .train_utils import softmax
+from .train_utils import load_weights, softmax
 
 
 def _arrays(src) -> dict:
@@ -33,9 +33,12 @@ def _arrays(src) -> dict:
 
 
 def _load(net, arrays: Mapping) -> None:
-    d = {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(("params/", "buffers/"))}
-    if not d:      # a plain {name: array}
-        d = {k: v for k, v in arrays.items() if "/" not in k}
+    """A member's weights: checkpoint arrays (``params/*``, ``buffers/*``) or a plain
+    {name: array}."""
+    if any(k.startswith(("params/", "buffers/")) for k in arrays):
+        load_weights(net, arrays)
+        return
+    d = {k: v for k, v in arrays.items() if "/" not in k}
     if not d:
         raise ValueError("no weights (params/* arrays) in an ensemble member")
     net.load_params(d, strict=True)
@@ -71,7 +74,12 @@ def evaluate_ensemble(net, sources: Sequence, x: np.ndarray, y: np.ndarray) -> d
     mean = np.mean(probs, axis=0)
     return {"members": [float(np.mean(p.argmax(1) == y)) for p in probs],
             "ensemble": float(np.mean(mean.argmax(1) == y)),
-            "ensemble_nll": float(-np.mean(np.log(np.maximum(mean[np.arange(len(y)), y], 1e-12))))}
+            "ensemble_nll": mean_nll(mean, y)}
+
+
+def mean_nll(probs: np.ndarray, y: np.ndarray) -> float:
+    """Mean negative log-likelihood of the labels y under probabilities (N, K)."""
+    return float(-np.mean(np.log(np.maximum(probs[np.arange(len(y)), y], 1e-12))))
 
 
 def polyak_average(members: Sequence, decay: float = 0.995) -> dict[str, np.ndarray]:

@@ -12,9 +12,8 @@ import json
 
 import numpy as np
 
-from compiler.outputs import main_output
 from ._common import (build_net, fail, known_errors, load_spec, load_splits, preprocessor,
-                      read_checkpoint, softmax)
+                      read_checkpoint)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -34,7 +33,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def evaluate_checkpoints(spec, paths, data=None, split="test", backend="cpu") -> dict:
     """Evaluate one checkpoint (or the probability average of several) -> result dict."""
-    from runtime.train_utils import confusion, load_weights
+    from runtime.ensemble import ensemble_probs, mean_nll
+    from runtime.train_utils import confusion
     members = [read_checkpoint(p) for p in paths]          # fail early on a bad file
     splits = load_splits(spec, data)
     x, y = getattr(splits, split)
@@ -43,16 +43,12 @@ def evaluate_checkpoints(spec, paths, data=None, split="test", backend="cpu") ->
     pre = preprocessor(spec, members[0][0], paths[0], splits)
     x = pre.apply(x)
     net = build_net(spec, members[0][0], backend)
-    probs = 0.0
-    for arrays, _ in members:
-        load_weights(net, arrays)
-        probs = probs + softmax(main_output(net.forward(x, train=False)))
-    probs = probs / len(members)
+    probs = ensemble_probs(net, [arrays for arrays, _ in members], x)
     pred = np.argmax(probs, axis=1)
     k = max(len(splits.class_names), int(probs.shape[1]))
     cm = confusion(y, pred, k)
     per = [float(cm[i, i] / cm[i].sum()) if cm[i].sum() else float("nan") for i in range(k)]
-    nll = float(-np.mean(np.log(np.maximum(probs[np.arange(len(y)), y], 1e-12))))
+    nll = mean_nll(probs, y)
     names = list(splits.class_names) + [str(i) for i in range(len(splits.class_names), k)]
     return {"split": split, "n": int(len(y)), "accuracy": float(np.mean(pred == y)), "nll": nll,
             "members": [str(p) for p in paths], "class_names": names,
