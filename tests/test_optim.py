@@ -63,6 +63,33 @@ def test_hand_computed(cfg, steps, expect, dtype):
     np.testing.assert_allclose(p["p"], expect, rtol=1e-7, atol=1e-7)
 
 
+@pytest.mark.parametrize("cfg,slots", [
+    ({"optimizer": {"sgd": {"momentum": 0.9}}}, ["momentum"]),
+    ({"optimizer": {"sgd": {"momentum": 0.9, "nesterov": True}}}, ["momentum"]),
+    ({"optimizer": {"rmsprop": {"alpha": 0.9, "momentum": 0.5}}}, ["square_avg", "momentum"]),
+    ({"optimizer": {"adam": {}}}, ["exp_avg", "exp_avg_sq"])])
+def test_decaying_state_never_goes_subnormal(cfg, slots):
+    """A unit whose gradient stays 0 decays its state geometrically; below tiny/eps it is
+    stored as 0 (subnormal arithmetic costs ~10x in the update, see optim.py.j2), while a
+    NaN state stays NaN (training must still see it)."""
+    dtype = np.float32
+    opt = make_optimizer(cfg, {"p": PI("l", True, 1.0, False, (3,))}, dtype)
+    state = {k: np.full(n, 1e-30, dtype) for k, n in opt.state_specs().items()}
+    for k in slots:
+        state[k][2] = np.nan
+    p = np.array([1.0, 2.0, 3.0], dtype)
+    opt.update(p, np.zeros(3, dtype), state, 0.1, 1)
+    tiny = np.finfo(dtype).tiny
+    for k in slots:
+        s = state[k]
+        assert s[0] == 0 and s[1] == 0, (k, s)                # 0.9 * 1e-30 < 1.19e-38 / 1.19e-7
+        assert np.isnan(s[2])
+    # a state just above the threshold is kept exactly as the rule computes it
+    st2 = {k: np.full(n, 1e-20, dtype) for k, n in opt.state_specs().items()}
+    opt.update(p.copy(), np.zeros(3, dtype), st2, 0.1, 1)
+    assert all(np.all(v > tiny) for v in st2.values())
+
+
 def test_no_decay_on_bias_unless_decay_all():
     cfg = {"optimizer": {"sgd": {}}, "regularization": {"weight_decay": 0.1, "l1": 0.1}}
     np.testing.assert_allclose(run(cfg, decay=False), [0.95, -2.1, 0.6])
