@@ -33,6 +33,10 @@ CASES = [
     # legal: bottom > top and right > left keep their own zeros, 3x3 with pads (2,1,1,0)
     ([(3, 12, 7, 6), (4, 12, 3, 3), (4,)], conv(pad=(0, 1, 0, 1), act="relu")),
     ([(3, 12, 7, 6), (4, 12, 3, 3), None], conv(pad=(2, 1, 1, 0))),
+    # dW on the tap-GEMM (C a multiple of 16: transposed chunk, conv_wide.dw_tap), with
+    # shared padding and with dilation + asymmetric pads
+    ([(3, 16, 7, 6), (5, 16, 3, 3), (5,)], conv(pad=(1, 1, 1, 1), act="relu")),
+    ([(2, 32, 6, 5), (3, 32, 3, 2), None], conv(pad=(0, 1, 2, 1), dilation=(2, 1))),
 ]
 
 
@@ -57,6 +61,15 @@ def test_wide_conv(monkeypatch, shapes, attrs, split):
     # first-layer backward: no dX (the kernel-row variant is used then)
     res = check_op("conv2d", shapes, attrs, gradcheck=False, needs=(1,) + ((2,) if shapes[2] else ()))
     assert res["bwd"] <= 1e-4
+
+
+def test_dw_tap_path_choice():
+    import compiler.ops.conv_wide as CW
+    s1, s2 = conv(pad=(1, 1, 1, 1)), conv(stride=(2, 2), pad=(1, 1, 1, 1))
+    assert CW.dw_tap(16, 1) and CW.dw_tap(64, 1) and not CW.dw_tap(12, 1) and not CW.dw_tap(16, 2)
+    assert "xt" in CW.workspace((8, 16, 8, 8), (16, 16, 3, 3), s1)
+    assert "xt" not in CW.workspace((8, 16, 8, 8), (32, 16, 3, 3), s2)
+    assert "xt" not in CW.workspace((8, 12, 8, 8), (16, 12, 3, 3), s1)
 
 
 def test_shared_padding_geometry():
@@ -173,6 +186,17 @@ def test_tap_gemm_micro_kernel(dtype):
         assert np.abs(C[:M, :ncols] - ref).max() <= (1e-5 if dtype == np.float32 else 1e-12) * np.abs(ref).max()
         assert np.all(C[M] == 7.0)
         assert np.all(C[:M, -(ncols + 32 - (-(-ncols // VL) * VL)):] == 7.0)
+    # tap_gemm_ex: A rows with their own stride (lda > K) and C += (acc), as dW uses it
+    M, K, ncols, lda = 11, 37, 2 * VL, 45
+    A = rng.standard_normal((M, lda)).astype(dtype)
+    B = rng.standard_normal((K + 3, ncols)).astype(dtype)
+    C0 = rng.standard_normal((M, ncols)).astype(dtype)
+    for acc in (0, 1):
+        C = C0.copy()
+        k.tap_gemm_ex(A.ctypes.data, 0, lda, B.ctypes.data + 3 * ncols * A.itemsize, ncols, C.ctypes.data,
+                      ncols, np.zeros(1, np.int64), M, K, ncols, acc, dtype(1), A.itemsize)
+        ref = A[:, :K].astype(np.float64) @ B[3:] + (C0 if acc else 0)
+        assert np.abs(C - ref).max() <= (1e-5 if dtype == np.float32 else 1e-12) * np.abs(ref).max()
 
 
 # conv + fused residual add (passes/fuse_residual.py): y = act(conv + bias + r)

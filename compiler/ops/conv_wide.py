@@ -46,6 +46,7 @@ ROWS_MAX_K = 32            # C*kw up to which a first layer's dW (no dX) uses th
                            # variant (rows_bwd: kh GEMMs of depth C*kw on a kernel-column
                            # im2col; LeNet conv1 C*kw=5, ResNet conv1 9)
 PAR_MIN_MACS = 2_000_000   # below this a second thread's hand-off costs more than it saves
+DW_TAP = True              # dW by the tap-GEMM where dw_tap allows (else one BLAS ?gemm per tap)
 SLACK = 16                 # columns past the end of every xpad / yw row: the tap-GEMM micro-kernel
                            # reads and writes whole vector blocks (templates/tapgemm.py.j2 TAP_VL)
 
@@ -119,6 +120,13 @@ def usable(x_shape, w_shape, attrs) -> bool:
     return OH > 0 and OW > 0 and Hp * Wp <= MAX_WASTE * OH * OW
 
 
+def dw_tap(C, s) -> bool:
+    """dW on the tap-GEMM micro-kernel (transposed padded chunk, templates/conv_wide.py.j2
+    wide_bwd): stride 1 and C a multiple of the f32 vector width (whole-vector rows).
+    Measured against the per-tap BLAS calls it replaces: see DW_TAP."""
+    return DW_TAP and s == 1 and C % 16 == 0
+
+
 def use_rows(C, kw, s=1) -> bool:
     return s == 1 and C * kw <= ROWS_MAX_K
 
@@ -146,6 +154,8 @@ def workspace(x_shape, w_shape, attrs) -> dict:
            "dwt": (P * kh * kw * O * C,), "db2": (P * O,)}
     if rows:
         out["cols"] = (P * C * kw * (nb * S + tail),)
+    if dw_tap(C, s):
+        out["xt"] = (P * C * (nb * S + tail),)
     return out
 
 
@@ -231,12 +241,18 @@ def backward(x, w, y, dy, dx, dW, db, ws, attrs, arg=None, dres=None):
     dxk = dx if want_dx else y[:1]
     nparts = len(parts)
 
+    if dw_tap(C, s) and "xt" in ws:
+        nt = ws["xt"].shape[0] // parallel.WORKERS
+        tflats = [ws["xt"][p * nt:(p + 1) * nt] for p in range(parallel.WORKERS)]
+    else:
+        tflats = [ws["db2"][:1]] * parallel.WORKERS
+
     def run(p):
         lo, hi = parts[p]
         xflat, yflat, cflat = _part_views(ws, p, C, O, nb, S, tail, s, lead)
         ka.wide_bwd_range(fn, x, ws["wtT"], y, dy, lo, hi, nb, dxk, want_dx, dwt[p], want_dw, db2[p], want_db,
                           kh, kw, pt, pl, dh, dw, s, xflat, yflat, cflat, rows, one, OH, OW, ph, arg,
-                          y if dres is None else dres, dres is not None, Hp, Wp, tail)
+                          y if dres is None else dres, dres is not None, Hp, Wp, tail, tflats[p])
 
     parallel.run(run, nparts)
     if want_dw:
