@@ -133,8 +133,34 @@ def test_resnet20_eval_graph_has_no_adds_left():
     assert not [n for n in ev.nodes if n.op == "add"]
     fused = [n for n in ev.nodes if n.op == "conv2d" and len(n.inputs) == 4]
     assert len(fused) == 9 and all(n.a["act"] == "relu" for n in fused)
-    # in training BatchNorm sits between conv and add: nothing to fuse
-    assert len([n for n in net.graphs["train"].nodes if n.op == "add" and n.phase == "fwd"]) == 9
+    # in training BatchNorm sits between conv and add: the add + ReLU fuse into that BN
+    tr = net.graphs["train"]
+    assert not [n for n in tr.nodes if n.op == "add" and n.phase == "fwd"]
+    bns = [n for n in tr.nodes if n.op == "batchnorm" and n.phase == "fwd" and len(n.inputs) == 6]
+    assert len(bns) == 9 and all(n.a["act"] == "relu" for n in bns)
+    vjps = [n for n in tr.nodes if n.op == "batchnorm" and n.phase == "bwd" and len(n.outputs) > 5
+            and n.outputs[5] is not None]
+    assert len(vjps) == 9                                                        # dres flows
+
+
+def test_bn_residual_fused_training_equals_unfused(monkeypatch):
+    """The fused BN + add + ReLU computes the same loss, gradients and running statistics
+    as the separate ops (float64, one training step's gradients of ResNet-20)."""
+    spec = netspec.load("specs/resnet20.yaml")
+    a = compiler.compile(spec, batch_size=2, seed=0, dtype=np.float64)
+    monkeypatch.setattr(pipeline, "TRAIN_FORWARD", [p for p in pipeline.TRAIN_FORWARD if p is not fuse_residual])
+    b = compiler.compile(spec, batch_size=2, seed=0, dtype=np.float64)
+    assert len([n for n in b.graphs["train"].nodes if n.op == "add" and n.phase == "fwd"]) == 9
+    b.param_arena[:] = a.param_arena
+    rng = np.random.default_rng(3)
+    x, t = rng.standard_normal((2, 3, 32, 32)), np.array([1, 7])
+    la, ga = a.loss_and_grads(x, t)
+    lb, gb = b.loss_and_grads(x, t)
+    assert abs(la - lb) <= 1e-12 * abs(la)
+    for k in ga:
+        np.testing.assert_allclose(ga[k], gb[k], rtol=1e-9, atol=1e-12, err_msg=k)
+    for k in a.buffers:
+        np.testing.assert_allclose(a.buffers[k], b.buffers[k], rtol=1e-12, atol=1e-15, err_msg=k)
 
 
 def test_bn_free_residual_net_fuses_in_training_and_matches_finite_differences():

@@ -31,6 +31,11 @@ CASES = [
     ("batchnorm", [(8, C), (C,), (C,), (C,), (C,)], {}, dict(train=True, inputs=POS, needs=(1, 2))),
     ("batchnorm", [X4, (C,), (C,), (C,), (C,)], {}, dict(train=True, inputs=POS, needs=(1, 2))),
     ("batchnorm", [X4, (C,), (C,), (C,), (C,)], {"global_stats": True}, dict(train=True, inputs=POS)),
+    # a fused residual (passes/fuse_residual.py): y = act(bn(x) + r), r's gradient the masked dy
+    ("batchnorm", [X4, (C,), (C,), (C,), (C,), X4], {"act": "relu"}, dict(train=True, inputs=POS)),
+    ("batchnorm", [X4, (C,), None, (C,), (C,), X4], {}, dict(train=False, inputs=POS)),
+    ("batchnorm", [X4, (C,), (C,), (C,), (C,), X4], {"act": "relu", "global_stats": True},
+     dict(train=True, inputs=POS)),
     ("layernorm", [X4, X4[1:], X4[1:]], {}, {}),
     ("layernorm", [(4, 10), None, None], {"eps": 1e-3}, {}),
     ("instancenorm", [X4, None, None], {}, {}),

@@ -59,7 +59,9 @@ def _kern(x_size: int, n_items: int, relu: bool = False):
 class BatchNorm(Op):
     """Batch normalisation over N (and H, W) per channel; x (N, C, H, W) or (N, F).
 
-    inputs: x, weight? (C,), bias? (C,), running_mean (C,), running_var (C,).
+    inputs: x, weight? (C,), bias? (C,), running_mean (C,), running_var (C,), residual? (the
+    shape of x; set by passes/fuse_residual.py, CPU kernels only, image planes only):
+    y = act(bn(x) + residual), its gradient the masked dy.
     attrs: eps (1e-5), momentum (0.1), act "none" | "relu" (fused epilogue y = max(0, bn(x))).
     train: batch statistics (biased variance for normalising); running_mean/running_var are
     UPDATED IN PLACE, r = (1-momentum)*r + momentum*stat, with the unbiased variance
@@ -71,7 +73,7 @@ class BatchNorm(Op):
     train forward it is the full batch-statistics backward; after an eval forward (saved
     filled) it treats the running statistics as constants."""
     name = "batchnorm"
-    inputs = ("x", "weight?", "bias?", "running_mean", "running_var")
+    inputs = ("x", "weight?", "bias?", "running_mean", "running_var", "residual?")
 
     def out_shape(self, in_shapes, attrs):
         return tuple(in_shapes[0])
@@ -85,7 +87,8 @@ class BatchNorm(Op):
 
     # --- reference -------------------------------------------------------------
     def ref_forward(self, xs, attrs, train=False, rng=None):
-        x, w, b, rm, rv = xs
+        x, w, b, rm, rv = xs[:5]
+        r = _residual(xs)
         train = train and not attrs.get("global_stats", False)
         eps, mom = attrs.get("eps", 1e-5), attrs.get("momentum", 0.1)
         C = x.shape[1]
@@ -105,6 +108,8 @@ class BatchNorm(Op):
             y = y * w.reshape(bs)
         if b is not None:
             y = y + b.reshape(bs)
+        if r is not None:
+            y = y + r
         if attrs.get("act", "none") == "relu":
             y = np.maximum(y, 0)
         return y, {"mean": mu, "istd": istd, "train": np.array([train], dtype=np.uint8)}
@@ -130,26 +135,33 @@ class BatchNorm(Op):
             dx = dxhat * istd
         dw = np.sum(g * xhat, axis=axes) if w is not None else None
         db = np.sum(g, axis=axes) if xs[2] is not None else None
-        return [dx, dw, db, None, None]
+        return [dx, dw, db, None, None] + ([None if _residual(xs) is None else g.copy()] if len(xs) > 5 else [])
 
     # --- CPU kernels -------------------------------------------------------------
     def forward(self, xs, y, saved, ws, attrs, train, rng=None):
-        x, w, b, rm, rv = xs
+        x, w, b, rm, rv = xs[:5]
+        r = _residual(xs)
         train = train and not attrs.get("global_stats", False)
         N, C, S = _ncs(x.shape)
         dt = x.dtype
         k = _kern(x.size, C, attrs.get("act", "none") == "relu")
         x3, y3 = view(x, (N, C, S)), view(y, (N, C, S))
+        r3 = x3 if r is None else view(r, (N, C, S))
+        _no_flat_residual(x.size, C, S, r)
         w1, b1 = opt(w, (C,), dt), opt(b, (C,), dt)
         eps = float(attrs.get("eps", 1e-5))
         parts = _channel_parts(x.size, C, BN_SPLIT_MIN_FWD)
         if train:
             mom = float(attrs.get("momentum", 0.1))
             fn = k.bn_fwd_train_flat if _flat(x.size, C, S) else k.bn_fwd_train
-            run = lambda p: fn(x3, w1, b1, rm, rv, eps, mom, y3, saved["mean"], saved["istd"], *parts[p])
+            if fn is k.bn_fwd_train:
+                run = lambda p: fn(x3, w1, b1, rm, rv, eps, mom, y3, saved["mean"], saved["istd"], *parts[p],
+                                   r3, r is not None)
+            else:
+                run = lambda p: fn(x3, w1, b1, rm, rv, eps, mom, y3, saved["mean"], saved["istd"], *parts[p])
         else:
             mean, istd = saved.get("mean", empty(dt)), saved.get("istd", empty(dt))
-            run = lambda p: k.bn_fwd_eval(x3, w1, b1, rm, rv, eps, y3, mean, istd, *parts[p])
+            run = lambda p: k.bn_fwd_eval(x3, w1, b1, rm, rv, eps, y3, mean, istd, *parts[p], r3, r is not None)
         parallel.run(run, len(parts))
         if "train" in saved:
             saved["train"][0] = bool(train)
@@ -166,8 +178,23 @@ class BatchNorm(Op):
                 bool(saved["train"][0]), opt(dxs[0], (N, C, S), dt), opt(dxs[1], (C,), dt),
                 opt(dxs[2], (C,), dt))
         parts = _channel_parts(x.size, C, BN_SPLIT_MIN)
-        fn = k.bn_bwd_flat if _flat(x.size, C, S) else k.bn_bwd
-        parallel.run(lambda p: fn(*args, *parts[p]), len(parts))
+        dres = dxs[5] if len(dxs) > 5 else None
+        _no_flat_residual(x.size, C, S, dres)
+        if _flat(x.size, C, S):
+            parallel.run(lambda p: k.bn_bwd_flat(*args, *parts[p]), len(parts))
+        else:
+            d3 = x3 if dres is None else view(dres, (N, C, S))
+            parallel.run(lambda p: k.bn_bwd(*args, *parts[p], d3, dres is not None), len(parts))
+
+
+def _residual(xs):
+    return xs[5] if len(xs) > 5 else None
+
+
+def _no_flat_residual(size, C, S, r):
+    # passes/fuse_residual.py fuses only BatchNorms on image planes (never the flat kernels)
+    if r is not None and _flat(size, C, S):
+        raise ValueError("batchnorm with a fused residual needs image planes (H*W >= 2)")
 
 
 class _GroupFamily(Op):
