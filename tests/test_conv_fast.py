@@ -37,6 +37,9 @@ CASES = [
     # shared padding and with dilation + asymmetric pads
     ([(3, 16, 7, 6), (5, 16, 3, 3), (5,)], conv(pad=(1, 1, 1, 1), act="relu")),
     ([(2, 32, 6, 5), (3, 32, 3, 2), None], conv(pad=(0, 1, 2, 1), dilation=(2, 1))),
+    # ... and on stride-2 phase planes (ResNet's 3x3 pad 1; an even kernel, odd sizes)
+    ([(3, 16, 9, 7), (5, 16, 3, 3), (5,)], conv(stride=(2, 2), pad=(1, 1, 1, 1), act="relu")),
+    ([(2, 16, 10, 9), (3, 16, 4, 2), None], conv(stride=(2, 2), pad=(1, 0, 2, 1))),
 ]
 
 
@@ -66,9 +69,10 @@ def test_wide_conv(monkeypatch, shapes, attrs, split):
 def test_dw_tap_path_choice():
     import compiler.ops.conv_wide as CW
     s1, s2 = conv(pad=(1, 1, 1, 1)), conv(stride=(2, 2), pad=(1, 1, 1, 1))
-    assert CW.dw_tap(16, 1) and CW.dw_tap(64, 1) and not CW.dw_tap(12, 1) and not CW.dw_tap(16, 2)
+    assert CW.dw_tap(16, 1) and CW.dw_tap(64, 1) and CW.dw_tap(16, 2) and not CW.dw_tap(12, 1)
     assert "xt" in CW.workspace((8, 16, 8, 8), (16, 16, 3, 3), s1)
-    assert "xt" not in CW.workspace((8, 16, 8, 8), (32, 16, 3, 3), s2)
+    assert "xt" in CW.workspace((8, 16, 8, 8), (32, 16, 3, 3), s2)
+    assert "xt" not in CW.workspace((8, 12, 8, 8), (32, 12, 3, 3), s2)
     assert "xt" not in CW.workspace((8, 12, 8, 8), (16, 12, 3, 3), s1)
 
 

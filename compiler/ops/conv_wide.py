@@ -122,9 +122,9 @@ def usable(x_shape, w_shape, attrs) -> bool:
 
 def dw_tap(C, s) -> bool:
     """dW on the tap-GEMM micro-kernel (transposed padded chunk, templates/conv_wide.py.j2
-    wide_bwd): stride 1 and C a multiple of the f32 vector width (whole-vector rows).
+    wide_bwd): C a multiple of the f32 vector width (whole-vector rows), stride 1 or 2.
     Measured against the per-tap BLAS calls it replaces: see DW_TAP."""
-    return DW_TAP and s == 1 and C % 16 == 0
+    return DW_TAP and s in (1, 2) and C % 16 == 0
 
 
 def use_rows(C, kw, s=1) -> bool:
@@ -155,7 +155,7 @@ def workspace(x_shape, w_shape, attrs) -> dict:
     if rows:
         out["cols"] = (P * C * kw * (nb * S + tail),)
     if dw_tap(C, s):
-        out["xt"] = (P * C * (nb * S + tail),)
+        out["xt"] = (P * s * s * C * (nb * S + tail),)
     return out
 
 
