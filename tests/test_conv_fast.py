@@ -40,6 +40,10 @@ CASES = [
     # ... and on stride-2 phase planes (ResNet's 3x3 pad 1; an even kernel, odd sizes)
     ([(3, 16, 9, 7), (5, 16, 3, 3), (5,)], conv(stride=(2, 2), pad=(1, 1, 1, 1), act="relu")),
     ([(2, 16, 10, 9), (3, 16, 4, 2), None], conv(stride=(2, 2), pad=(1, 0, 2, 1))),
+    # the transposed tap-GEMM dW (O a multiple of 16, C not: conv_wide.dw_tap_t), LeNet-5
+    # conv2's shape class, stride 1 and 2
+    ([(3, 6, 9, 8), (16, 6, 3, 3), (16,)], conv(pad=(1, 1, 1, 1), act="relu")),
+    ([(2, 5, 9, 7), (32, 5, 3, 3), None], conv(stride=(2, 2), pad=(1, 1, 1, 1))),
 ]
 
 
@@ -73,6 +77,9 @@ def test_dw_tap_path_choice():
     assert "xt" in CW.workspace((8, 16, 8, 8), (16, 16, 3, 3), s1)
     assert "xt" in CW.workspace((8, 16, 8, 8), (32, 16, 3, 3), s2)
     assert "xt" not in CW.workspace((8, 12, 8, 8), (32, 12, 3, 3), s2)
+    assert CW.dw_tap_t(6, 16, 1) and CW.dw_tap_t(12, 32, 2) and not CW.dw_tap_t(16, 16, 1)
+    assert not CW.dw_tap_t(6, 10, 1)
+    assert "ywt" in CW.workspace((8, 12, 8, 8), (32, 12, 3, 3), s2)
     assert "xt" not in CW.workspace((8, 12, 8, 8), (16, 12, 3, 3), s1)
 
 

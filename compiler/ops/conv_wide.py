@@ -127,6 +127,12 @@ def dw_tap(C, s) -> bool:
     return DW_TAP and s in (1, 2) and C % 16 == 0
 
 
+def dw_tap_t(C, O, s) -> bool:
+    """The transposed tap-GEMM dW (dW^T = xpad shifts · dYw^T) where dw_tap does not apply
+    but O is a multiple of the vector width (LeNet-5 conv2: C = 6, O = 16)."""
+    return DW_TAP and s in (1, 2) and not dw_tap(C, s) and O % 16 == 0
+
+
 def use_rows(C, kw, s=1) -> bool:
     return s == 1 and C * kw <= ROWS_MAX_K
 
@@ -156,6 +162,8 @@ def workspace(x_shape, w_shape, attrs) -> dict:
         out["cols"] = (P * C * kw * (nb * S + tail),)
     if dw_tap(C, s):
         out["xt"] = (P * s * s * C * (nb * S + tail),)
+    if dw_tap_t(C, O, s):
+        out["ywt"] = (P * nb * S * O,)
     return out
 
 
@@ -175,6 +183,14 @@ def _part_views(ws, p, C, O, nb, S, tail, s, lead=0):
     cols = ws["cols"] if "cols" in ws else ws["db2"]
     n = cols.shape[0] // parallel.WORKERS
     return base[:nx], base[nx:], cols[p * n:(p + 1) * n]
+
+
+def _per_part(ws, key):
+    """ws[key] split into parallel.WORKERS equal parts, or 1-element stand-ins (no key)."""
+    if key is None or key not in ws:
+        return [ws["db2"][:1]] * parallel.WORKERS
+    n = ws[key].shape[0] // parallel.WORKERS
+    return [ws[key][p * n:(p + 1) * n] for p in range(parallel.WORKERS)]
 
 
 def _parts(N, macs):
@@ -241,22 +257,21 @@ def backward(x, w, y, dy, dx, dW, db, ws, attrs, arg=None, dres=None):
     dxk = dx if want_dx else y[:1]
     nparts = len(parts)
 
-    if dw_tap(C, s) and "xt" in ws:
-        nt = ws["xt"].shape[0] // parallel.WORKERS
-        tflats = [ws["xt"][p * nt:(p + 1) * nt] for p in range(parallel.WORKERS)]
-    else:
-        tflats = [ws["db2"][:1]] * parallel.WORKERS
+    # the tap-GEMM dW's scratch per part (a 1-element stand-in selects another dW path)
+    tflats = _per_part(ws, "xt" if dw_tap(C, s) else None)
+    transposed = dw_tap_t(C, O, s) and not rows and "ywt" in ws
+    yflats = _per_part(ws, "ywt" if transposed else None)
 
     def run(p):
         lo, hi = parts[p]
         xflat, yflat, cflat = _part_views(ws, p, C, O, nb, S, tail, s, lead)
         ka.wide_bwd_range(fn, x, ws["wtT"], y, dy, lo, hi, nb, dxk, want_dx, dwt[p], want_dw, db2[p], want_db,
                           kh, kw, pt, pl, dh, dw, s, xflat, yflat, cflat, rows, one, OH, OW, ph, arg,
-                          y if dres is None else dres, dres is not None, Hp, Wp, tail, tflats[p])
+                          y if dres is None else dres, dres is not None, Hp, Wp, tail, tflats[p], yflats[p])
 
     parallel.run(run, nparts)
     if want_dw:
-        k0.taps_grad_finish(dwt, nparts, dW, rows)
+        k0.taps_grad_finish(dwt, nparts, dW, 1 if rows else 2 if transposed else 0)
     if want_db:
         np.sum(db2[:nparts], axis=0, out=db)
 
