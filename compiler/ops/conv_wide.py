@@ -10,8 +10,11 @@ shapes; the kh*kw BLAS calls it replaced reached 44-58% of sgemm), followed by a
 (bias, fused residual, act, fused max pool).  No im2col (which cost ~2x the GEMM at 16
 channels, measured).  Backward on the same layout: dX is the same micro-kernel on
 the transposed taps (the "flipped weights" conv of DESIGN §5 without materialising the flip
-or a col2im); dW is one BLAS ?gemm per tap, called from inside the nogil kernels (address
-from scipy.linalg.cython_blas).  Each chunk is one Python call, and the batch is split over
+or a col2im); dW is the micro-kernel on a transposed operand where a channel count is a
+multiple of 16 (dw_tap: the chunk transposed to positions x channels, a tap a shift by
+whole rows; dw_tap_t: dY transposed, for the problem dW^T), else one BLAS ?gemm per tap,
+called from inside the nogil kernels (address from scipy.linalg.cython_blas).  Each chunk
+is one Python call, and the batch is split over
 ``parallel.WORKERS`` threads, each with its own scratch and dW/db accumulators (summed at
 the end in a fixed order).
 
