@@ -153,12 +153,11 @@ class BatchNorm(Op):
         parts = _channel_parts(x.size, C, BN_SPLIT_MIN_FWD)
         if train:
             mom = float(attrs.get("momentum", 0.1))
-            fn = k.bn_fwd_train_flat if _flat(x.size, C, S) else k.bn_fwd_train
-            if fn is k.bn_fwd_train:
-                run = lambda p: fn(x3, w1, b1, rm, rv, eps, mom, y3, saved["mean"], saved["istd"], *parts[p],
-                                   r3, r is not None)
+            args = (x3, w1, b1, rm, rv, eps, mom, y3, saved["mean"], saved["istd"])
+            if _flat(x.size, C, S):
+                run = lambda p: k.bn_fwd_train_flat(*args, *parts[p])
             else:
-                run = lambda p: fn(x3, w1, b1, rm, rv, eps, mom, y3, saved["mean"], saved["istd"], *parts[p])
+                run = lambda p: k.bn_fwd_train(*args, *parts[p], r3, r is not None)
         else:
             mean, istd = saved.get("mean", empty(dt)), saved.get("istd", empty(dt))
             run = lambda p: k.bn_fwd_eval(x3, w1, b1, rm, rv, eps, y3, mean, istd, *parts[p], r3, r is not None)
