@@ -111,6 +111,21 @@ def test_conv_chunks(monkeypatch, op, shapes, attrs):
     check_op(op, shapes, attrs, gradcheck=False)
 
 
+@pytest.mark.parametrize("op", ["linear", "dropconnect_linear"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_dense_row_split_gemms(monkeypatch, op, dtype):
+    """dense.py's _gemm: the output rows split over two threads, one BLAS call by address
+    each (forward, dX, and dW through the transposed dz) -- odd row counts."""
+    import compiler.ops.dense as D
+    from compiler.ops import parallel
+    monkeypatch.setattr(D, "PAR_MIN_MACS", 0)
+    monkeypatch.setattr(parallel, "WORKERS", 2)
+    kw = {"train": True} if op == "dropconnect_linear" else {}
+    res = check_op(op, [(7, 9), (5, 9), (5,)], {"act": "relu", **({"p": 0.3} if kw else {})},
+                   dtype=dtype, gradcheck=False, **kw)
+    assert res["fwd"] <= 1e-4 and res["bwd"] <= 1e-4
+
+
 def test_pool_out_matches_torch_formula():
     from compiler.ops.pool import pool_out
     assert pool_out(7, 3, 2, 1, 1, 1, True) == 4      # last window starts inside the image

@@ -71,6 +71,11 @@ def layout():
     return load_kernels("conv_layout")
 
 
+def gemm_address(dtype_char: str) -> int:
+    """Address of BLAS sgemm ("f") or dgemm ("d") for layout().gemm_rm (also dense.py's)."""
+    return _gemm_addr(dtype_char)
+
+
 @functools.lru_cache(maxsize=None)
 def _gemm_addr(dtype_char: str) -> int:
     from numba.extending import get_cython_function_address
