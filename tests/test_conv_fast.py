@@ -210,6 +210,37 @@ def test_tap_gemm_micro_kernel(dtype):
         assert np.abs(C - ref).max() <= (1e-5 if dtype == np.float32 else 1e-12) * np.abs(ref).max()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pool2x2_row_kernel(dtype):
+    """tapgemm.py.j2's vector 2x2 pool against the scalar rule (act(v + b), taps in row-major
+    order, a later tap wins if greater or NaN): rows shorter and longer than a vector (tail
+    masks), ties, NaNs, all-negative windows under ReLU; nothing written past the row."""
+    from compiler.ops.conv_wide import tapgemm
+    k = tapgemm().pool2x2_rows
+    rng = np.random.default_rng(4)
+    for OH, OW, Wp in [(4, 4, 5), (28, 28, 30), (10, 38, 41), (6, 34, 34)]:
+        yrow = rng.standard_normal(OH * Wp + 3).astype(dtype)
+        yrow[1], yrow[Wp + 2], yrow[Wp + 3] = np.nan, np.nan, np.nan
+        yrow[2 * Wp + 4] = yrow[2 * Wp + 5] = 3.0                  # a tie
+        yrow[2 * Wp:2 * Wp + 4] = yrow[3 * Wp:3 * Wp + 4] = -1.0   # all negative
+        for relu in (0, 1):
+            b = dtype(0.25)
+            y = np.full((OH // 2, OW // 2 + 1), 7, dtype)
+            a = np.full(y.shape, -5, np.int32)
+            k(yrow, 0, Wp, y[:, :-1], a[:, :-1], True, OW, b, relu)
+            for i in range(OH // 2):
+                for j in range(OW // 2):
+                    best, t = None, 0
+                    for q, (di, dj) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+                        v = yrow[(2 * i + di) * Wp + 2 * j + dj] + b
+                        v = (v if v > 0 else dtype(0)) if relu else v
+                        if best is None or v > best or v != v:
+                            best, t = v, q
+                    assert y[i, j] == best or (np.isnan(best) and np.isnan(y[i, j])), (OH, OW, i, j)
+                    assert a[i, j] == (2 * i + t // 2) * OW + 2 * j + t % 2
+            assert np.all(y[:, -1] == 7) and np.all(a[:, -1] == -5)
+
+
 # conv + fused residual add (passes/fuse_residual.py): y = act(conv + bias + r)
 RES_CASES = [
     ([(3, 12, 9, 8), (5, 12, 3, 2), (5,), (3, 5, 8, 8)], conv(pad=(1, 0, 1, 0), act="relu")),
