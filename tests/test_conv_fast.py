@@ -241,6 +241,34 @@ def test_pool2x2_row_kernel(dtype):
             assert np.all(y[:, -1] == 7) and np.all(a[:, -1] == -5)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_unpool2x2_row_kernel(dtype):
+    """tapgemm.py.j2's vector un-pool (the fused pool's backward): each window's argmax gets
+    the (ReLU-masked) pooled gradient, its other three positions 0, nothing else touched;
+    returns the gradient sum (the bias gradient's share)."""
+    from compiler.ops.conv_wide import tapgemm
+    k = tapgemm().unpool2x2_rows
+    rng = np.random.default_rng(5)
+    for OH, OW, Wp in [(4, 4, 5), (28, 28, 30), (10, 38, 41), (6, 34, 34)]:
+        m2, n2 = OH // 2, OW // 2
+        dy, y = rng.standard_normal((2, m2, n2)).astype(dtype)
+        t = rng.integers(0, 4, (m2, n2))
+        ii, jj = np.meshgrid(np.arange(m2), np.arange(n2), indexing="ij")
+        arg = ((2 * ii + t // 2) * OW + 2 * jj + t % 2).astype(np.int32)
+        for relu in (0, 1):
+            yrow = np.full(OH * Wp + 3, 9.0, dtype)
+            total = k(dy, y, arg, yrow, 0, Wp, OW, relu, dtype(0))
+            g = dy * (y > 0) if relu else dy
+            ref = np.full_like(yrow, 9.0)
+            for i in range(m2):
+                for j in range(n2):
+                    for d in (0, 1, Wp, Wp + 1):
+                        ref[2 * i * Wp + 2 * j + d] = 0
+                    ref[(arg[i, j] // OW) * Wp + arg[i, j] % OW] = g[i, j]
+            np.testing.assert_array_equal(yrow, ref)
+            assert abs(total - g.sum()) <= 1e-5 * max(1.0, abs(g.sum()))
+
+
 # conv + fused residual add (passes/fuse_residual.py): y = act(conv + bias + r)
 RES_CASES = [
     ([(3, 12, 9, 8), (5, 12, 3, 2), (5,), (3, 5, 8, 8)], conv(pad=(1, 0, 1, 0), act="relu")),

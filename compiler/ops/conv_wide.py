@@ -245,7 +245,7 @@ def backward(x, w, y, dy, dx, dW, db, ws, attrs, arg=None, dres=None):
     when given, receives the residual's gradient)."""
     act = attrs.get("act", "none")
     N, C, O, kh, kw, pt, pl, dh, dw, Hp, Wp, S, nb, tail, s, rows = _geom(x.shape, w.shape, attrs)
-    OH, OW, ph, _, arg = _pool_args(x.shape, w.shape, attrs, arg)
+    OH, OW, ph, pw, arg = _pool_args(x.shape, w.shape, attrs, arg)
     k0, ka = layout(), kernels(act)
     fn = _gemm_addr(x.dtype.char)
     # few channels and no dX (a first layer): dW by the kernel-row variant, measured faster
@@ -274,7 +274,7 @@ def backward(x, w, y, dy, dx, dW, db, ws, attrs, arg=None, dres=None):
         lo, hi = parts[p]
         xflat, yflat, cflat = _part_views(ws, p, C, O, nb, S, tail, s, lead)
         ka.wide_bwd_range(fn, x, ws["wtT"], y, dy, lo, hi, nb, dxk, want_dx, dwt[p], want_dw, db2[p], want_db,
-                          kh, kw, pt, pl, dh, dw, s, xflat, yflat, cflat, rows, one, OH, OW, ph, arg,
+                          kh, kw, pt, pl, dh, dw, s, xflat, yflat, cflat, rows, one, OH, OW, ph, pw, arg,
                           y if dres is None else dres, dres is not None, Hp, Wp, tail, tflats[p], yflats[p])
 
     parallel.run(run, nparts)
