@@ -258,3 +258,22 @@ def test_several_outputs_check_forward_and_train():
     np.testing.assert_allclose(single.forward(x), dec, rtol=1e-6, atol=1e-6)
     loss = net.step(x[:4], np.zeros((4, 4, 4, 4), np.float32))
     np.testing.assert_allclose(loss, np.mean(z[:4] ** 2), rtol=1e-5)
+
+
+def test_blas_limit_pins_and_restores_blas_threads():
+    """compiler/threads.py: a step runs BLAS single-threaded and leaves the caller's setting."""
+    pytest.importorskip("threadpoolctl")
+    import scipy.linalg  # noqa: F401  (blas_limit loads scipy's BLAS too: count it before)
+    from threadpoolctl import threadpool_info, threadpool_limits
+    from compiler.threads import blas_limit
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    if not blas_threads():
+        pytest.skip("no BLAS library found by threadpoolctl")
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = blas_threads()
+        with blas_limit():
+            assert all(n == 1 for n in blas_threads())
+        assert blas_threads() == before

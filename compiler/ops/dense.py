@@ -40,10 +40,11 @@ def _gemm(a, b, out, ta=False, tb=False):
     raw addresses (compiler/ops/conv_wide.py's BLAS pointer, nogil); otherwise numpy."""
     M, N = out.shape
     K = a.shape[0] if ta else a.shape[1]
-    parts = parallel.split(M, parallel.WORKERS) if M * N * K >= PAR_MIN_MACS else [(0, M)]
-    if len(parts) < 2 or not (a.flags.c_contiguous and b.flags.c_contiguous and out.flags.c_contiguous):
+    if M * N * K < PAR_MIN_MACS or parallel.WORKERS < 2 or M < 2 or not (
+            a.flags.c_contiguous and b.flags.c_contiguous and out.flags.c_contiguous):
         np.dot(a.T if ta else a, b.T if tb else b, out=out)
         return
+    parts = parallel.split(M, parallel.WORKERS)
     from compiler.ops import conv_wide
     fn, gemm, isz = conv_wide.gemm_address(out.dtype.char), conv_wide.layout().gemm_rm, out.itemsize
     lda, ldb = a.shape[1], b.shape[1]
