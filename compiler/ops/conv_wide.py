@@ -168,6 +168,9 @@ def workspace(x_shape, w_shape, attrs) -> dict:
            "dwt": (P * kh * kw * O * C,), "db2": (P * O,)}
     if rows:
         out["cols"] = (P * C * kw * (nb * S + tail),)
+    # int64 scratch for the tap offsets, kh*kw + 1 per part, in float elements (viewed as
+    # int64 by _offsets: two float32 / one float64 per entry, so 2x covers both)
+    out["offs"] = (P * 2 * (kh * kw + 1),)
     if dw_tap(C, s):
         out["xt"] = (P * s * s * C * (nb * S + tail),)
     if dw_tap_t(C, O, s):
@@ -191,6 +194,14 @@ def _part_views(ws, p, C, O, nb, S, tail, s, lead=0):
     cols = ws["cols"] if "cols" in ws else ws["db2"]
     n = cols.shape[0] // parallel.WORKERS
     return base[:nx], base[nx:], cols[p * n:(p + 1) * n]
+
+
+def _offsets(ws):
+    """ws["offs"] as int64, one slice per part: the kernels' tap-offset scratch (so the
+    step allocates nothing for them)."""
+    o = ws["offs"].view(np.int64)
+    n = o.shape[0] // parallel.WORKERS
+    return [o[p * n:(p + 1) * n] for p in range(parallel.WORKERS)]
 
 
 def _per_part(ws, key):
@@ -229,13 +240,14 @@ def forward(x, w, b, y, ws, attrs, arg=None, train=False, res=None):
     k0.taps_weights(w, wt)     # per-tap layout: the micro-kernel needs no column im2col
     bias = b if b is not None else ws["db2"][:1]
     parts = _parts(N, N * O * C * kh * kw * OH * OW)
+    offs = _offsets(ws)
 
     def run(p):
         lo, hi = parts[p]
         xflat, yflat, _ = _part_views(ws, p, C, O, nb, S, tail, s, _lead(kh, kw, dh, dw, Wp, s))
         ka.wide_fwd_range(x, lo, hi, nb, wt, bias, b is not None, y, xflat, yflat,
                           kh, kw, pt, pl, dh, dw, s, one, OH, OW, ph, pw, arg, train,
-                          y if res is None else res, res is not None, Hp, Wp, tail)
+                          y if res is None else res, res is not None, Hp, Wp, tail, offs[p])
 
     parallel.run(run, len(parts))
 
@@ -269,13 +281,15 @@ def backward(x, w, y, dy, dx, dW, db, ws, attrs, arg=None, dres=None):
     tflats = _per_part(ws, "xt" if dw_tap(C, s) else None)
     transposed = dw_tap_t(C, O, s) and not rows and "ywt" in ws
     yflats = _per_part(ws, "ywt" if transposed else None)
+    offs = _offsets(ws)
 
     def run(p):
         lo, hi = parts[p]
         xflat, yflat, cflat = _part_views(ws, p, C, O, nb, S, tail, s, lead)
         ka.wide_bwd_range(fn, x, ws["wtT"], y, dy, lo, hi, nb, dxk, want_dx, dwt[p], want_dw, db2[p], want_db,
                           kh, kw, pt, pl, dh, dw, s, xflat, yflat, cflat, rows, one, OH, OW, ph, pw, arg,
-                          y if dres is None else dres, dres is not None, Hp, Wp, tail, tflats[p], yflats[p])
+                          y if dres is None else dres, dres is not None, Hp, Wp, tail, tflats[p], yflats[p],
+                          offs[p])
 
     parallel.run(run, nparts)
     if want_dw:
