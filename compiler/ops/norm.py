@@ -85,6 +85,13 @@ class BatchNorm(Op):
     def backward_reads(self, attrs):
         return ("x", "y") if attrs.get("act", "none") == "relu" else ("x",)
 
+    def workspace(self, in_shapes, attrs):
+        """The flat kernels' scratch (per-position float64 accumulators and coefficients),
+        8 floats per (c, s) position: 4 hold 2 float64 (or 4, in a float64 net), 4 the
+        coefficients; none for image planes."""
+        N, C, S = _ncs(in_shapes[0])
+        return {"flat": (8 * C * S,)} if _flat(N * C * S, C, S) else {}
+
     # --- reference -------------------------------------------------------------
     def ref_forward(self, xs, attrs, train=False, rng=None):
         x, w, b, rm, rv = xs[:5]
@@ -155,7 +162,7 @@ class BatchNorm(Op):
             mom = float(attrs.get("momentum", 0.1))
             args = (x3, w1, b1, rm, rv, eps, mom, y3, saved["mean"], saved["istd"])
             if _flat(x.size, C, S):
-                run = lambda p: k.bn_fwd_train_flat(*args, *parts[p])
+                run = lambda p: k.bn_fwd_train_flat(*args, *parts[p], *_flat_scratch(ws, S, *parts[p]))
             else:
                 run = lambda p: k.bn_fwd_train(*args, *parts[p], r3, r is not None)
         else:
@@ -180,7 +187,7 @@ class BatchNorm(Op):
         dres = dxs[5] if len(dxs) > 5 else None
         _no_flat_residual(x.size, C, S, dres)
         if _flat(x.size, C, S):
-            parallel.run(lambda p: k.bn_bwd_flat(*args, *parts[p]), len(parts))
+            parallel.run(lambda p: k.bn_bwd_flat(*args, *parts[p], *_flat_scratch(ws, S, *parts[p])), len(parts))
         else:
             d3 = x3 if dres is None else view(dres, (N, C, S))
             parallel.run(lambda p: k.bn_bwd(*args, *parts[p], d3, dres is not None), len(parts))
@@ -188,6 +195,15 @@ class BatchNorm(Op):
 
 def _residual(xs):
     return xs[5] if len(xs) > 5 else None
+
+
+def _flat_scratch(ws, S, c0, c1):
+    """Channels [c0, c1)'s share of ws["flat"]: (float64 accumulators, coefficients)."""
+    f = ws["flat"]
+    L, n = (c1 - c0) * S, f.shape[0] // 8       # n = C*S positions
+    acc = f[:4 * n].view(np.float64)          # >= 2n float64 (4n of them in a float64 net)
+    tmp = f[4 * n:]
+    return acc[2 * c0 * S:2 * c0 * S + 2 * L], tmp[4 * c0 * S:4 * c0 * S + 4 * L]
 
 
 def _no_flat_residual(size, C, S, r):
