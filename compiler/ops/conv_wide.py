@@ -191,25 +191,26 @@ def _part_views(ws, p, C, O, nb, S, tail, s, lead=0):
     nx = s * s * C * (nb * S + tail)
     per = nx + O * (lead + nb * S + SLACK)
     base = ws["wide"][p * per:(p + 1) * per]
-    cols = ws["cols"] if "cols" in ws else ws["db2"]
-    n = cols.shape[0] // parallel.WORKERS
-    return base[:nx], base[nx:], cols[p * n:(p + 1) * n]
+    return base[:nx], base[nx:], _split(ws["cols"] if "cols" in ws else ws["db2"])[p]
+
+
+def _split(a):
+    """A 1-D scratch array cut into parallel.WORKERS equal parts, one per thread."""
+    n = a.shape[0] // parallel.WORKERS
+    return [a[p * n:(p + 1) * n] for p in range(parallel.WORKERS)]
 
 
 def _offsets(ws):
     """ws["offs"] as int64, one slice per part: the kernels' tap-offset scratch (so the
     step allocates nothing for them)."""
-    o = ws["offs"].view(np.int64)
-    n = o.shape[0] // parallel.WORKERS
-    return [o[p * n:(p + 1) * n] for p in range(parallel.WORKERS)]
+    return _split(ws["offs"].view(np.int64))
 
 
 def _per_part(ws, key):
     """ws[key] split into parallel.WORKERS equal parts, or 1-element stand-ins (no key)."""
     if key is None or key not in ws:
         return [ws["db2"][:1]] * parallel.WORKERS
-    n = ws[key].shape[0] // parallel.WORKERS
-    return [ws[key][p * n:(p + 1) * n] for p in range(parallel.WORKERS)]
+    return _split(ws[key])
 
 
 def _parts(N, macs):
