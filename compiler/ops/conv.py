@@ -244,8 +244,7 @@ class Conv2d(Op):
         x, w, b = xs[:3]
         dx, dW, db = dxs[:3]
         if conv_wide.usable(x.shape, w.shape, attrs):
-            conv_wide.backward(x, w, y, dy, dx, dW, db, ws, attrs, saved.get("argmax"),
-                               dxs[3] if len(dxs) > 3 else None)
+            conv_wide.backward(x, w, y, dy, dx, dW, db, ws, attrs, saved.get("argmax"), _residual(dxs))
             return
         _no_pool(attrs, xs)
         sh, sw, pt, pb, pl, pr, dh, dw, G, act = conv_attrs(attrs)

@@ -184,7 +184,7 @@ class BatchNorm(Op):
                 bool(saved["train"][0]), opt(dxs[0], (N, C, S), dt), opt(dxs[1], (C,), dt),
                 opt(dxs[2], (C,), dt))
         parts = _channel_parts(x.size, C, BN_SPLIT_MIN)
-        dres = dxs[5] if len(dxs) > 5 else None
+        dres = _residual(dxs)      # the residual's gradient slot
         _no_flat_residual(x.size, C, S, dres)
         if _flat(x.size, C, S):
             parallel.run(lambda p: k.bn_bwd_flat(*args, *parts[p], *_flat_scratch(ws, S, *parts[p])), len(parts))
