@@ -22,14 +22,11 @@ def fuse_activation(g: Graph) -> Graph:
     for n in g.nodes:
         if n.op != "activation" or n.a.get("kind") != "relu" or n.phase != "fwd":
             continue
-        x = n.inputs[0]
-        p = producers.get(x)
-        if p is None or p.op not in FUSABLE or p.a.get("act", "none") != "none" or p.phase != "fwd":
-            continue
-        if len(consumers.get(x, [])) != 1 or x in g.outputs:
+        p = rewrites.sole_producer(g, n.inputs[0], consumers, producers, FUSABLE)
+        if p is None or p.a.get("act", "none") != "none":
             continue
         p = rewrite.get(p.id, p)
         rewrite[p.id] = Node(p.id, p.op, p.inputs, (n.outputs[0],), p.with_attrs(act="relu").attrs,
-                             p.layer + "+" + n.layer if n.layer else p.layer, p.phase)
+                             rewrites.fused_layer(p, n), p.phase)
         drop.add(n.id)
     return rewrites.apply(g, rewrite, drop)

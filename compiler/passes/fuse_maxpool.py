@@ -40,11 +40,9 @@ def fuse_maxpool(g: Graph) -> Graph:
             continue
         win = poolable(n.a)
         x = n.inputs[0]
-        conv = producers.get(x)
-        if (win is None or conv is None or conv.op != "conv2d" or conv.phase != "fwd" or "pool" in conv.a
+        conv = rewrites.sole_producer(g, x, consumers, producers, ("conv2d",))
+        if (win is None or conv is None or "pool" in conv.a
                 or len(conv.inputs) > 3):      # a fused residual: the epilogue does one or the other
-            continue
-        if len(consumers.get(x, [])) != 1 or x in g.outputs:
             continue
         xs, ws = g.values[conv.inputs[0]].shape, g.values[conv.inputs[1]].shape
         if len(xs) != 4 or not conv_wide.usable(xs, ws, conv.a):
@@ -53,6 +51,6 @@ def fuse_maxpool(g: Graph) -> Graph:
         if g.values[n.outputs[0]].shape[2:] != (OH // win[0], OW // win[1]) or OH < win[0] or OW < win[1]:
             continue     # ceil_mode with a partial last window: keep the separate pool
         rewrite[conv.id] = Node(conv.id, conv.op, conv.inputs, (n.outputs[0],), conv.with_attrs(pool=win).attrs,
-                                conv.layer + "+" + n.layer if n.layer else conv.layer, conv.phase)
+                                rewrites.fused_layer(conv, n), conv.phase)
         drop.add(n.id)
     return rewrites.apply(g, rewrite, drop)

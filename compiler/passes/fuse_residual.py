@@ -26,23 +26,19 @@ from ..ops import conv_wide, norm
 
 
 def _fusable_conv(g: Graph, v: str, consumers, producers) -> Node | None:
-    conv = producers.get(v)
-    if conv is None or conv.op != "conv2d" or conv.phase != "fwd" or len(conv.inputs) > 3:
+    conv = rewrites.sole_producer(g, v, consumers, producers, ("conv2d",))
+    if conv is None or len(conv.inputs) > 3:
         return None
     a = conv.a
     if a.get("act", "none") != "none" or "pool" in a:
-        return None
-    if len(consumers.get(v, [])) != 1 or v in g.outputs:
         return None
     xs, ws = g.values[conv.inputs[0]].shape, g.values[conv.inputs[1]].shape
     return conv if len(xs) == 4 and conv_wide.usable(xs, ws, a) else None
 
 
 def _fusable_bn(g: Graph, v: str, consumers, producers) -> Node | None:
-    bn = producers.get(v)
-    if bn is None or bn.op != "batchnorm" or bn.phase != "fwd" or len(bn.inputs) > 5:
-        return None
-    if bn.a.get("act", "none") != "none" or len(consumers.get(v, [])) != 1 or v in g.outputs:
+    bn = rewrites.sole_producer(g, v, consumers, producers, ("batchnorm",))
+    if bn is None or len(bn.inputs) > 5 or bn.a.get("act", "none") != "none":
         return None
     xs = g.values[bn.inputs[0]].shape
     return bn if len(xs) == 4 and xs[2] * xs[3] >= norm.FLAT_S else None
@@ -50,7 +46,7 @@ def _fusable_bn(g: Graph, v: str, consumers, producers) -> Node | None:
 
 def _fused(n: Node, prod: Node, r: str) -> Node:
     """prod with r as its residual input and the add's act, in the add's place."""
-    layer = prod.layer + "+" + n.layer if n.layer else prod.layer
+    layer = rewrites.fused_layer(prod, n)
     act = n.a.get("act", "none")
     if prod.op == "conv2d":
         x, w, bias = (tuple(prod.inputs) + (None,))[:3]

@@ -1,9 +1,24 @@
-"""The shared tail of the fusion passes: apply node rewrites and drops, prune values."""
+"""What the fusion passes share: the producer a node may absorb, the fused node's layer
+name, and the tail that applies node rewrites and drops and prunes values."""
 from __future__ import annotations
 
 from ..ir import Graph, Node
 
 PERSISTENT = ("input", "target", "param", "buffer")
+
+
+def sole_producer(g: Graph, v: str, consumers, producers, ops) -> Node | None:
+    """The forward node (op in ``ops``) that produces ``v``, when ``v`` has exactly one
+    consumer and is not a graph output -- so that consumer may be fused into it."""
+    p = producers.get(v)
+    if p is None or p.op not in ops or p.phase != "fwd":
+        return None
+    return p if len(consumers.get(v, [])) == 1 and v not in g.outputs else None
+
+
+def fused_layer(p: Node, n: Node) -> str:
+    """The layer name of ``n`` fused into its producer ``p``."""
+    return p.layer + "+" + n.layer if n.layer else p.layer
 
 
 def apply(g: Graph, rewrite: dict[str, Node], drop: set[str]) -> Graph:
