@@ -211,6 +211,36 @@ def test_tap_gemm_micro_kernel(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_vec_gemm_micro_kernel(dtype):
+    """tapgemm.py.j2 vec_gemm: C[:, v*VL:(v+1)*VL] (+)= A · B[:, voff[v]:voff[v] + VL], every
+    column vector its own window of B (the all-taps dW), for row counts using every register
+    block (8/4/2/1) and vector counts with and without a single-vector remainder; C's other
+    rows and columns stay untouched."""
+    from compiler.ops.conv_wide import tapgemm
+    k = tapgemm()
+    rng = np.random.default_rng(1)
+    VL = 16 if dtype == np.float32 else 8
+    for M, K, nv, lda in [(16, 300, 9, 310), (15, 7, 8, 7), (1, 1, 1, 1), (11, 64, 4, 70)]:
+        A = rng.standard_normal((M, lda)).astype(dtype)
+        B = rng.standard_normal((K + 50, 4 * VL)).astype(dtype)
+        Bf = B.reshape(-1)
+        voff = rng.integers(0, 50 * 4 * VL, nv).astype(np.int64)
+        ldc = nv * VL + 5
+        C0 = rng.standard_normal((M + 1, ldc)).astype(dtype)
+        ref = np.stack([A[:, :K].astype(np.float64) @ np.stack([Bf[o + r * 4 * VL:o + r * 4 * VL + VL]
+                                                                 for r in range(K)]) for o in voff], 1)
+        ref = ref.reshape(M, nv * VL)
+        for acc in (0, 1):
+            C = C0.copy()
+            k.vec_gemm(A.ctypes.data, lda, B.ctypes.data, 4 * VL, C.ctypes.data, ldc, voff, M, K, acc, dtype(1),
+                       A.itemsize)
+            want = ref + (C0[:M, :nv * VL] if acc else 0)
+            tol = (1e-5 if dtype == np.float32 else 1e-12) * np.abs(want).max()
+            assert np.abs(C[:M, :nv * VL] - want).max() <= tol
+            assert np.array_equal(C[M], C0[M]) and np.array_equal(C[:, nv * VL:], C0[:, nv * VL:])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_pool2x2_row_kernel(dtype):
     """tapgemm.py.j2's vector 2x2 pool against the scalar rule (act(v + b), taps in row-major
     order, a later tap wins if greater or NaN): rows shorter and longer than a vector (tail

@@ -168,9 +168,10 @@ def workspace(x_shape, w_shape, attrs) -> dict:
            "dwt": (P * kh * kw * O * C,), "db2": (P * O,)}
     if rows:
         out["cols"] = (P * C * kw * (nb * S + tail),)
-    # int64 scratch for the tap offsets, kh*kw + 1 per part, in float elements (viewed as
-    # int64 by _offsets: two float32 / one float64 per entry, so 2x covers both)
-    out["offs"] = (P * 2 * (kh * kw + 1),)
+    # int64 scratch for the tap offsets (kh*kw + 1 per part, and the tap-GEMM dW's vector
+    # offsets, kh*kw*C/VL <= kh*kw*C/8), in float elements (viewed as int64 by _offsets: two
+    # float32 / one float64 per entry, so 2x covers both)
+    out["offs"] = (P * 2 * (kh * kw * (C // 8 + 1) + 1),)
     if dw_tap(C, s):
         out["xt"] = (P * s * s * C * (nb * S + tail),)
     if dw_tap_t(C, O, s):
@@ -294,7 +295,7 @@ def backward(x, w, y, dy, dx, dW, db, ws, attrs, arg=None, dres=None):
 
     parallel.run(run, nparts)
     if want_dw:
-        k0.taps_grad_finish(dwt, nparts, dW, 1 if rows else 2 if transposed else 0)
+        k0.taps_grad_finish(dwt, nparts, dW, 1 if rows else 3 if dw_tap(C, s) else 2 if transposed else 0)
     if want_db:
         np.sum(db2[:nparts], axis=0, out=db)
 
