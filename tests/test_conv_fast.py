@@ -40,6 +40,10 @@ CASES = [
     # ... and on stride-2 phase planes (ResNet's 3x3 pad 1; an even kernel, odd sizes)
     ([(3, 16, 9, 7), (5, 16, 3, 3), (5,)], conv(stride=(2, 2), pad=(1, 1, 1, 1), act="relu")),
     ([(2, 16, 10, 9), (3, 16, 4, 2), None], conv(stride=(2, 2), pad=(1, 0, 2, 1))),
+    # rows wider than 8 floats: the vector epilogue and dY gather (tapgemm.py.j2
+    # _epilogue_plane / _gather_plane, a masked tail of 4 and 3 columns)
+    ([(2, 16, 5, 20), (5, 16, 3, 3), (5,)], conv(pad=(1, 1, 1, 1), act="relu")),
+    ([(2, 3, 6, 21), (4, 3, 3, 3), None], conv(pad=(1, 1, 1, 1))),
     # the transposed tap-GEMM dW (O a multiple of 16, C not: conv_wide.dw_tap_t), LeNet-5
     # conv2's shape class, stride 1 and 2
     ([(3, 6, 9, 8), (16, 6, 3, 3), (16,)], conv(pad=(1, 1, 1, 1), act="relu")),
