@@ -40,7 +40,7 @@ CASES = [
     # ... and on stride-2 phase planes (ResNet's 3x3 pad 1; an even kernel, odd sizes)
     ([(3, 16, 9, 7), (5, 16, 3, 3), (5,)], conv(stride=(2, 2), pad=(1, 1, 1, 1), act="relu")),
     ([(2, 16, 10, 9), (3, 16, 4, 2), None], conv(stride=(2, 2), pad=(1, 0, 2, 1))),
-    # rows wider than 8 floats: the vector epilogue and dY gather (tapgemm.py.j2
+    # rows wider than 8 floats: the vector epilogue and dY gather (conv_rows.py.j2
     # _epilogue_plane / _gather_plane, a masked tail of 4 and 3 columns)
     ([(2, 16, 5, 20), (5, 16, 3, 3), (5,)], conv(pad=(1, 1, 1, 1), act="relu")),
     ([(2, 3, 6, 21), (4, 3, 3, 3), None], conv(pad=(1, 1, 1, 1))),
@@ -245,12 +245,47 @@ def test_vec_gemm_micro_kernel(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_stride2_phase_planes_pad_and_unpad(dtype):
+    """conv_layout.py.j2 pad_chunk / unpad_chunk with s = 2 (conv_rows.py.j2 split_row /
+    merge_row): the four phase planes of the zero-padded images against numpy's [pr::2,
+    pc::2] slices, every other column of the buffer 0, and unpad_chunk giving back x (0 where
+    a pixel has no plane column); odd and even sizes and pads, rows longer than a vector."""
+    import compiler.ops.conv_wide as CW
+    k = CW.layout()
+    rng = np.random.default_rng(2)
+    for (H, W, pt, pl, Hp, Wp) in [(32, 32, 1, 1, 17, 17), (9, 7, 1, 1, 5, 4), (10, 9, 2, 0, 6, 5),
+                                   (7, 40, 0, 3, 4, 21), (6, 37, 1, 2, 3, 18)]:
+        C, N, nb, n0 = 3, 4, 2, 1
+        S, tail = Hp * Wp, 7
+        x = rng.standard_normal((N, C, H, W)).astype(dtype)
+        xpad = np.full((C, 4 * (nb * S + tail)), 9, dtype)
+        k.pad_chunk(x, n0, nb, xpad, pt, pl, Hp, Wp, 2)
+        full = np.zeros((C, nb, 2 * Hp + H, 2 * Wp + W), dtype)
+        full[:, :, pt:pt + H, pl:pl + W] = x[n0:n0 + nb].transpose(1, 0, 2, 3)
+        Lp = nb * S + tail
+        want = np.zeros_like(xpad)
+        for pr in range(2):
+            for pc in range(2):
+                ph = full[:, :, pr::2, pc::2][:, :, :Hp, :Wp].reshape(C, nb * S)
+                want[:, (2 * pr + pc) * Lp:(2 * pr + pc) * Lp + nb * S] = ph
+        np.testing.assert_array_equal(xpad, want)
+        dx = np.full_like(x, 5)
+        k.unpad_chunk(xpad, dx, n0, nb, pt, pl, Hp, Wp, 2)
+        back = np.zeros((C, nb, 2 * Hp, 2 * Wp), dtype)
+        back[:, :, :, :] = full[:, :, :2 * Hp, :2 * Wp]
+        inside = back[:, :, pt:pt + H, pl:pl + W].transpose(1, 0, 2, 3)    # 0 past the planes
+        np.testing.assert_array_equal(dx[n0:n0 + nb, :, :inside.shape[2], :inside.shape[3]], inside)
+        assert np.all(dx[n0:n0 + nb, :, inside.shape[2]:] == 0) and np.all(dx[n0:n0 + nb, :, :, inside.shape[3]:] == 0)
+        assert np.all(dx[:n0] == 5) and np.all(dx[n0 + nb:] == 5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_pool2x2_row_kernel(dtype):
-    """tapgemm.py.j2's vector 2x2 pool against the scalar rule (act(v + b), taps in row-major
+    """conv_rows.py.j2's vector 2x2 pool against the scalar rule (act(v + b), taps in row-major
     order, a later tap wins if greater or NaN): rows shorter and longer than a vector (tail
     masks), ties, NaNs, all-negative windows under ReLU; nothing written past the row."""
-    from compiler.ops.conv_wide import tapgemm
-    k = tapgemm().pool2x2_rows
+    from compiler.ops.conv_wide import row_kernels
+    k = row_kernels().pool2x2_rows
     rng = np.random.default_rng(4)
     for OH, OW, Wp in [(4, 4, 5), (28, 28, 30), (10, 38, 41), (6, 34, 34)]:
         yrow = rng.standard_normal(OH * Wp + 3).astype(dtype)
@@ -277,11 +312,11 @@ def test_pool2x2_row_kernel(dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_unpool2x2_row_kernel(dtype):
-    """tapgemm.py.j2's vector un-pool (the fused pool's backward): each window's argmax gets
+    """conv_rows.py.j2's vector un-pool (the fused pool's backward): each window's argmax gets
     the (ReLU-masked) pooled gradient, its other three positions 0, nothing else touched;
     returns the gradient sum (the bias gradient's share)."""
-    from compiler.ops.conv_wide import tapgemm
-    k = tapgemm().unpool2x2_rows
+    from compiler.ops.conv_wide import row_kernels
+    k = row_kernels().unpool2x2_rows
     rng = np.random.default_rng(5)
     for OH, OW, Wp in [(4, 4, 5), (28, 28, 30), (10, 38, 41), (6, 34, 34)]:
         m2, n2 = OH // 2, OW // 2

@@ -96,6 +96,9 @@ def import_path(path: Path) -> ModuleType:
 def load_kernels(template: str, **config) -> ModuleType:
     """Render, write (if new) and import one kernel variant; returns the module."""
     src = render(template, **config)
-    stem = template + "".join(f"_{k}{v}" for k, v in sorted(config.items()) if isinstance(v, (str, bool, int)))[:60]
+    # other generated modules named in the config (imports) stay out of the stem: the digest
+    # covers them, and the name must stay short enough to be passed on as config itself
+    stem = template + "".join(f"_{k}{v}" for k, v in sorted(config.items())
+                              if isinstance(v, (str, bool, int)) and not str(v).startswith("netspec_gen_"))[:60]
     stem = "".join(c if c.isalnum() or c == "_" else "_" for c in stem)
     return import_path(write_module(src, stem))

@@ -1,5 +1,6 @@
 """conv2d (stride 1, or stride 2 with kernels >= 2x2; groups 1) as "wide-row" implicit GEMM
-(kernels: templates/conv_wide.py.j2, micro-kernel: templates/tapgemm.py.j2).
+(kernels: templates/conv_wide.py.j2, micro-kernel: templates/tapgemm.py.j2, vector row
+kernels: templates/conv_rows.py.j2).
 
 For stride 1 and groups 1, zero-padding a chunk of images into one (C, nb*Hp*Wp) matrix
 makes every tap (ki, kj) a column shift of the same matrix (``_planes``: neighbouring rows
@@ -58,7 +59,8 @@ SLACK = 16                 # columns past the end of every xpad / yw row: the ta
 def kernels(act="none"):
     """The conv_wide kernel module for ``act``; it imports the tap-GEMM and layout modules
     by name (one compiled copy of those for every act variant)."""
-    return load_kernels("conv_wide", act=act, tapgemm=tapgemm().__name__, layout=layout().__name__)
+    return load_kernels("conv_wide", act=act, tapgemm=tapgemm().__name__, layout=layout().__name__,
+                        rows=row_kernels().__name__)
 
 
 @functools.lru_cache(maxsize=None)
@@ -67,8 +69,15 @@ def tapgemm():
 
 
 @functools.lru_cache(maxsize=None)
+def row_kernels():
+    """The vector row kernels (templates/conv_rows.py.j2): epilogue, dY gather, 2x2 pool,
+    stride-2 phase (de)interleave."""
+    return load_kernels("conv_rows")
+
+
+@functools.lru_cache(maxsize=None)
 def layout():
-    return load_kernels("conv_layout")
+    return load_kernels("conv_layout", rows=row_kernels().__name__)
 
 
 def gemm_address(dtype_char: str) -> int:
