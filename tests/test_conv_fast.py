@@ -40,6 +40,9 @@ CASES = [
     # ... and on stride-2 phase planes (ResNet's 3x3 pad 1; an even kernel, odd sizes)
     ([(3, 16, 9, 7), (5, 16, 3, 3), (5,)], conv(stride=(2, 2), pad=(1, 1, 1, 1), act="relu")),
     ([(2, 16, 10, 9), (3, 16, 4, 2), None], conv(stride=(2, 2), pad=(1, 0, 2, 1))),
+    # 1x1 stride 2 (ResNet projections): one phase plane of four, dX zero on the others
+    ([(3, 16, 9, 8), (5, 16, 1, 1), (5,)], conv(stride=(2, 2))),
+    ([(2, 6, 10, 7), (4, 6, 1, 1), None], conv(stride=(2, 2), act="relu")),
     # rows wider than 8 floats: the vector epilogue and dY gather (conv_rows.py.j2
     # _epilogue_plane / _gather_plane, a masked tail of 4 and 3 columns)
     ([(2, 16, 5, 20), (5, 16, 3, 3), (5,)], conv(pad=(1, 1, 1, 1), act="relu")),
@@ -103,7 +106,7 @@ def test_path_choice():
     assert CW.usable((128, 16, 32, 32), (16, 16, 3, 3), s1)
     assert CW.usable((64, 1, 28, 28), (6, 1, 5, 5), conv(pad=(2, 2, 2, 2)))
     assert CW.usable((128, 16, 32, 32), (32, 16, 3, 3), conv(stride=(2, 2), pad=(1, 1, 1, 1)))
-    assert not CW.usable((128, 16, 32, 32), (32, 16, 1, 1), conv(stride=(2, 2)))    # 1x1 s2: im2col
+    assert CW.usable((128, 16, 32, 32), (32, 16, 1, 1), conv(stride=(2, 2)))        # 1x1 s2: one phase plane
     assert not CW.usable((2, 8, 8, 8), (8, 4, 3, 3), dict(s1, groups=2))
     assert not CW.usable((2, 8, 8, 8), (8, 8, 3, 3), conv(stride=(3, 3)))
 

@@ -10,11 +10,11 @@ a fourth input ``residual`` (same shape as y, set by passes/fuse_residual.py):
 y = act(conv + bias + residual), its gradient the masked dy; CPU wide-row kernels only.
 
 CPU kernels, chosen per layer (measured; see conv_wide.py for the numbers):
-* ungrouped stride-1 convs and stride-2 convs with kernels >= 2x2 (every 3x3 / 5x5 conv of
-  LeNet and ResNet): "wide-row" implicit GEMM in compiler/ops/conv_wide.py (no im2col, no
-  col2im; a register-blocked LLVM micro-kernel for forward and dX, BLAS for dW, called
-  from inside nogil kernels; batch split over two threads);
-* everything else (1x1 stride 2, grouped, other strides, conv_transpose2d) below: im2col
+* ungrouped stride-1 and stride-2 convs (every conv of LeNet and ResNet): "wide-row"
+  implicit GEMM in compiler/ops/conv_wide.py (no im2col, no col2im; a register-blocked
+  LLVM micro-kernel for forward, dX and, where the channels allow, dW, else BLAS per tap,
+  called from inside nogil kernels; batch split over two threads);
+* everything else (grouped, other strides, conv_transpose2d) below: im2col
   over a chunk of images (njit, serial) + one BLAS GEMM per group from Python with a
   preallocated ``out=`` (DESIGN §5: np.dot from Python was 2x faster than inside njit),
   then an njit epilogue (bias + act, scatter into NCHW).  The chunk size
