@@ -305,7 +305,7 @@ def test_pool2x2_row_kernel(dtype):
                     best, t = None, 0
                     for q, (di, dj) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
                         v = yrow[(2 * i + di) * Wp + 2 * j + dj] + b
-                        v = (v if v > 0 else dtype(0)) if relu else v
+                        v = (v if not (v <= 0) else dtype(0)) if relu else v     # NaN passes
                         if best is None or v > best or v != v:
                             best, t = v, q
                     assert y[i, j] == best or (np.isnan(best) and np.isnan(y[i, j])), (OH, OW, i, j)

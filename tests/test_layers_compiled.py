@@ -130,3 +130,47 @@ def test_whole_net_gradients(name):
     assert max(worst.values()) < 1e-5, {k: v for k, v in worst.items() if v >= 1e-5}
     # eval mode runs too (BN running stats, dropout off, test-time DropConnect/stochastic depth)
     assert np.isfinite(net.forward(x)).all()
+
+
+NAN_NET = """
+netspec: 1
+name: nanpath
+input: [4, 10, 10]
+layers:
+  - conv: {name: c1, out: 4, kernel: 3, pad: 1}      # wide-row conv + ReLU epilogue
+  - relu: {}
+  - conv: {name: c2, out: 4, kernel: 3, pad: 1, groups: 2}   # im2col conv + ReLU
+  - relu: {}
+  - conv: {name: c3, out: 4, kernel: 3, pad: 1, groups: 4}   # depthwise direct conv + ReLU
+  - relu: {}
+  - batchnorm: {name: bn}
+  - relu: {}                                          # standalone (bn feeds the skip too)
+  - conv: {name: c4, out: 4, kernel: 3, pad: 1}
+  - add: {name: skip, from: [c4, bn]}                 # conv + residual + ReLU epilogue
+  - relu: {}
+  - maxpool: {kernel: 2, stride: 2}
+  - relu: {}
+  - conv: {name: c5, out: 4, kernel: 2, stride: 2}
+  - batchnorm: {name: bn2}
+  - add: {name: skip2, from: [bn2, c5]}               # BatchNorm + residual + ReLU
+  - relu: {}
+  - flatten: {}
+  - linear: {name: fc1, out: 8}                       # dense + ReLU
+  - relu: {}
+  - linear: {name: fc2, out: 3}
+"""
+
+
+def test_relu_passes_nan_like_torch():
+    """A NaN input pixel reaches the output through every fused and standalone ReLU, as
+    torch.relu lets NaN through: in eval only its own sample's outputs are NaN, in training
+    (batch statistics) the loss is NaN, so the divergence guard sees it instead of a finite
+    loss computed from zeroed NaNs."""
+    net = compiler.compile(netspec.load(NAN_NET), batch_size=3, seed=0)
+    acts = {(n.op, n.a.get("act")) for g in net.graphs.values() for n in g.nodes}
+    assert {("conv2d", "relu"), ("batchnorm", "relu"), ("linear", "relu"), ("activation", None)} <= acts
+    x = np.random.default_rng(0).standard_normal((3, 4, 10, 10)).astype(np.float32)
+    x[0, 1, 4, 4] = np.nan
+    np.testing.assert_array_equal(np.isnan(net.forward(x)).any(1), [True, False, False])
+    loss, _ = net.loss_and_grads(x, np.array([0, 1, 2]))
+    assert np.isnan(loss)
