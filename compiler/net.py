@@ -209,7 +209,17 @@ class CompiledNet:
         t["x"][...] = x
         if target is not None:
             tt = t["target"]
-            tt[...] = np.asarray(target).reshape(tt.shape)
+            tgt = np.asarray(target)
+            if tgt.size != tt.size:
+                raise ValueError(f"expected targets of shape {tt.shape} (the loss's target for each of the "
+                                 f"batch's {tt.shape[0]} samples), got {tgt.shape}")
+            if tt.dtype.kind in "iu" and tgt.dtype.kind not in "iub":
+                flat = tgt.reshape(-1)
+                ok = np.isfinite(flat) & (flat == np.round(flat)) if flat.dtype.kind == "f" else np.zeros(len(flat), bool)
+                if not ok.all():
+                    raise ValueError(f"class labels must be integers, got {flat[np.argmin(ok)].item()!r} "
+                                     f"(dtype {tgt.dtype}); pass integer class indices")
+            tt[...] = tgt.reshape(tt.shape)
 
     def forward(self, x, train: bool = False):
         """x (N, *input_shape), any N -> (N, *output_shape), processed in chunks of batch_size.

@@ -250,7 +250,7 @@ class _Expander(Resolver):
             raise self.err(body, f"the attributes of {tname!r} must be a mapping, got "
                            f"{body.kind} {show(body)}",
                            f"write `- {tname}: {{...}}` (or `- {tname}: {{}}`)", scope=scope)
-        if len(self.layers) > MAX_LAYERS:
+        if len(self.layers) >= MAX_LAYERS:     # this entry would add layer MAX_LAYERS + 1
             raise self.err(tloc, f"the spec expands to more than {MAX_LAYERS} layers",
                            "check `repeat` values", scope=scope)
         if tname == "sequential":

@@ -225,12 +225,17 @@ _YAML_HINTS = [
     ("did not find expected ',' or ']'", "a '[' flow list is not closed or an item lacks a ','"),
     ("did not find expected ',' or '}'", "a '{' flow mapping is not closed or an entry lacks "
      "a ','"),
+    ("expected ',' or '}'", "close the '{' flow mapping with '}' (or add the missing ',')"),
+    ("expected ',' or ']'", "close the '[' flow list with ']' (or add the missing ',')"),
 ]
 
 
 def _yaml_error(e: yaml.YAMLError, file: str, lines: list[str]) -> SpecError:
-    mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+    pm, cm = getattr(e, "problem_mark", None), getattr(e, "context_mark", None)
+    mark = pm or cm
     problem = getattr(e, "problem", None) or str(e)
+    if pm is not None and cm is not None and (pm.line >= len(lines) or "<stream end>" in problem):
+        mark = cm      # ran off the end of the file: point at what was left open, not past the end
     ctx = getattr(e, "context", None)
     msg = f"invalid YAML: {problem}" + (f" ({ctx})" if ctx else "")
     hint = next((h for pat, h in _YAML_HINTS if pat in msg), None)

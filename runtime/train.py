@@ -109,7 +109,9 @@ def train(spec, out_dir, *, epochs: int | None = None, batch_size: int | None = 
     factory = net_factory or _default_factory(backend)
     ctx = DistContext.create(distributed)                          # [distributed]
     run_kw = dict(epochs=epochs, batch_size=batch_size, resume=resume, progress=progress,
-                  factory=factory, hooks=hooks or {}, ctx=ctx)
+                  factory=factory, hooks=hooks or {}, ctx=ctx,
+                  data_desc="the given Dataset" if isinstance(data, D.Dataset) else
+                  str(dcfg.get("path") or dcfg.get("source") or "digits (the built-in default)"))
     if not folds:
         summary = _Run(spec, cfg, out, splits, **run_kw).run()
     else:
@@ -133,6 +135,18 @@ def train(spec, out_dir, *, epochs: int | None = None, batch_size: int | None = 
         return {"status": summary.get("status"), "distributed_rank": ctx.rank}
     _write_json(out / "summary.json", summary)
     return summary
+
+
+def _check_data_fits(spec, sample_shape, data_desc: str) -> None:
+    """Refuse, before compiling, data whose samples (after preprocessing and augmentation)
+    do not have the spec's input shape, naming both and the way out."""
+    want = tuple(getattr(spec, "input_shape", ()) or ())
+    if not want or tuple(sample_shape) == want:
+        return
+    raise ValueError(
+        f"the training data's samples are {tuple(sample_shape)} but the spec's input is {list(want)}"
+        f" (data: {data_desc}); point --data or train.data at a dataset of that shape, add a"
+        f" crop/resize to train.augment / train.preprocess, or change the spec's input")
 
 
 def _spec_dir(spec):
@@ -163,7 +177,7 @@ class _Run:
     """One training run in one directory (a fold is one run)."""
 
     def __init__(self, spec, cfg, out: Path, splits, *, epochs, batch_size, resume, progress,
-                 factory, hooks, ctx=None):
+                 factory, hooks, ctx=None, data_desc="the training data"):
         self.spec, self.cfg, self.out, self.hooks = spec, cfg, out, hooks
         self.ctx = ctx or DistContext()                            # [distributed]
         self.class_names = list(splits.class_names)
@@ -197,6 +211,7 @@ class _Run:
                             "training data")
         from .augment import Augmenter
         self.aug = Augmenter(cfg.get("augment"), self.xtr)
+        _check_data_fits(spec, self.aug(self.xtr[:1], np.random.default_rng(0)).shape[1:], data_desc)
         tc = time.perf_counter()
         self.net = factory(self.spec, self.ctx.local_batch(self.B))   # [distributed] B is global
         self.compile_seconds = time.perf_counter() - tc

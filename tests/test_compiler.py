@@ -6,6 +6,8 @@ finite differences of the compiled loss on random coordinates of every parameter
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -105,6 +107,17 @@ def grad_check(net, x, t, n_coords=4, eps=1e-6, seed=0):
 @pytest.fixture(scope="module")
 def lenet():
     return compiler.compile(netspec.load("specs/lenet5.yaml"), batch_size=2, dtype=np.float64)
+
+
+def test_targets_are_checked(lenet):
+    """Class labels must be integers (1.5 and NaN are refused, 2.0 is fine) and one per
+    sample; the messages say what was expected."""
+    x = np.zeros((2, 1, 28, 28))
+    for bad, msg in (([0.0, 1.5], "class labels must be integers, got 1.5"), ([0, np.nan], "got nan"),
+                     ([0, 1, 2], "expected targets of shape (2,)"), (["a", "b"], "integers, got 'a'")):
+        with pytest.raises(ValueError, match=re.escape(msg)):
+            lenet.loss_and_grads(x, bad)
+    assert np.isfinite(lenet.loss_and_grads(x, [0.0, 2.0])[0])
 
 
 def test_lenet_train_graph_structure(lenet):

@@ -445,3 +445,14 @@ def test_block_argument_arithmetic():
     assert "has no argument 'grwth'" in e.message and "growth" in e.hint
     e = err("layers:\n  - conv: {out: $c * 2, kernel: 1}\n")
     assert "outside a block" in e.message
+
+
+def test_layer_limit_is_exact(monkeypatch):
+    """MAX_LAYERS layers load; one more is refused at the entry that would add it."""
+    import netspec.loader as L
+    monkeypatch.setattr(L, "MAX_LAYERS", 4)
+    body = "netspec: 1\nname: n\ninput: [1, 4, 4]\nlayers:\n" + "  - relu: {}\n" * 4
+    assert len(load(body).layers) == 4
+    with pytest.raises(SpecError) as e:
+        load(body + "  - relu: {}\n")
+    assert "more than 4 layers" in e.value.message and e.value.line == 9

@@ -348,3 +348,18 @@ def test_commands_report_bad_files_without_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "bad.npz" in err and "Traceback" not in err
     assert cli("train", [str(tmp_path / "nope.yaml")]) == 1
+
+
+def test_data_of_the_wrong_shape_is_refused_before_compiling(tmp_path):
+    """Samples (after preprocessing and augmentation) that do not fit the spec's input are
+    refused with both shapes and the data source named, before any net is built."""
+    spec = make_spec()
+    spec.input_shape = (3, 32, 32)
+    built = []
+    with pytest.raises(ValueError) as e:
+        train(spec, tmp_path, net_factory=lambda s, b: built.append(b) or factory(s, b), progress=False)
+    msg = str(e.value)
+    assert "(1, 8, 8)" in msg and "[3, 32, 32]" in msg and "digits" in msg and "--data" in msg
+    assert not built
+    spec.input_shape = (1, 8, 8)
+    train(spec, tmp_path, net_factory=factory, progress=False, epochs=1)

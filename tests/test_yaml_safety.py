@@ -83,6 +83,12 @@ def test_parse_errors_located():
     assert (e.line, e.col) == (2, 1) and "tabs" in e.hint
     e = perr("a: b: c\n")
     assert (e.line, e.col) == (1, 5)
+    # an unclosed '{' / '[' at the end of the file: the error points at the bracket left
+    # open (not at a line past the end) and says how to close it
+    e = perr("a: 1\nb:\n  - c: {x: 1, y: 3\n")
+    assert (e.line, e.col) == (3, 8) and "'}'" in e.hint
+    e = perr("a: [1, 2\n")
+    assert (e.line, e.col) == (1, 4) and "']'" in e.hint
 
 
 def test_deep_nesting_bounded():
