@@ -283,6 +283,29 @@ def test_stride2_phase_planes_pad_and_unpad(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_transposed_pad_equals_pad_transposed(dtype):
+    """conv_layout.py.j2 pad_chunk_t (the tap-GEMM dW's operand; register transposes of
+    VL x VL blocks where C is a multiple of the vector width, split into column phases for
+    stride 2) is pad_chunk's buffer transposed, for stride 1 and 2, row tails, clipped
+    planes and the scalar path (C = 5)."""
+    import compiler.ops.conv_wide as CW
+    k = CW.layout()
+    rng = np.random.default_rng(3)
+    for C, s, (H, W, pt, pl, Hp, Wp) in [(16, 1, (9, 20, 1, 1, 10, 21)), (32, 1, (8, 8, 1, 1, 9, 9)),
+                                         (16, 2, (9, 37, 1, 1, 5, 19)), (32, 2, (10, 40, 0, 3, 5, 21)),
+                                         (16, 2, (6, 70, 1, 2, 3, 34)), (5, 2, (7, 9, 1, 1, 4, 5)),
+                                         (5, 1, (7, 9, 2, 1, 10, 10))]:
+        N, nb, n0 = 3, 2, 1
+        L = s * s * (nb * Hp * Wp + 6)
+        x = rng.standard_normal((N, C, H, W)).astype(dtype)
+        xpad = np.full((C, L), 9, dtype)
+        xt = np.full((L, C), 7, dtype)
+        k.pad_chunk(x, n0, nb, xpad, pt, pl, Hp, Wp, s)
+        k.pad_chunk_t(x, n0, nb, xt, pt, pl, Hp, Wp, s)
+        np.testing.assert_array_equal(xt, xpad.T, err_msg=str((C, s, H, W)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_pool2x2_row_kernel(dtype):
     """conv_rows.py.j2's vector 2x2 pool against the scalar rule (act(v + b), taps in row-major
     order, a later tap wins if greater or NaN): rows shorter and longer than a vector (tail
