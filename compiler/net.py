@@ -215,7 +215,10 @@ class CompiledNet:
                                  f"batch's {tt.shape[0]} samples), got {tgt.shape}")
             if tt.dtype.kind in "iu" and tgt.dtype.kind not in "iub":
                 flat = tgt.reshape(-1)
-                ok = np.isfinite(flat) & (flat == np.round(flat)) if flat.dtype.kind == "f" else np.zeros(len(flat), bool)
+                if flat.dtype.kind == "f":
+                    ok = np.isfinite(flat) & (flat == np.round(flat))
+                else:
+                    ok = np.zeros(len(flat), bool)
                 if not ok.all():
                     raise ValueError(f"class labels must be integers, got {flat[np.argmin(ok)].item()!r} "
                                      f"(dtype {tgt.dtype}); pass integer class indices")
