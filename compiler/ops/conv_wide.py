@@ -1,4 +1,4 @@
-"""conv2d (stride 1, or stride 2 with kernels >= 2x2; groups 1) as "wide-row" implicit GEMM
+"""conv2d (stride 1 or 2, groups 1) as "wide-row" implicit GEMM
 (kernels: templates/conv_wide.py.j2, micro-kernel: templates/tapgemm.py.j2, vector row
 kernels: templates/conv_rows.py.j2).
 
@@ -8,12 +8,13 @@ and images share their zero padding where legal).  The forward is then
 yw = sum over taps W_t · xpad[:, off_t:], computed by the tap-GEMM micro-kernel with the
 output block in registers across all taps (166-209 GFLOP/s raw per thread on ResNet-20's
 shapes; the kh*kw BLAS calls it replaced reached 44-58% of sgemm), followed by an epilogue
-(bias, fused residual, act, fused max pool).  No im2col (which cost ~2x the GEMM at 16
+(bias, fused residual, act, fused max pool; vector IR, conv_rows.py.j2).  No im2col (which cost ~2x the GEMM at 16
 channels, measured).  Backward on the same layout: dX is the same micro-kernel on
 the transposed taps (the "flipped weights" conv of DESIGN §5 without materialising the flip
 or a col2im); dW is the micro-kernel on a transposed operand where a channel count is a
 multiple of 16 (dw_tap: the chunk transposed to positions x channels, a tap a shift by
-whole rows; dw_tap_t: dY transposed, for the problem dW^T), else one BLAS ?gemm per tap,
+whole rows, all taps in one vec_gemm pass; dw_tap_t: dY transposed, for the problem dW^T),
+else one BLAS ?gemm per tap,
 called from inside the nogil kernels (address from scipy.linalg.cython_blas).  Each chunk
 is one Python call, and the batch is split over
 ``parallel.WORKERS`` threads, each with its own scratch and dW/db accumulators (summed at
@@ -22,8 +23,9 @@ the end in a fixed order).
 Stride 2: the padded plane is split into its four phase planes (even/odd rows x columns);
 tap (ki, kj) then reads phase (ki%2, kj%2) shifted by (ki//2, kj//2), i.e. the same shifted-
 view conv (ResNet-20's 3x3 stride-2 convs: 7.3/15.2 ms fwd/bwd vs 10.2/21.4 for im2col,
-before the micro-kernel; 1x1 stride 2 reads one phase of four and stays on im2col: 1.9/3.5
-vs 4.3/9.3 ms).  Its dX is one tap-GEMM per phase plane over that phase's taps (measured
+before the micro-kernel).  1x1 stride 2 reads one phase of four; it stayed on im2col (1.9/3.5
+vs 4.3/9.3 ms) until the phase split was vectorised (conv_rows.py.j2 split_row), and now
+beats it in the forward (see ``usable``).  Its dX is one tap-GEMM per phase plane over that phase's taps (measured
 equal to the adjoint BLAS GEMMs it replaced, 2.6-3.3 ms; kept so dX has one mechanism).
 Few input channels and no dX (a first layer, C*kw <= ROWS_MAX_K): dW by kh GEMMs of depth
 C*kw on a kernel-column im2col (LeNet conv1 0.60 vs 0.72 ms).
