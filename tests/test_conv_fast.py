@@ -40,6 +40,11 @@ CASES = [
     # ... and on stride-2 phase planes (ResNet's 3x3 pad 1; an even kernel, odd sizes)
     ([(3, 16, 9, 7), (5, 16, 3, 3), (5,)], conv(stride=(2, 2), pad=(1, 1, 1, 1), act="relu")),
     ([(2, 16, 10, 9), (3, 16, 4, 2), None], conv(stride=(2, 2), pad=(1, 0, 2, 1))),
+    # 48 channels: three column vectors per tap in the all-taps dW (vec_gemm), stride 1 and 2;
+    # Inception-v3's asymmetric 1x7 kernel on the tap-GEMM dW
+    ([(2, 48, 9, 11), (20, 48, 3, 3), (20,)], conv(pad=(1, 1, 1, 1), act="relu")),
+    ([(3, 48, 10, 9), (7, 48, 3, 3), None], conv(stride=(2, 2), pad=(1, 1, 1, 1))),
+    ([(2, 16, 9, 40), (16, 16, 1, 7), (16,)], conv(pad=(0, 0, 3, 3))),
     # 1x1 stride 2 (ResNet projections): one phase plane of four, dX zero on the others
     ([(3, 16, 9, 8), (5, 16, 1, 1), (5,)], conv(stride=(2, 2))),
     ([(2, 6, 10, 7), (4, 6, 1, 1), None], conv(stride=(2, 2), act="relu")),
