@@ -291,12 +291,29 @@ class CompiledNet:
         return out
 
 
+def _check_batch_statistics(g) -> None:
+    """A training-mode BatchNorm that sees one value per channel (batch 1 on a 1x1 map, or
+    batch 1 of (N, F) features) has no batch variance: its output would be the constant
+    beta and every gradient through it 0.  Refused before compiling, as PyTorch refuses
+    it at the first forward ("Expected more than 1 value per channel when training")."""
+    for n in g.nodes:
+        if n.op != "batchnorm" or dict(n.attrs).get("global_stats", False):
+            continue
+        shape = g.values[n.inputs[0]].shape
+        per_channel = shape[0] * int(np.prod(shape[2:], dtype=np.int64))
+        if per_channel <= 1:
+            raise ValueError(f"batchnorm {n.layer!r} sees 1 value per channel in training (input "
+                             f"{tuple(shape)}): batch statistics need more; use a batch size above 1, "
+                             f"or set use_global_stats: true on this layer")
+
+
 def _build_graphs(report, batch_size, train, loss_cfg, frozen, target="cpu"):
     graphs = {}
     g = lower(report, batch_size)
     graphs["eval"] = pipeline.run(g, pipeline.INFERENCE, target)
     if train:
         g = lower(report, batch_size, loss=loss_cfg)
+        _check_batch_statistics(g)
         g = pipeline.run(g, pipeline.TRAIN_FORWARD, target)
         g = differentiate(g, frozen=frozen)
         graphs["train"] = pipeline.run(g, pipeline.TRAIN_BACKWARD, target)

@@ -290,3 +290,26 @@ def test_blas_limit_pins_and_restores_blas_threads():
         with blas_limit():
             assert all(n == 1 for n in blas_threads())
         assert blas_threads() == before
+
+
+def test_batchnorm_with_one_value_per_channel_is_refused_in_training():
+    """Batch 1 on a 1x1 map leaves BatchNorm no batch variance (PyTorch raises at the first
+    forward); refused at compile time with the layer and the fix, fine for inference, with
+    use_global_stats, or with a bigger batch."""
+    spec = """
+netspec: 1
+name: bn1x1
+input: [3, 7, 7]
+layers:
+  - global_avgpool: {}
+  - conv: {name: c, out: 8, kernel: 1, bias: false}
+  - batchnorm: {name: bn}
+  - relu: {}
+  - flatten: {}
+  - linear: {name: fc, out: 5}
+"""
+    with pytest.raises(ValueError, match=r"batchnorm 'bn' sees 1 value per channel in training"):
+        compiler.compile(netspec.load(spec), batch_size=1)
+    compiler.compile(netspec.load(spec), batch_size=1, train=False)
+    compiler.compile(netspec.load(spec), batch_size=2)
+    compiler.compile(netspec.load(spec.replace("{name: bn}", "{name: bn, use_global_stats: true}")), batch_size=1)
