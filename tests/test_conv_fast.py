@@ -316,7 +316,10 @@ def test_pool2x2_row_kernel(dtype):
     order, a later tap wins if greater or NaN): rows shorter and longer than a vector (tail
     masks), ties, NaNs, all-negative windows under ReLU; nothing written past the row."""
     from compiler.ops.conv_wide import row_kernels
-    k = row_kernels().pool2x2_rows
+    def k(yrow, r0, Wp, yo, ao, train, OW, b, relu):       # pool2x2_plane on arrays
+        row_kernels().pool2x2_plane(yrow.ctypes.data + r0 * yrow.itemsize, Wp, yo.ctypes.data, yo.strides[0],
+                                    ao.ctypes.data, ao.strides[0], yo.shape[0], yo.shape[1], train, OW, b,
+                                    relu, yrow.itemsize)
     rng = np.random.default_rng(4)
     for OH, OW, Wp in [(4, 4, 5), (28, 28, 30), (10, 38, 41), (6, 34, 34)]:
         yrow = rng.standard_normal(OH * Wp + 3).astype(dtype)
@@ -347,7 +350,11 @@ def test_unpool2x2_row_kernel(dtype):
     the (ReLU-masked) pooled gradient, its other three positions 0, nothing else touched;
     returns the gradient sum (the bias gradient's share)."""
     from compiler.ops.conv_wide import row_kernels
-    k = row_kernels().unpool2x2_rows
+    def k(dy, y, ao, yrow, r0, Wp, OW, relu, zero):       # unpool2x2_plane on arrays
+        return row_kernels().unpool2x2_plane(dy.ctypes.data, dy.strides[0], y.ctypes.data, y.strides[0],
+                                             ao.ctypes.data, ao.strides[0], dy.shape[0], dy.shape[1],
+                                             yrow.ctypes.data + r0 * yrow.itemsize, Wp, OW, relu, zero,
+                                             yrow.itemsize)
     rng = np.random.default_rng(5)
     for OH, OW, Wp in [(4, 4, 5), (28, 28, 30), (10, 38, 41), (6, 34, 34)]:
         m2, n2 = OH // 2, OW // 2
