@@ -34,8 +34,8 @@ from .distributed import DistContext, train_step   # [distributed]
 from .ensemble import evaluate_ensemble
 from .preprocess import Preprocessor
 from .schedules import make_schedule
-from .train_utils import (EMA, data_config, evaluate, load_weights, net_arrays, restore_net,
-                          weights_of, write_metrics)
+from .train_utils import (EMA, check_data_fits, data_config, evaluate, load_weights, net_arrays,
+                          restore_net, weights_of, write_metrics)
 
 PLOT_EVERY_S = 20.0   # curves.png is redrawn at most this often during a run, and at its end
 
@@ -137,18 +137,6 @@ def train(spec, out_dir, *, epochs: int | None = None, batch_size: int | None = 
     return summary
 
 
-def _check_data_fits(spec, sample_shape, data_desc: str) -> None:
-    """Refuse, before compiling, data whose samples (after preprocessing and augmentation)
-    do not have the spec's input shape, naming both and the way out."""
-    want = tuple(getattr(spec, "input_shape", ()) or ())
-    if not want or tuple(sample_shape) == want:
-        return
-    raise ValueError(
-        f"the training data's samples are {tuple(sample_shape)} but the spec's input is {list(want)}"
-        f" (data: {data_desc}); point --data or train.data at a dataset of that shape, add a"
-        f" crop/resize to train.augment / train.preprocess, or change the spec's input")
-
-
 def _spec_dir(spec):
     f = getattr(spec, "file", None)
     return Path(f).parent if f and not str(f).startswith("<") else None
@@ -211,7 +199,7 @@ class _Run:
                             "training data")
         from .augment import Augmenter
         self.aug = Augmenter(cfg.get("augment"), self.xtr)
-        _check_data_fits(spec, self.aug(self.xtr[:1], np.random.default_rng(0)).shape[1:], data_desc)
+        check_data_fits(spec, self.aug(self.xtr[:1], np.random.default_rng(0)).shape[1:], data_desc)
         tc = time.perf_counter()
         self.net = factory(self.spec, self.ctx.local_batch(self.B))   # [distributed] B is global
         self.compile_seconds = time.perf_counter() - tc

@@ -49,6 +49,18 @@ def data_config(base: Mapping[str, Any] | None, data: Any) -> dict:
     return cfg
 
 
+def check_data_fits(spec, sample_shape, data_desc: str) -> None:
+    """Refuse, before compiling, data whose samples (after preprocessing and augmentation)
+    do not have the spec's input shape, naming both and the way out."""
+    want = tuple(getattr(spec, "input_shape", ()) or ())
+    if not want or tuple(sample_shape) == want:
+        return
+    raise ValueError(
+        f"the training data's samples are {tuple(sample_shape)} but the spec's input is {list(want)}"
+        f" (data: {data_desc}); point --data or train.data at a dataset of that shape, add a"
+        f" crop/resize to train.augment / train.preprocess, or change the spec's input")
+
+
 # ----------------------------------------------------------------------------- evaluation
 def softmax(z: np.ndarray) -> np.ndarray:
     z = np.asarray(z, np.float64).reshape(z.shape[0], -1)
