@@ -130,7 +130,7 @@ def test_kernels_typecheck_sm90():
     assert not failures, "\n".join(failures)
     assert len(seen) >= 60          # the tables exercise every kernel family
     kernels = {k[1] for k in seen}
-    for must in ("conv_fwd", "conv_dw", "conv_dx", "gemm", "bn_stats", "bn_bwd_dx", "ce_fwd", "update",
+    for must in ("conv_fwd", "conv_dw", "conv_dx", "gemm", "bn_part_stats", "bn_finish_stats", "bn_part_bwd", "bn_bwd_dx", "ce_fwd", "update",
                  "maxpool_fwd", "argmax_bwd", "window_copy", "gn_bwd_dx", "act_fwd_relu"):
         assert must in kernels, must
 
@@ -188,43 +188,55 @@ def _rel(a, b):
     return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-6))
 
 
-def _sim_ops():
+def _sim_ops(cases=None):
+    """Each case's CUDA forward and backward against the numpy reference; -> problems.  An
+    exception fails its case only, so one run reports every broken op."""
+    bad = []
+    for case in cases if cases is not None else _sim_op_cases():
+        try:
+            _sim_op(case, bad)
+        except Exception as e:  # noqa: BLE001 -- reported and counted as a failure
+            bad.append(f"{case[0]} {case[1]} raised {type(e).__name__}: {str(e)[:300]}")
+            print(case[0], "RAISED", flush=True)
+    return bad
+
+
+def _sim_op(case, bad):
     from numba import cuda
 
     from compiler.ops import OPS
     from compiler.ops.cuda import CUDA_OPS
-    bad = []
-    for name, shapes, attrs, kw in _sim_op_cases():
-        op = OPS[name]
-        train = kw.get("train", False)
-        xs, yshape, saved, ws, dy = _arrays(op, shapes, attrs, kw)
-        x64 = [None if a is None else (a.astype(np.float64) if a.dtype.kind == "f" else a) for a in xs]
-        if op.random and train:     # same-dtype reference (the rng draws in the array dtype)
-            x64 = [None if a is None else a.copy() for a in xs]
-        ry, rs = op.ref_forward([None if a is None else a.copy() for a in x64], attrs, train,
-                                np.random.default_rng(5))
-        dev = [None if a is None else cuda.to_device(a) for a in xs]
-        yd = cuda.to_device(np.full(yshape, np.nan, np.float32))
-        sd = {k: cuda.to_device(v) for k, v in saved.items()}
-        wd = {k: cuda.to_device(v) for k, v in ws.items()}
-        CUDA_OPS[name].forward(dev, yd, sd, wd, attrs, train, np.random.default_rng(5))
-        e = _rel(yd.copy_to_host(), ry)
-        if not e < 1e-4:
-            bad.append(f"{name} forward {e:.2e}")
-        if not op.differentiable:
-            continue
-        rg = op.ref_backward(x64, ry, rs, dy.astype(np.float64), attrs)
-        needs = kw.get("needs", tuple(i for i, g in enumerate(rg) if g is not None))
-        dxs = [cuda.to_device(np.full(xs[i].shape, np.nan, np.float32)) if i in needs and rg[i] is not None
-               else None for i in range(len(xs))]
-        CUDA_OPS[name].backward(dev, yd, sd, cuda.to_device(dy), dxs, wd, attrs)
-        for i, d in enumerate(dxs):
-            if d is not None:
-                e = _rel(d.copy_to_host(), rg[i])
-                if not e < 1e-4:
-                    bad.append(f"{name} d{i} {e:.2e}")
+    name, shapes, attrs, kw = case
+    op = OPS[name]
+    train = kw.get("train", False)
+    xs, yshape, saved, ws, dy = _arrays(op, shapes, attrs, kw)
+    x64 = [None if a is None else (a.astype(np.float64) if a.dtype.kind == "f" else a) for a in xs]
+    if op.random and train:     # same-dtype reference (the rng draws in the array dtype)
+        x64 = [None if a is None else a.copy() for a in xs]
+    ry, rs = op.ref_forward([None if a is None else a.copy() for a in x64], attrs, train,
+                            np.random.default_rng(5))
+    dev = [None if a is None else cuda.to_device(a) for a in xs]
+    yd = cuda.to_device(np.full(yshape, np.nan, np.float32))
+    sd = {k: cuda.to_device(v) for k, v in saved.items()}
+    wd = {k: cuda.to_device(v) for k, v in ws.items()}
+    CUDA_OPS[name].forward(dev, yd, sd, wd, attrs, train, np.random.default_rng(5))
+    e = _rel(yd.copy_to_host(), ry)
+    if not e < 1e-4:
+        bad.append(f"{name} forward {e:.2e}")
+    if not op.differentiable:
         print(name, "ok" if not bad or not bad[-1].startswith(name) else "BAD", flush=True)
-    return bad
+        return
+    rg = op.ref_backward(x64, ry, rs, dy.astype(np.float64), attrs)
+    needs = kw.get("needs", tuple(i for i, g in enumerate(rg) if g is not None))
+    dxs = [cuda.to_device(np.full(xs[i].shape, np.nan, np.float32)) if i in needs and rg[i] is not None
+           else None for i in range(len(xs))]
+    CUDA_OPS[name].backward(dev, yd, sd, cuda.to_device(dy), dxs, wd, attrs)
+    for i, d in enumerate(dxs):
+        if d is not None:
+            e = _rel(d.copy_to_host(), rg[i])
+            if not e < 1e-4:
+                bad.append(f"{name} d{i} {e:.2e}")
+    print(name, "ok" if not bad or not bad[-1].startswith(name) else "BAD", flush=True)
 
 
 NET = """
@@ -272,15 +284,20 @@ def _sim_net():
     return bad
 
 
-if __name__ == "__main__" and sys.argv[1:2] == ["sim"]:
+if __name__ == "__main__" and sys.argv[1:2] in (["sim"], ["gpu"]):
+    # "sim": the simulator worker of test_simulator_parity.  "gpu": the same op table and tiny
+    # net on a real device (benchmarks/gpu_check.sh runs it there).
     import time
-    assert os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+    sim = sys.argv[1] == "sim"
+    assert (os.environ.get("NUMBA_ENABLE_CUDASIM") == "1") == sim, "sim needs NUMBA_ENABLE_CUDASIM=1, gpu must not"
     t0 = time.time()
-    problems = _sim_ops() if "ops" in sys.argv[2:] else []
+    every = [c for c in all_cases() if c[0] != "fill"]
+    problems = (_sim_ops(every) if "all" in sys.argv[2:] else
+                _sim_ops() if "ops" in sys.argv[2:] else [])
     t1 = time.time()
     problems += _sim_net()
     print(f"ops {t1 - t0:.1f} s, net {time.time() - t1:.1f} s")
     if problems:
         print("\n".join(problems))
         sys.exit(1)
-    print("SIM OK")
+    print("SIM OK" if sim else "GPU OK")

@@ -37,6 +37,10 @@ CASES = [
      {"needs": (0, 2)}),
     ("conv2d", [(2, 4, 6, 6), (4, 2, 3, 3), (4,)], conv(pad=P1, groups=2, act="relu"), {}),  # grouped GEMM
     ("conv2d", [(2, 3, 5, 5), (5, 3, 1, 1), (5,)], conv(stride=(2, 2)), {}),             # 1x1 stride 2
+    # stride 1, dilated, grouped, uneven padding: the CUDA dX runs as a conv with flipped weights
+    ("conv2d", [(2, 4, 7, 6), (6, 2, 3, 2), (6,)], conv(S1, (2, 1, 1, 0), (2, 1), 2, "relu"), {}),
+    # pad > dilation*(K-1): no flipped-weight conv for dX (CUDA: the gather)
+    ("conv2d", [(2, 3, 5, 5), (4, 3, 2, 2), None], conv(pad=(2, 2, 2, 2)), {}),
     ("conv_transpose2d", [(2, 4, 5, 4), (4, 3, 3, 3), (6,)],
      conv((2, 2), (1, 0, 1, 2), (1, 2), 2, "relu", output_padding=(1, 0)), {}),
     ("conv_transpose2d", [(2, 4, 5, 4), (4, 3, 3, 3), None],

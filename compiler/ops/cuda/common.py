@@ -38,6 +38,9 @@ BLOCK = 32 if SIM else 256          # threads of a flat (grid-stride) launch
 RBLOCK = 32 if SIM else 256         # threads of a reduction block (power of two)
 TILE = 4 if SIM else 16             # GEMM tile edge (TILE*TILE threads a block)
 MAX_BLOCKS = 2 if SIM else 8192    # grid-stride kernels never need more blocks
+# Blocks a split reduction aims for (weight-gradient split-K, BatchNorm sums): 8 blocks of
+# 256 threads on each of an H100's 132 SMs.
+TARGET_BLOCKS = 16 if SIM else 1056
 
 
 @dataclass
