@@ -1,28 +1,31 @@
 #!/usr/bin/env bash
 # One-shot device check of the numba-CUDA backend, for a session WITH an NVIDIA GPU.
-# Run from the repository root:  bash benchmarks/gpu_check.sh     (budget: about 9 minutes)
+# Run from the repository root:  bash benchmarks/gpu_check.sh     (about 4 minutes on an H100)
 #   0. wheels: if .whl/ holds numpy<2.5 (numba 0.68 / numba-cuda 0.30 break under numpy 2.5,
 #      DESIGN.md §5) it is installed into /tmp/site; a numba-cuda that finds no NVVM gets the
 #      nvidia-cuda-nvcc-cu12 wheel from .whl/ (CUDA_HOME pointed at it).
 #   1. probe: numba.cuda.is_available(), one kernel compiled and run.
-#   2. in parallel (the GPU is shared; correctness only):
+#   2. benchmarks/bench_cuda.py alone on the GPU (netspec vs PyTorch cuDNN; cuda.json/.md),
+#      then benchmarks/gpu_profile.py (every launch of a step timed with CUDA events).
+#   3. in parallel (the GPU is shared; correctness only):
 #      - tests/test_cuda.py gpu all: every op case of the gradient table, CUDA vs numpy reference,
 #        and the tiny net (forward, loss, grads, one step);
-#      - benchmarks/gpu_parity.py: lenet5 (B=8), resnet20 (B=4), unet (B=1), relative error <= 1e-4
-#        for forward, loss, gradients, and parameters/buffers after two SGD steps;
+#      - benchmarks/gpu_parity.py: lenet5 (B=8), resnet20 (B=4), unet-small (B=2) in float64
+#        (<= 1e-7) and float32 (see its BARS): forward, loss, gradients, parameters and
+#        buffers after two SGD steps;
 #      - netspec train specs/digits.yaml --backend cuda  -> test accuracy >= 0.97.
-#   3. benchmarks/bench_cuda.py alone on the GPU (netspec vs PyTorch cuDNN).
 # Logs go to ${OUT:-gpu_check_out}/ (8 files at most, for the device tool); exit status 1 if
-# any part failed.
+# any part failed.  Time limits per part: T_BENCH, T_PROF, T_PAR (seconds).
 set -uo pipefail
 PY=${PY:-python3}
 O=${OUT:-gpu_check_out}
 mkdir -p "$O"
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
 export NETSPEC_CACHE_DIR=${NETSPEC_CACHE_DIR:-/tmp/netspec-cache}
 unset NUMBA_ENABLE_CUDASIM
-T_PAR=${T_PAR:-270}     # seconds for the parallel correctness part
-T_BENCH=${T_BENCH:-170} # seconds for the benchmark
+T_BENCH=${T_BENCH:-90}  # seconds for the benchmark (first, alone on the GPU)
+T_PROF=${T_PROF:-45}    # seconds for the per-launch profile
+T_PAR=${T_PAR:-85}      # seconds for the parallel correctness part
 fail=0
 
 probe() {
@@ -81,24 +84,26 @@ if grep -q "retrying with the machine's own numpy" "$O/env.txt"; then :; elif ls
 if grep -q "nvidia-cuda-nvcc-cu12 wheel" "$O/env.txt"; then
     export CUDA_HOME=/tmp/nvcc/nvidia/cuda_nvcc PYTHONPATH="/tmp/nvcc:$PYTHONPATH"; fi
 
-echo "== 2. correctness, in parallel (${T_PAR} s)"
+echo "== 2. benchmark alone on the GPU (${T_BENCH} s), then the per-launch profile (${T_PROF} s)"
+timeout "$T_BENCH" $PY benchmarks/bench_cuda.py --steps 50 --nets resnet20,lenet5 --out "$O" \
+    >"$O/bench.txt" 2>&1 || fail=1
+tail -n 6 "$O/bench.txt"
+timeout "$T_PROF" $PY benchmarks/gpu_profile.py resnet20:128 lenet5:64 >"$O/profile.txt" 2>&1 || fail=1
+grep -A 12 '^==' "$O/profile.txt" || true
+
+echo "== 3. correctness, in parallel (${T_PAR} s)"
 timeout "$T_PAR" $PY tests/test_cuda.py gpu all >"$O/ops.txt" 2>&1 & p1=$!
-timeout "$T_PAR" $PY benchmarks/gpu_parity.py lenet5:8 unet:1 >"$O/parity_lenet5_unet.txt" 2>&1 & p2=$!
-timeout "$T_PAR" $PY benchmarks/gpu_parity.py resnet20:4 >"$O/parity_resnet20.txt" 2>&1 & p3=$!
+timeout "$T_PAR" $PY benchmarks/gpu_parity.py lenet5:8 resnet20:4 unet-small:2 >"$O/parity.txt" 2>&1 & p2=$!
 ( timeout "$T_PAR" $PY -m netspec train specs/digits.yaml --backend cuda --out /tmp/digits_run --no-progress \
   && $PY - /tmp/digits_run/summary.json <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
-print("test_accuracy", s["test_accuracy"], "images/s", s.get("images_per_second"), "wall", s.get("wall_s"))
+print("test_accuracy", s["test_accuracy"], "images/s", s.get("images_per_second"))
 sys.exit(0 if s["test_accuracy"] >= 0.97 else "digits test accuracy below 0.97")
 PY
-) >"$O/digits.txt" 2>&1 & p4=$!
-for p in $p1 $p2 $p3 $p4; do wait $p || fail=1; done
-tail -n 4 "$O/ops.txt" "$O/parity_lenet5_unet.txt" "$O/parity_resnet20.txt" "$O/digits.txt"
-
-echo "== 3. benchmark (${T_BENCH} s)"
-timeout "$T_BENCH" $PY benchmarks/bench_cuda.py --steps 50 --nets resnet20,lenet5 --out "$O" \
-    >"$O/bench.txt" 2>&1 || fail=1
-tail -n 8 "$O/bench.txt"
+) >"$O/digits.txt" 2>&1 & p3=$!
+for p in $p1 $p2 $p3; do wait $p || fail=1; done
+tail -n 3 "$O/ops.txt" "$O/digits.txt"
+grep -v '^  ' "$O/parity.txt" | grep -v -i warn | tail -n 8
 [ "$fail" = 0 ] && echo "gpu_check: all passed" || echo "gpu_check: some part FAILED (see $O/)"
 exit "$fail"

@@ -60,6 +60,10 @@ CASES = [
     ("weight_norm", [(4, 7), (4, 1)], {}, {"needs": (1,)}),
     ("maxpool2d", [(2, 3, 9, 7)], dict(kernel=(3, 2), stride=(2, 1), pad=(1, 1, 1, 0), dilation=(2, 1),
                                        ceil_mode=True), {"train": True}),
+    # windows with gaps between them, padding and a partial last window (ceil_mode): the CUDA
+    # backward gathers per dx element when windows do not overlap
+    ("maxpool2d", [(2, 3, 8, 7)], dict(kernel=(2, 2), stride=(3, 3), pad=(1, 0, 1, 0), dilation=S1,
+                                       ceil_mode=True), {"train": True}),
     ("maxpool2d", [(2, 3, 9, 7)], dict(kernel=(2, 2), stride=(2, 2), pad=P0, dilation=S1, ceil_mode=False),
      {"train": True}),
     ("maxpool2d", [(2, 3, 9, 7)], dict(kernel=(3, 3), stride=(2, 2), pad=P1, dilation=S1, ceil_mode=False),

@@ -2,8 +2,8 @@
 dilation / groups), conv_transpose2d (the adjoint, same kernels with roles swapped) and
 linear (the tiled GEMM).  Kernels: templates/cuda_gemm.py.j2.
 
-conv2d      forward  conv_fwd (bias + relu epilogue)
-            backward dW: conv_dw split-K over the (n, oh, ow) columns + sum_splits,
+conv2d      forward  conv_fwd_r{1,2,4} (register-blocked; bias + relu epilogue)
+            backward dW: conv_dw_r{1,2,4} split-K over the (n, oh, ow) columns + sum_splits,
                      dX: stride 1: flip_weights + conv_fwd (the adjoint is a conv);
                      other strides: conv_dx gather; db: per-channel block reduction; dy is masked by
                      y > 0 while loading when the relu is fused.
@@ -24,22 +24,38 @@ T = "cuda_gemm"
 # N*OH*OW columns), so without splits a ResNet-20 16-channel layer is 9 blocks of 256 threads
 # on a 132-SM H100 (measured 1.07 ms a launch).  Splits are chosen to give about
 # TARGET_BLOCKS blocks, each split at least MIN_CHUNK columns long.
-MIN_CHUNK = 64 if SIM else 512
+MIN_CHUNK = 64 if SIM else 128
+MIN_BLOCKS = 1 if SIM else 264           # conv_fwd_r*: at least 2 blocks per SM (H100: 132)
 MAX_SPLITS = 256
+RN = 4                  # columns per thread of conv_fwd_r* (the template's RN)
 
 
 def _cdiv(a, b):
     return -(-a // b)
 
 
-def conv_forward(x, w, b, y, geo, relu, xm=None, ctx=None):
-    """Launch of y = conv(x[masked by xm > 0], w) + b (relu)."""
+def _rows_per_thread(rows, col_blocks=None, groups=1):
+    """Rows per thread of the register-blocked kernels: the smallest of 1, 2, 4 whose
+    rows*TILE covers the GEMM's rows (the output channels of a group), else 4 -- but, given
+    the column blocks, no more than leaves MIN_BLOCKS blocks (more rows per thread reuse
+    more, fewer blocks hide less latency: ResNet-20's 64-channel 8x8 layers at B=128 would
+    be 128 blocks with 4 rows)."""
+    rm = 1 if rows <= TILE else 2 if rows <= 2 * TILE else 4
+    while col_blocks is not None and rm > 1 and _cdiv(rows, rm * TILE) * col_blocks * groups < MIN_BLOCKS:
+        rm //= 2
+    return rm
+
+
+def conv_forward(x, w, b, y, geo, relu, xm=None, ctx=None, rm=None):
+    """Launch of y = conv(x[masked by xm > 0], w) + b (relu); ``rm`` forces the rows per
+    thread (tests)."""
     sh, sw, pt, pl, dh, dw, G = geo
     N, O, OH, OW = y.shape
     w2 = as_shape(w, (O, w.size // O))
     dt = y.dtype
-    grid = (_cdiv(N * OH * OW, TILE), _cdiv(O // G, TILE), G)
-    return Launch(kernels(T, dt).conv_fwd, grid, (TILE, TILE),
+    rm = rm or _rows_per_thread(O // G, _cdiv(N * OH * OW, RN * TILE), G)
+    grid = (_cdiv(N * OH * OW, RN * TILE), _cdiv(O // G, rm * TILE), G)
+    return Launch(getattr(kernels(T, dt), f"conv_fwd_r{rm}"), grid, (TILE, TILE),
                   (x, w2, b if b is not None else dummy(ctx, dt), b is not None, y, G, w.shape[2], w.shape[3],
                    sh, sw, pt, pl, dh, dw, bool(relu), xm if xm is not None else x, xm is not None))
 
@@ -50,14 +66,15 @@ def conv_weight_grad(ctx, x, dz, dw, geo, zm=None, xm=None):
     N, O, OH, OW = dz.shape
     Kg = dw.size // O
     cols = N * OH * OW
-    base = _cdiv(Kg, TILE) * _cdiv(O // G, TILE) * G          # blocks of one split
+    rm = _rows_per_thread(O // G)
+    base = _cdiv(Kg, RN * TILE) * _cdiv(O // G, rm * TILE) * G          # blocks of one split
     S = max(1, min(MAX_SPLITS, _cdiv(TARGET_BLOCKS, base), cols // MIN_CHUNK))
     chunk = _cdiv(cols, S)
     S = _cdiv(cols, chunk)
     dt = dz.dtype
     k = kernels(T, dt)
     part = ctx.array((S, O, Kg), dt) if S > 1 else as_shape(dw, (1, O, Kg))
-    out = [Launch(k.conv_dw, (_cdiv(Kg, TILE), _cdiv(O // G, TILE), G * S), (TILE, TILE),
+    out = [Launch(getattr(k, f"conv_dw_r{rm}"), (_cdiv(Kg, RN * TILE), _cdiv(O // G, rm * TILE), G * S), (TILE, TILE),
                   (x, xm if xm is not None else x, xm is not None, dz, zm if zm is not None else dz,
                    zm is not None, part, G, dw.shape[2], dw.shape[3], sh, sw, pt, pl, dh, dwl, chunk))]
     if S > 1:
