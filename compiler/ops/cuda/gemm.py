@@ -4,11 +4,11 @@ linear (the tiled GEMM).  Kernels: templates/cuda_gemm.py.j2.
 
 conv2d      forward  conv_fwd_r{1,2,4} (register-blocked; bias + relu epilogue)
             backward dW: conv_dw_r{1,2,4} split-K over the (n, oh, ow) columns + sum_splits,
-                     dX: stride 1: flip_weights + conv_fwd (the adjoint is a conv);
+                     dX: stride 1: flip_weights + conv_fwd_r* (the adjoint is a conv);
                      other strides: conv_dx gather; db: per-channel block reduction; dy is masked by
                      y > 0 while loading when the relu is fused.
-conv_transpose2d  forward = conv_dx of the underlying conv (plus bias + relu);
-            backward dX = conv_fwd of the masked dy, dW = conv_dw with x := masked dy,
+conv_transpose2d  forward = the dX launches of the underlying conv (plus bias + relu);
+            backward dX = conv_fwd_r* of the masked dy, dW = conv_dw_r* with x := masked dy,
                      dz := x.
 linear      y = x W^T + b (gemm tb), dX = dz W, dW = dz^T x (gemm ta), db block reduction.
 """
@@ -87,7 +87,7 @@ def conv_input_grad(ctx, dz, w, dx, geo, zm=None, bias=None, relu=False):
     """Launches of dx = conv-adjoint(dz[masked by zm > 0]) (+ bias, relu).
 
     Stride 1: the adjoint is itself a stride-1 conv of dz with the flipped, transposed weights
-    (pad' = dilation*(K-1) - pad), so it runs on the tiled implicit GEMM ``conv_fwd`` after a
+    (pad' = dilation*(K-1) - pad), so it runs on the tiled implicit GEMM ``conv_fwd_r*`` after a
     small ``flip_weights`` launch (measured on an H100, ResNet-20 B=128: the per-element gather
     took 1.31 ms for a 16-channel 3x3 dX, conv_fwd 0.29 ms for the same MACs).  Other strides
     use the gather ``conv_dx``."""
