@@ -39,14 +39,18 @@ CASES = [
     ("conv2d", [(2, 3, 5, 5), (5, 3, 1, 1), (5,)], conv(stride=(2, 2)), {}),             # 1x1 stride 2
     # stride 1, dilated, grouped, uneven padding: the CUDA dX runs as a conv with flipped weights
     ("conv2d", [(2, 4, 7, 6), (6, 2, 3, 2), (6,)], conv(S1, (2, 1, 1, 0), (2, 1), 2, "relu"), {}),
-    # pad > dilation*(K-1): no flipped-weight conv for dX (CUDA: the gather)
+    # pad > dilation*(K-1): the flipped-weight conv for dX has negative padding
     ("conv2d", [(2, 3, 5, 5), (4, 3, 2, 2), None], conv(pad=(2, 2, 2, 2)), {}),
+    # stride 3 with a 2-tap kernel: a dX phase without taps (CUDA: zero-filled, other phases convs)
+    ("conv2d", [(2, 3, 9, 8), (4, 3, 2, 3), (4,)], conv(stride=(3, 2), pad=(1, 0, 1, 1)), {}),
     ("conv_transpose2d", [(2, 4, 5, 4), (4, 3, 3, 3), (6,)],
      conv((2, 2), (1, 0, 1, 2), (1, 2), 2, "relu", output_padding=(1, 0)), {}),
     ("conv_transpose2d", [(2, 4, 5, 4), (4, 3, 3, 3), None],
      conv((2, 2), P1, output_padding=(1, 1)), {}),
     ("conv_transpose2d", [(2, 4, 5, 4), (4, 3, 3, 3), (3,)], conv(pad=P1, output_padding=(0, 0)),
      {"needs": (0,)}),
+    # 1x1 stride 2 with a bias: output phases without taps hold the bias (CUDA: the gather)
+    ("conv_transpose2d", [(2, 4, 3, 3), (4, 2, 1, 1), (2,)], conv((2, 2), P0, output_padding=(1, 1)), {}),
     ("local2d", [(2, 3, 6, 5), (3, 3, 4, 3, 3, 2), (4, 3, 3)], dict(stride=(2, 2), pad=(1, 0, 0, 1), act="relu"), {}),
     ("local2d", [(2, 3, 6, 5), (3, 3, 4, 3, 3, 2), None], dict(stride=(2, 2), pad=(1, 0, 0, 1), act="none"),
      {"needs": (1,)}),

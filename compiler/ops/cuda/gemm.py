@@ -4,8 +4,9 @@ linear (the tiled GEMM).  Kernels: templates/cuda_gemm.py.j2.
 
 conv2d      forward  conv_fwd_r{1,2,4} (register-blocked; bias + relu epilogue)
             backward dW: conv_dw_r{1,2,4} split-K over the (n, oh, ow) columns + sum_splits,
-                     dX: stride 1: flip_weights + conv_fwd_r* (the adjoint is a conv);
-                     other strides: conv_dx gather; db: per-channel block reduction; dy is masked by
+                     dX: phase_weights + conv_fwd_r* per output phase (stride-1 convs);
+                     dilated strided convs: conv_dx gather; db: per-channel block
+                     reduction; dy is masked by
                      y > 0 while loading when the relu is fused.
 conv_transpose2d  forward = the dX launches of the underlying conv (plus bias + relu);
             backward dX = conv_fwd_r* of the masked dy, dW = conv_dw_r* with x := masked dy,
@@ -46,18 +47,21 @@ def _rows_per_thread(rows, col_blocks=None, groups=1):
     return rm
 
 
-def conv_forward(x, w, b, y, geo, relu, xm=None, ctx=None, rm=None):
+def conv_forward(x, w, b, y, geo, relu, xm=None, ctx=None, rm=None, phase=None):
     """Launch of y = conv(x[masked by xm > 0], w) + b (relu); ``rm`` forces the rows per
-    thread (tests)."""
+    thread (tests).  ``phase`` = (OH, OW, sy, oy, sx, ox): compute an OH x OW output grid and
+    write it to y[..., oh*sy + oy, ow*sx + ox] (one phase of a strided conv's dX)."""
     sh, sw, pt, pl, dh, dw, G = geo
-    N, O, OH, OW = y.shape
+    N, O = y.shape[:2]
+    OH, OW, sy, oy, sx, ox = phase or (y.shape[2], y.shape[3], 1, 0, 1, 0)
     w2 = as_shape(w, (O, w.size // O))
     dt = y.dtype
     rm = rm or _rows_per_thread(O // G, _cdiv(N * OH * OW, RN * TILE), G)
     grid = (_cdiv(N * OH * OW, RN * TILE), _cdiv(O // G, rm * TILE), G)
     return Launch(getattr(kernels(T, dt), f"conv_fwd_r{rm}"), grid, (TILE, TILE),
                   (x, w2, b if b is not None else dummy(ctx, dt), b is not None, y, G, w.shape[2], w.shape[3],
-                   sh, sw, pt, pl, dh, dw, bool(relu), xm if xm is not None else x, xm is not None))
+                   sh, sw, pt, pl, dh, dw, bool(relu), xm if xm is not None else x, xm is not None,
+                   OH, OW, sy, oy, sx, ox))
 
 
 def conv_weight_grad(ctx, x, dz, dw, geo, zm=None, xm=None):
@@ -86,24 +90,56 @@ def conv_weight_grad(ctx, x, dz, dw, geo, zm=None, xm=None):
 def conv_input_grad(ctx, dz, w, dx, geo, zm=None, bias=None, relu=False):
     """Launches of dx = conv-adjoint(dz[masked by zm > 0]) (+ bias, relu).
 
-    Stride 1: the adjoint is itself a stride-1 conv of dz with the flipped, transposed weights
-    (pad' = dilation*(K-1) - pad), so it runs on the tiled implicit GEMM ``conv_fwd_r*`` after a
-    small ``flip_weights`` launch (measured on an H100, ResNet-20 B=128: the per-element gather
-    took 1.31 ms for a 16-channel 3x3 dX, conv_fwd 0.29 ms for the same MACs).  Other strides
-    use the gather ``conv_dx``."""
+    The adjoint of a conv is a sum of stride-1 convs of dz, one per output phase: dx rows
+    ih = sh*u + r (r < sh) see only the taps ki = k0 + sh*j with k0 = (r + pt) mod sh, i.e.
+    dx_r[u] = sum_j dz[u + q - j] w[k0 + sh*j], q = (r + pt - k0) / sh -- a stride-1 conv with
+    those taps flipped and transposed (``phase_weights``) and padding KHp - 1 - q, run on the
+    tiled implicit GEMM ``conv_fwd_r*`` writing every sh-th row from r (likewise columns).
+    Stride 1 is the one-phase case (pad' = dilation*(K-1) - pad; dilation kept).  Measured on
+    an H100, ResNet-20 B=128: the per-element gather (``conv_dx``, still used for dilated
+    strided convs, and where a phase without taps would need the bias) took 1.31 ms for a
+    16-channel 3x3 dX that conv_fwd does in 0.29 ms."""
     sh, sw, pt, pl, dh, dw, G = geo
     O, Cg, KH, KW = w.shape
-    ptf, plf = dh * (KH - 1) - pt, dw * (KW - 1) - pl
+    N, C, H, W = dx.shape
     dt = dx.dtype
-    if sh == 1 and sw == 1 and ptf >= 0 and plf >= 0:
-        wt = ctx.array((dx.shape[1], O // G, KH, KW), dt)
+    k = kernels(T, dt)
+    if sh == 1 and sw == 1 and dh * (KH - 1) >= pt and dw * (KW - 1) >= pl:
+        phases = [((H, 0, 0, KH, dh * (KH - 1) - pt), (W, 0, 0, KW, dw * (KW - 1) - pl))]
+    elif dh == 1 and dw == 1:
+        phases = [(_phase(H, sh, pt, KH, r), _phase(W, sw, pl, KW, c)) for r in range(sh) for c in range(sw)]
+        phases = [(a, b) for a, b in phases if a[0] > 0 and b[0] > 0]      # phases with rows
+    else:
+        phases = None
+    empty = phases is not None and any(a[3] == 0 or b[3] == 0 for a, b in phases)
+    if phases is None or (empty and bias is not None):
+        g, b = grid1(dx.size)
+        return [Launch(k.conv_dx, g, b,
+                       (dz, zm if zm is not None else dz, zm is not None, w, dx, G, sh, sw, pt, pl, dh, dw,
+                        bias if bias is not None else dummy(ctx, dt), bias is not None, bool(relu)))]
+    out = []
+    if empty:                              # a phase without taps (1x1 stride 2): dx is 0 there
+        from .pointwise import fill
+        out.append(fill(dx, 0.0))
+    for (rows, r, k0h, khp, padh), (cols, c, k0w, kwp, padw) in phases:
+        if khp == 0 or kwp == 0:
+            continue
+        wt = ctx.array((C, O // G, khp, kwp), dt)
         g, b = grid1(wt.size)
-        return [Launch(kernels(T, dt).flip_weights, g, b, (w, wt, G)),
-                conv_forward(dz, wt, bias, dx, (1, 1, ptf, plf, dh, dw, G), relu, xm=zm, ctx=ctx)]
-    g, b = grid1(dx.size)
-    return [Launch(kernels(T, dt).conv_dx, g, b,
-                   (dz, zm if zm is not None else dz, zm is not None, w, dx, G, sh, sw, pt, pl, dh, dw,
-                    bias if bias is not None else dummy(ctx, dt), bias is not None, bool(relu)))]
+        out += [Launch(k.phase_weights, g, b, (w, wt, G, k0h, k0w, sh, sw)),
+                conv_forward(dz, wt, bias, dx, (1, 1, padh, padw, dh, dw, G), relu, xm=zm, ctx=ctx,
+                             phase=(rows, cols, sh, r, sw, c))]
+    return out
+
+
+def _phase(n, s, p, K, r):
+    """One phase r of a stride-s adjoint along a dimension of n input positions:
+    (rows u of dx at s*u + r, r, first tap k0, taps KHp, padding of the stride-1 conv)."""
+    rows = -(-(n - r) // s)
+    k0 = (r + p) % s
+    taps = -(-(K - k0) // s) if k0 < K else 0
+    q = (r + p - k0) // s
+    return rows, r, k0, taps, taps - 1 - q
 
 
 def _geo(attrs):
