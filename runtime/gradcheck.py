@@ -166,6 +166,9 @@ def gradcheck(spec=None, *, net=None, batch_size: int = 2, coords: int = 6, h: f
     loss0 = f()
     analytic = {k: v.copy() for k, v in net.grads.items()}
     names = params or [k for k, pi in net.param_info.items() if not pi.frozen]
+    if not names:
+        raise ValueError(f"nothing to check: {net.report.name} has no trainable parameters "
+                         f"(none, or every one frozen)")
     res = GradcheckResult(net.report.name, loss0, net.batch_size, h)
     for name in names:
         if progress:

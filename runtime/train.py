@@ -34,8 +34,8 @@ from .distributed import DistContext, train_step   # [distributed]
 from .ensemble import evaluate_ensemble
 from .preprocess import Preprocessor
 from .schedules import make_schedule
-from .train_utils import (EMA, check_data_fits, data_config, evaluate, load_weights, net_arrays,
-                          restore_net, weights_of, write_metrics)
+from .train_utils import (EMA, check_data_fits, check_trainable, data_config, evaluate, load_weights,
+                          net_arrays, restore_net, weights_of, write_metrics)
 
 PLOT_EVERY_S = 20.0   # curves.png is redrawn at most this often during a run, and at its end
 
@@ -203,6 +203,7 @@ class _Run:
         tc = time.perf_counter()
         self.net = factory(self.spec, self.ctx.local_batch(self.B))   # [distributed] B is global
         self.compile_seconds = time.perf_counter() - tc
+        check_trainable(self.net)
         if ck is None and getattr(self.spec, "init", None) and hasattr(self.net, "params"):
             # transfer learning: start from another run's weights (init: {checkpoint, skip})
             from .transfer import apply_spec_init

@@ -61,6 +61,17 @@ def check_data_fits(spec, sample_shape, data_desc: str) -> None:
         f" crop/resize to train.augment / train.preprocess, or change the spec's input")
 
 
+def check_trainable(net) -> None:
+    """Refuse to train a net with nothing to train (no parameters, or every one frozen):
+    each step would only re-evaluate the loss."""
+    info = getattr(net, "param_info", None)
+    if info is None or any(not pi.frozen for pi in info.values()):
+        return
+    why = "every parameter is frozen (freeze: true)" if info else "the net has no parameters"
+    raise ValueError(f"nothing to train: {why}; remove freeze: from a layer to fine-tune it, or "
+                     f"evaluate the net as it is with `netspec eval`")
+
+
 # ----------------------------------------------------------------------------- evaluation
 def softmax(z: np.ndarray) -> np.ndarray:
     z = np.asarray(z, np.float64).reshape(z.shape[0], -1)

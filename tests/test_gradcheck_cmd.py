@@ -100,3 +100,34 @@ def test_kinks_on_both_sides_are_caught():
     net = FakeNet(f, lambda w: np.full_like(w, 0.5), [w0])
     r = gradcheck(net=net, coords=1)
     assert r.params[0].checked == 1 and r.max_rel_error < 1e-6 and r.verdict == "pass"
+
+
+NOTHING_TO_TRAIN = """
+netspec: 1
+name: frozen
+input: [1, 8, 8]
+layers:
+  - conv: {out: 10, kernel: 3, freeze: true}
+  - global_avgpool: {}
+  - flatten: {}
+"""
+
+
+def test_nothing_to_train(tmp_path, capsys):
+    """A net whose every parameter is frozen (or one with none) still gives its loss; training
+    and the gradient check refuse it with one sentence, not an internal error."""
+    import compiler
+    from runtime.train import train
+    for text in (NOTHING_TO_TRAIN, NOTHING_TO_TRAIN.replace("  - conv: {out: 10, kernel: 3, freeze: true}\n", "")):
+        net = compiler.compile(text, batch_size=2, seed=0)
+        x = np.random.default_rng(0).standard_normal((2, *net.input_shape)).astype(np.float32)
+        loss, grads = net.loss_and_grads(x, np.array([0, 0]))
+        assert np.isfinite(loss) and all(not g.any() for g in grads.values())
+        assert net.step(x, np.array([0, 0])) == pytest.approx(loss)
+    spec = tmp_path / "frozen.yaml"
+    spec.write_text(NOTHING_TO_TRAIN)
+    with pytest.raises(ValueError, match="nothing to train: every parameter is frozen"):
+        train(str(spec), tmp_path / "run", epochs=1, progress=False)
+    assert _cli("gradcheck", [str(spec)]) == 1
+    err = capsys.readouterr().err
+    assert "nothing to check" in err and "Traceback" not in err
