@@ -166,10 +166,16 @@ class Resolver:
             elif isinstance(v, str):
                 prod = self._lookup(v, scope)
                 if prod is None:
-                    cands = set(self.top.local) | set(scope.local) | {INPUT}
+                    cands, s = {INPUT}, scope
+                    while s is not None:               # every enclosing block's names
+                        cands |= set(s.local)
+                        s = s.parent
+                    here = sorted(scope.local)
+                    listed = (f"; the earlier names here: {', '.join(here)}" if 0 < len(here) <= 12 else "")
                     raise self.err(it, f"`from` names unknown layer {v!r}",
                                    _name_hint(v, cands, "`from` can only name earlier layers, "
-                                              "`input`, or a negative index (-1: previous)"), v, scope)
+                                              "`input`, or a negative index (-1: previous)" + listed),
+                                   v, scope)
                 out.append(prod)
             else:
                 raise self.err(it, f"`from` entries are layer names or negative indices, got "

@@ -275,7 +275,7 @@ def test_from_resolution(fake):
     ("-5", "reaches before the start of the net (only 2 earlier entries)", None),
     ("relu9", "unknown layer 'relu9'", "'relu1'"),
     ("later", "unknown layer 'later'", "only name earlier layers"),
-    ("conv9", "unknown layer 'conv9'", "only name earlier layers"),
+    ("conv9", "unknown layer 'conv9'", "(-1: previous); the earlier names here: relu1, relu2"),
     ("[]", "empty list", None),
     ("true", "layer names or negative indices, got a boolean", None),
 ])
