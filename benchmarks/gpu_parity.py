@@ -127,11 +127,12 @@ def main(argv) -> int:
                 failed.append(f"{name} {dtype}")
                 continue
             ok = all(r[k] <= bar for k, bar in BARS[dtype].items())
+            f32 = dtype == "float32"
             print(f"{name} B={int(b or 4)} {dtype}: {'ok' if ok else 'FAILED'}  forward {r['forward']:.1e}  "
                   f"loss {r['loss']:.1e}  grad {r['grad']:.1e} ({r['worst_grad']}), in norm {r['grad_norm']:.1e}"
-                  + (f" (x{r['grad_vs_cpu']:.2f} the CPU float32's distance to float64)  " if dtype == "float32" else "  ") +
+                  + (f" (x{r['grad_vs_cpu']:.2f} the CPU float32's distance to float64)  " if f32 else "  ") +
                   f"params after 2 steps {r['param']:.1e}, in norm {r['param_norm']:.1e}"
-                  + (f" (x{r['param_vs_cpu']:.2f})  " if dtype == "float32" else "  ") +
+                  + (f" (x{r['param_vs_cpu']:.2f})  " if f32 else "  ") +
                   f"buffers {r['buffer']:.1e}  (cuda compile {r['compile_s']:.1f} s, "
                   f"total {time.perf_counter() - t0:.1f} s)", flush=True)
             if not ok:

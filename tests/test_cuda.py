@@ -140,7 +140,8 @@ def test_kernels_typecheck_sm90():
     assert len(seen) >= 60          # the tables exercise every kernel family
     kernels = {k[1] for k in seen}
     for must in ("conv_fwd_r1", "conv_fwd_r2", "conv_fwd_r4", "phase_weights", "conv_dw_r1", "conv_dw_r2",
-                 "conv_dw_r4", "conv_dx", "gemm", "bn_part_stats", "bn_finish_stats", "bn_part_bwd", "bn_bwd_dx", "ce_fwd", "update",
+                 "conv_dw_r4", "conv_dx", "gemm", "bn_part_stats", "bn_finish_stats", "bn_part_bwd",
+                 "bn_bwd_dx", "ce_fwd", "update",
                  "maxpool_fwd", "argmax_bwd", "window_copy", "gn_bwd_dx", "act_fwd_relu"):
         assert must in kernels, must
 

@@ -78,7 +78,8 @@ def conv_weight_grad(ctx, x, dz, dw, geo, zm=None, xm=None):
     dt = dz.dtype
     k = kernels(T, dt)
     part = ctx.array((S, O, Kg), dt) if S > 1 else as_shape(dw, (1, O, Kg))
-    out = [Launch(getattr(k, f"conv_dw_r{rm}"), (_cdiv(Kg, RN * TILE), _cdiv(O // G, rm * TILE), G * S), (TILE, TILE),
+    grid = (_cdiv(Kg, RN * TILE), _cdiv(O // G, rm * TILE), G * S)
+    out = [Launch(getattr(k, f"conv_dw_r{rm}"), grid, (TILE, TILE),
                   (x, xm if xm is not None else x, xm is not None, dz, zm if zm is not None else dz,
                    zm is not None, part, G, dw.shape[2], dw.shape[3], sh, sw, pt, pl, dh, dwl, chunk))]
     if S > 1:

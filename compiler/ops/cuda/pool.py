@@ -43,9 +43,10 @@ class MaxPool2d(CudaOp):
         # pool at B=64: 0.30 ms on an H100)
         N, C, H, W = dx.shape
         g, b = grid1(dx.size)
+        q = (N, C, dy.size // (N * C))
         return [Launch(kernels(T, dx.dtype).argmax_gather, g, b,
-                       (as_shape(dy, (N, C, dy.size // (N * C))), as_shape(saved["argmax"], (N, C, dy.size // (N * C))),
-                        as_shape(dx, (N, C, H * W)), dy.shape[3], W, sh, sw, pt, pl))]
+                       (as_shape(dy, q), as_shape(saved["argmax"], q), as_shape(dx, (N, C, H * W)),
+                        dy.shape[3], W, sh, sw, pt, pl))]
 
 
 @register
