@@ -127,7 +127,7 @@ def main(argv) -> int:
                 failed.append(f"{name} {dtype}")
                 continue
             ok = all(r[k] <= bar for k, bar in BARS[dtype].items())
-            f32 = dtype == "float32"
+            f32 = dtype == "float32" and ref64 is not None     # ratios to the float64 run
             print(f"{name} B={int(b or 4)} {dtype}: {'ok' if ok else 'FAILED'}  forward {r['forward']:.1e}  "
                   f"loss {r['loss']:.1e}  grad {r['grad']:.1e} ({r['worst_grad']}), in norm {r['grad_norm']:.1e}"
                   + (f" (x{r['grad_vs_cpu']:.2f} the CPU float32's distance to float64)  " if f32 else "  ") +
