@@ -195,6 +195,9 @@ def test_projection_modes():
     assert [n for n, _ in r.layer("blk.downsample.0").param_specs] == \
         ["blk.downsample.0.weight", "blk.downsample.0.bias"]
     assert "blk.downsample.1" not in [l.name for l in r.layers]
+    r = check(_tiny_residual("conv_nobias"))     # pre-activation ResNet / WRN shortcut
+    assert [n for n, _ in r.layer("blk.downsample.0").param_specs] == ["blk.downsample.0.weight"]
+    assert "blk.downsample.1" not in [l.name for l in r.layers] and r.layer("blk.downsample.0").params == 4 * 8
     r = check(_tiny_residual("auto", name="add1"))  # top level: scope is the add's name
     assert r.layer("add1.downsample.1").type == "batchnorm"
 

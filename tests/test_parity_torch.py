@@ -121,9 +121,20 @@ blocks:
       - relu: {}
       - conv: {name: conv2, out: $c, kernel: 3, pad: 1, bias: false}
       - add: {name: add, from: [conv2, input]}
+  pre_down:                      # stride 2, the shortcut a bias-free 1x1 conv (project: conv_nobias)
+    args: {c: int}
+    layers:
+      - batchnorm: {name: bn1}
+      - relu: {}
+      - conv: {name: conv1, out: $c, kernel: 3, stride: 2, pad: 1, bias: false}
+      - batchnorm: {name: bn2}
+      - relu: {}
+      - conv: {name: conv2, out: $c, kernel: 3, pad: 1, bias: false}
+      - add: {name: add, from: [conv2, input], project: conv_nobias}
 layers:
   - conv: {name: stem, out: 8, kernel: 3, pad: 1}
   - pre: {name: b1, c: 8, repeat: 2}
+  - pre_down: {name: b2, c: 12}
   - conv: {name: down, out: 8, kernel: 3, pad: 1}
   - maxpool: {kernel: 2}
   - relu: {}

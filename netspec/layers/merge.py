@@ -24,14 +24,16 @@ class Add(LayerDef):
            "`project` is not none, the checker inserts a projection on every input after "
            "the first (the shortcut): conv_bn (auto) -> `<scope>.downsample.0` 1x1 conv "
            "(stride to match, no bias) + `<scope>.downsample.1` batchnorm; conv -> the conv "
-           "alone (with bias); pad -> `<scope>.shortcut` shortcut_pad (ResNet option A).")
+           "alone (with bias); conv_nobias -> the conv alone without bias (pre-activation "
+           "ResNets, Wide ResNets); pad -> `<scope>.shortcut` shortcut_pad (ResNet option A).")
     attrs = {"project": Attr("str", "auto", doc="projection of a mismatching shortcut",
-                             choices=("auto", "conv_bn", "conv", "pad", "none"))}
+                             choices=("auto", "conv_bn", "conv", "conv_nobias", "pad", "none"))}
 
     def normalize(self, a, in_shapes):
         p = a.get("project", "auto")
         if p not in self.attrs["project"].choices:
-            raise ShapeError(f"project must be one of auto, conv_bn, conv, pad, none; got {p!r}",
+            raise ShapeError(f"project must be one of {', '.join(self.attrs['project'].choices)}; "
+                             f"got {p!r}",
                              attr="project")
         return {"project": "conv_bn" if p == "auto" else p}
 
@@ -48,8 +50,8 @@ class Add(LayerDef):
                     f"add inputs have different {what}: {_shapes(in_shapes)}",
                     formula=f"shape(input {i}) == shape(input 0): {fmt_shape(s)} != "
                             f"{fmt_shape(first)}",
-                    hint="set project: auto/conv_bn/conv/pad to project the shortcut, or fix "
-                         "the branch's channels/stride", attr="from")
+                    hint="set project: auto/conv_bn/conv/conv_nobias/pad to project the shortcut, "
+                         "or fix the branch's channels/stride", attr="from")
         return first
 
     def receptive_field(self, a, in_shapes, rfs):
