@@ -41,6 +41,7 @@ CASES = [
     ("conv2d", [(2, 4, 7, 6), (6, 2, 3, 2), (6,)], conv(S1, (2, 1, 1, 0), (2, 1), 2, "relu"), {}),
     # pad > dilation*(K-1): the flipped-weight conv for dX has negative padding
     ("conv2d", [(2, 3, 5, 5), (4, 3, 2, 2), None], conv(pad=(2, 2, 2, 2)), {}),
+    ("conv2d", [(2, 3, 6, 6), (4, 3, 2, 2), (4,)], conv(pad=(3, 3, 3, 3), dilation=(2, 2)), {}),
     # stride 3 with a 2-tap kernel: a dX phase without taps (CUDA: zero-filled, other phases convs)
     ("conv2d", [(2, 3, 9, 8), (4, 3, 2, 3), (4,)], conv(stride=(3, 2), pad=(1, 0, 1, 1)), {}),
     ("conv_transpose2d", [(2, 4, 5, 4), (4, 3, 3, 3), (6,)],
