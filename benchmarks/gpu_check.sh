@@ -55,7 +55,7 @@ print(f"probe ok in {time.time() - t0:.1f} s")
 PY
 }
 
-{
+setup() {   # runs in this shell (a function, not a pipe), so its exports stay
     echo "== 0. wheels"
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
     if ls .whl/numpy-*.whl >/dev/null 2>&1; then
@@ -72,17 +72,15 @@ PY
         fi
         if ! probe; then
             echo "-- probe failed again; retrying with the machine's own numpy"
-            export PYTHONPATH="${PYTHONPATH#/tmp/site:}"
-            probe || { echo "gpu_check: no usable numba-cuda; stopping"; exit 1; }
+            export PYTHONPATH="${PYTHONPATH/\/tmp\/site:/}"
+            probe || { echo "gpu_check: no usable numba-cuda; stopping"; return 1; }
         fi
     fi
-} 2>&1 | tee "$O/env.txt"
-[ "${PIPESTATUS[0]}" = 0 ] || exit 1
-# the exports above ran in a subshell (the pipe): set them again from what worked
-if grep -q "retrying with the machine's own numpy" "$O/env.txt"; then :; elif ls .whl/numpy-*.whl >/dev/null 2>&1; then
-    export PYTHONPATH="/tmp/site:$PYTHONPATH"; fi
-if grep -q "nvidia-cuda-nvcc-cu12 wheel" "$O/env.txt"; then
-    export CUDA_HOME=/tmp/nvcc/nvidia/cuda_nvcc PYTHONPATH="/tmp/nvcc:$PYTHONPATH"; fi
+}
+setup >"$O/env.txt" 2>&1
+rc=$?
+cat "$O/env.txt"
+[ "$rc" = 0 ] || exit 1
 
 echo "== 2. benchmark alone on the GPU (${T_BENCH} s), then the per-launch profile (${T_PROF} s)"
 timeout "$T_BENCH" $PY benchmarks/bench_cuda.py --steps 50 --nets resnet20,lenet5 --out "$O" \
