@@ -39,7 +39,13 @@ try:
     nc = version("numba-cuda")
 except PackageNotFoundError:
     nc = "absent"
-print("python", sys.version.split()[0], "numpy", np.__version__, "numba", numba.__version__, "numba-cuda", nc)
+def ver(p):
+    try:
+        return version(p)
+    except PackageNotFoundError:
+        return "absent"
+print("python", sys.version.split()[0], "numpy", np.__version__, "numba", numba.__version__, "numba-cuda", nc,
+      "cuda-core", ver("cuda-core"), "cuda-bindings", ver("cuda-bindings"))
 assert cuda.is_available(), "numba.cuda.is_available() is False"
 d = cuda.get_current_device()
 print("device", getattr(d, "name", "?"), "cc", getattr(d, "compute_capability", "?"))

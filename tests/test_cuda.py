@@ -295,6 +295,35 @@ def _sim_net():
     return bad
 
 
+def _launch_paths():
+    """On a GPU: numba's dispatcher, pre-marshalled launches and the CUDA-graph step give the
+    same bits (loss, gradients, parameters after two steps), and the graph was used."""
+    import compiler
+    from compiler.codegen.cuda import to_cuda
+    from compiler.ops.cuda import common
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 1, 6, 6)).astype(np.float32)
+    t = np.array([1, 3])
+    res, bad, keep = [], [], (common.FAST_LAUNCH, common.GRAPHS)
+    try:
+        for path in ((False, False), (True, False), (True, True)):
+            common.FAST_LAUNCH, common.GRAPHS = path
+            n = to_cuda(compiler.compile(NET, backend="cuda", batch_size=2, seed=1))
+            loss, g = n.loss_and_grads(x, t)
+            n.lr = 0.1
+            n.step(x, t, want_loss=False)
+            n.step(x, t, want_loss=False)
+            res.append((loss, {k: v.copy() for k, v in g.items()}, {k: v.copy() for k, v in n.params.items()}))
+            if path == (True, True) and not (n._graphs and all(gr for _, gr in n._graphs.values())):
+                bad.append("launch paths: the step did not run as a CUDA graph")
+    finally:
+        common.FAST_LAUNCH, common.GRAPHS = keep
+    for name, r in zip(("pre-marshalled", "graph"), res[1:]):
+        if r[0] != res[0][0] or any(not np.array_equal(r[i][k], res[0][i][k]) for i in (1, 2) for k in r[i]):
+            bad.append(f"launch paths: {name} differs from the dispatcher")
+    return bad
+
+
 if __name__ == "__main__" and sys.argv[1:2] in (["sim"], ["gpu"]):
     # "sim": the simulator worker of test_simulator_parity.  "gpu": the same op table and tiny
     # net on a real device (benchmarks/gpu_check.sh runs it there).
@@ -307,6 +336,8 @@ if __name__ == "__main__" and sys.argv[1:2] in (["sim"], ["gpu"]):
                 _sim_ops() if "ops" in sys.argv[2:] else [])
     t1 = time.time()
     problems += _sim_net()
+    if not sim:
+        problems += _launch_paths()
     print(f"ops {t1 - t0:.1f} s, net {time.time() - t1:.1f} s")
     if problems:
         print("\n".join(problems))

@@ -175,6 +175,7 @@ class CudaNet(CompiledNet):
                "buffers": {k: cuda.to_device(v) for k, v in d["buffers"].items()},
                "opt": {k: cuda.to_device(v) for k, v in d["opt_state"].items()}}
         self.cuda_sources, self._gen, self._dio, self._seqs, self._d_arenas = {}, {}, {}, {}, {}
+        self._graphs = {}      # id(bound sequence) -> (sequence, StepGraph or False if capture failed)
         for mode, g in self.graphs.items():
             src, slots = print_cuda_step_module(g, mode, self.dtype.name)
             path = write_module(src, f"step_cuda_{mode}", subdir="steps")
@@ -195,7 +196,8 @@ class CudaNet(CompiledNet):
         if self.optimizer is not None:
             self._dopt = DeviceOptimizer(self.optimizer, self._ctx)
             from ..ops.cuda.common import bind_plan
-            self._opt_seq = bind_plan(self._dopt.plan(self._d_param, self._d_grad, dev["opt"]), self.stream)
+            oplan = self._dopt.plan(self._d_param, self._d_grad, dev["opt"])
+            self._opt_seq = bind_plan(oplan, self.stream, dynamic={self._dopt.update_index})
         self._pin_out = {}
         # the CPU-side step modules and host activation arenas are not used on this backend
         self._fns = {}
@@ -212,8 +214,23 @@ class CudaNet(CompiledNet):
         return s
 
     def _run(self, seq):
-        from ..ops.cuda.common import run_seq
-        run_seq(seq, self.rng)
+        """Run a bound sequence: as its CUDA graph where it has one (captured on first use,
+        see ``StepGraph``), else launch by launch."""
+        from ..ops.cuda import common
+        key = id(seq)
+        g = self._graphs.get(key, (None, None))[1]
+        if g is None and common.GRAPHS and common.graphable(seq):
+            try:
+                g = common.StepGraph(seq, self.stream)
+            except Exception as e:              # capture unsupported here: launch by launch
+                import warnings
+                warnings.warn(f"CUDA graph capture failed ({e}); launching kernels one by one")
+                g = False
+            self._graphs[key] = (seq, g)         # holding seq keeps its id unique
+        if g:
+            g()
+        else:
+            common.run_seq(seq, self.rng)
 
     # ---- execution ---------------------------------------------------------------------
     def _copy_in(self, mode, x, target=None):
