@@ -15,7 +15,8 @@
 #        buffers after two SGD steps;
 #      - netspec train specs/digits.yaml --backend cuda  -> test accuracy >= 0.97.
 # Logs go to ${OUT:-gpu_check_out}/ (8 files at most, for the device tool); exit status 1 if
-# any part failed.  Time limits per part: T_BENCH, T_PROF, T_PAR (seconds).
+# any part failed.  Time limits per part: T_BENCH, T_PROF, T_PAR (seconds).  ALT_ENV="VAR=value ..."
+# repeats the benchmark under those settings (appended to bench.txt) for an A/B in one run.
 set -uo pipefail
 PY=${PY:-python3}
 O=${OUT:-gpu_check_out}
@@ -92,6 +93,12 @@ echo "== 2. benchmark alone on the GPU (${T_BENCH} s), then the per-launch profi
 timeout "$T_BENCH" $PY benchmarks/bench_cuda.py --steps 50 --nets resnet20,lenet5 --out "$O" \
     >"$O/bench.txt" 2>&1 || fail=1
 tail -n 6 "$O/bench.txt"
+if [ -n "${ALT_ENV:-}" ]; then   # A/B: the benchmark again under other settings, e.g. ALT_ENV=NETSPEC_CUDA_THIN=0
+    echo "-- again with $ALT_ENV"
+    { echo "== with $ALT_ENV"; env $ALT_ENV timeout "$T_BENCH" $PY benchmarks/bench_cuda.py --steps 50 \
+        --nets resnet20,lenet5 --out /tmp/bench_alt 2>&1; } >>"$O/bench.txt" || fail=1
+    tail -n 4 "$O/bench.txt"
+fi
 timeout "$T_PROF" $PY benchmarks/gpu_profile.py resnet20:128 lenet5:64 >"$O/profile.txt" 2>&1 || fail=1
 grep -A 12 '^==' "$O/profile.txt" || true
 
