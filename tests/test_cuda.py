@@ -120,16 +120,11 @@ def test_kernels_typecheck_sm90():
     # have few channels, so their plans pick the 1-row one)
     from compiler.ops.cuda.gemm import conv_forward
     from compiler.ops.cuda.gemm import conv_weight_grad
-    from compiler.ops.cuda import gemm
-    for rm, O in ((2, 32), (4, 64), (1, 8)):
+    for rm, O in ((2, 32), (4, 64)):
         x, y = np.zeros((2, 8, 6, 6), np.float32), np.zeros((2, O, 6, 6), np.float32)
         w = np.zeros((O, 8, 3, 3), np.float32)
         launches.append(conv_forward(x, w, None, y, (1, 1, 1, 1, 1, 1, 1), True, ctx=ctx, rm=rm))
-        thin, gemm.THIN = gemm.THIN, rm != 1        # (1, 8): the 1-row dW of NETSPEC_CUDA_THIN=0
-        try:
-            launches += conv_weight_grad(ctx, x, y, w, (1, 1, 1, 1, 1, 1, 1), zm=y)
-        finally:
-            gemm.THIN = thin
+        launches += conv_weight_grad(ctx, x, y, w, (1, 1, 1, 1, 1, 1, 1), zm=y)
     seen, failures = set(), []
     for s in launches:
         sig = tuple(numba.typeof(a) for a in s.args)
@@ -144,8 +139,8 @@ def test_kernels_typecheck_sm90():
     assert not failures, "\n".join(failures)
     assert len(seen) >= 60          # the tables exercise every kernel family
     kernels = {k[1] for k in seen}
-    for must in ("conv_fwd_r1", "conv_fwd_r2", "conv_fwd_r4", "conv_fwd_t4", "phase_weights", "conv_dw_r1",
-                 "conv_dw_r2", "conv_dw_r4", "conv_dw_t4", "conv_dx", "gemm", "bn_part_stats", "bn_finish_stats", "bn_part_bwd",
+    for must in ("conv_fwd_r1", "conv_fwd_r2", "conv_fwd_r4", "phase_weights", "conv_dw_r1", "conv_dw_r2",
+                 "conv_dw_r4", "conv_dx", "gemm", "bn_part_stats", "bn_finish_stats", "bn_part_bwd",
                  "bn_bwd_dx", "ce_fwd", "update",
                  "maxpool_fwd", "argmax_bwd", "window_copy", "gn_bwd_dx", "act_fwd_relu"):
         assert must in kernels, must

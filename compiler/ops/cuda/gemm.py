@@ -15,8 +15,6 @@ linear      y = x W^T + b (gemm tb), dX = dz W, dW = dz^T x (gemm ta), db block 
 """
 from __future__ import annotations
 
-import os
-
 from compiler.ops.conv import conv_attrs
 
 from .common import SIM, TARGET_BLOCKS, TILE, CudaOp, Launch, as_shape, dummy, grid1, kernels, register
@@ -31,9 +29,6 @@ MIN_CHUNK = 64 if SIM else 128
 MIN_BLOCKS = 1 if SIM else 264           # conv_fwd_r*: at least 2 blocks per SM (H100: 132)
 MAX_SPLITS = 256
 RN = 4                  # columns per thread of conv_fwd_r* (the template's RN)
-# The thin t4 kernels for GEMMs of <= TILE rows (16-channel layers; the 64-channel 8x8 ones
-# whose 1-row choice MIN_BLOCKS forces): NETSPEC_CUDA_THIN=0 keeps the 1-row TILE x TILE ones.
-THIN = os.environ.get("NETSPEC_CUDA_THIN", "1") not in ("", "0")
 
 
 def _cdiv(a, b):
@@ -41,26 +36,15 @@ def _cdiv(a, b):
 
 
 def _rows_per_thread(rows, col_blocks=None, groups=1):
-    """Rows per thread of the TILE x TILE register-blocked kernels: the smallest of 1, 2, 4
-    whose rows*TILE covers the GEMM's rows (the output channels of a group), else 4 -- but,
-    given the column blocks, no more than leaves MIN_BLOCKS blocks (more rows per thread reuse
+    """Rows per thread of the register-blocked kernels: the smallest of 1, 2, 4 whose
+    rows*TILE covers the GEMM's rows (the output channels of a group), else 4 -- but, given
+    the column blocks, no more than leaves MIN_BLOCKS blocks (more rows per thread reuse
     more, fewer blocks hide less latency: ResNet-20's 64-channel 8x8 layers at B=128 would
     be 128 blocks with 4 rows)."""
     rm = 1 if rows <= TILE else 2 if rows <= 2 * TILE else 4
     while col_blocks is not None and rm > 1 and _cdiv(rows, rm * TILE) * col_blocks * groups < MIN_BLOCKS:
         rm //= 2
     return rm
-
-
-def _variant(rows, col_blocks=None, groups=1, rm=None):
-    """-> (kernel suffix, rows per block, block) of conv_fwd_* / conv_dw_*.  The thin t4 (a
-    TILE-row block of TILE x TILE/4 threads, 4 x RN outputs each) replaces a 1-row kernel
-    where THIN allows; ``rm`` forces r1/r2/r4 (tests)."""
-    if rm is None:
-        rm = _rows_per_thread(rows, col_blocks, groups)
-        if rm == 1 and THIN:
-            return "t4", TILE, (TILE, TILE // 4)
-    return f"r{rm}", rm * TILE, (TILE, TILE)
 
 
 def conv_forward(x, w, b, y, geo, relu, xm=None, ctx=None, rm=None, phase=None):
@@ -72,9 +56,9 @@ def conv_forward(x, w, b, y, geo, relu, xm=None, ctx=None, rm=None, phase=None):
     OH, OW, sy, oy, sx, ox = phase or (y.shape[2], y.shape[3], 1, 0, 1, 0)
     w2 = as_shape(w, (O, w.size // O))
     dt = y.dtype
-    nm, rows, block = _variant(O // G, _cdiv(N * OH * OW, RN * TILE), G, rm)
-    grid = (_cdiv(N * OH * OW, RN * TILE), _cdiv(O // G, rows), G)
-    return Launch(getattr(kernels(T, dt), f"conv_fwd_{nm}"), grid, block,
+    rm = rm or _rows_per_thread(O // G, _cdiv(N * OH * OW, RN * TILE), G)
+    grid = (_cdiv(N * OH * OW, RN * TILE), _cdiv(O // G, rm * TILE), G)
+    return Launch(getattr(kernels(T, dt), f"conv_fwd_r{rm}"), grid, (TILE, TILE),
                   (x, w2, b if b is not None else dummy(ctx, dt), b is not None, y, G, w.shape[2], w.shape[3],
                    sh, sw, pt, pl, dh, dw, bool(relu), xm if xm is not None else x, xm is not None,
                    OH, OW, sy, oy, sx, ox))
@@ -86,16 +70,16 @@ def conv_weight_grad(ctx, x, dz, dw, geo, zm=None, xm=None):
     N, O, OH, OW = dz.shape
     Kg = dw.size // O
     cols = N * OH * OW
-    nm, rows, block = _variant(O // G)
-    base = _cdiv(Kg, RN * TILE) * _cdiv(O // G, rows) * G          # blocks of one split
+    rm = _rows_per_thread(O // G)
+    base = _cdiv(Kg, RN * TILE) * _cdiv(O // G, rm * TILE) * G          # blocks of one split
     S = max(1, min(MAX_SPLITS, _cdiv(TARGET_BLOCKS, base), cols // MIN_CHUNK))
     chunk = _cdiv(cols, S)
     S = _cdiv(cols, chunk)
     dt = dz.dtype
     k = kernels(T, dt)
     part = ctx.array((S, O, Kg), dt) if S > 1 else as_shape(dw, (1, O, Kg))
-    grid = (_cdiv(Kg, RN * TILE), _cdiv(O // G, rows), G * S)
-    out = [Launch(getattr(k, f"conv_dw_{nm}"), grid, block,
+    grid = (_cdiv(Kg, RN * TILE), _cdiv(O // G, rm * TILE), G * S)
+    out = [Launch(getattr(k, f"conv_dw_r{rm}"), grid, (TILE, TILE),
                   (x, xm if xm is not None else x, xm is not None, dz, zm if zm is not None else dz,
                    zm is not None, part, G, dw.shape[2], dw.shape[3], sh, sw, pt, pl, dh, dwl, chunk))]
     if S > 1:
