@@ -56,6 +56,13 @@ CASES = [
     # conv2's shape class, stride 1 and 2
     ([(3, 6, 9, 8), (16, 6, 3, 3), (16,)], conv(pad=(1, 1, 1, 1), act="relu")),
     ([(2, 5, 9, 7), (32, 5, 3, 3), None], conv(stride=(2, 2), pad=(1, 1, 1, 1))),
+    # a 1x1 padded plane (squeeze-excitation's 1x1 convs; 2x2 at stride 2): a one-image chunk
+    # makes the transposed dW scratch a single row, which once read as "no scratch" and sent
+    # dW through the per-tap BLAS layout while it was finished as the transposed one
+    ([(1, 2, 1, 1), (32, 2, 1, 1), (32,)], conv()),
+    ([(3, 2, 1, 1), (32, 2, 1, 1), (32,)], conv(act="relu")),
+    ([(2, 3, 2, 2), (16, 3, 1, 1), None], conv(stride=(2, 2))),
+    ([(1, 16, 1, 1), (4, 16, 1, 1), (4,)], conv()),
 ]
 
 
