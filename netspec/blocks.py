@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 from . import argexpr
-from .errors import Loc, did_you_mean
+from .errors import Loc, did_you_mean, layer_type_hint
 from .values import choice_hint, coerce
 from .yamlsrc import Document, YMap, YNode, YScalar, YSeq, show
 
@@ -126,7 +126,7 @@ def _check_list(doc: Document, bd: BlockDef, seq: YSeq, known: set) -> None:
         (t, body), = entry.items.items()
         if t not in known:
             raise doc.error(entry.key_loc(t), f"unknown layer type {t!r} in block {bd.name!r}",
-                            did_you_mean(t, known), t)
+                            layer_type_hint(t, known), t)
         if t == "sequential" and isinstance(body, YMap) and isinstance(
                 body.items.get("layers"), YSeq):
             _check_list(doc, bd, body.items["layers"], known)

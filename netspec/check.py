@@ -33,7 +33,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import Loc, SpecError, did_you_mean
+from .errors import Loc, SpecError, did_you_mean, layer_type_hint
 from .layers import REGISTRY, RF, ParamSpec, Shape, ShapeError, complete_attrs
 from .layers._common import ceil_div, fmt_shape, prod
 from .layers.initattrs import apply_init
@@ -160,7 +160,7 @@ def _run(st: _State, ls: LayerSpec, *, inserted: bool = False) -> LayerReport:
                        hint="names must be unique after block expansion")
     ld = REGISTRY.get(ls.type)
     if ld is None:
-        raise st.error(ls, f"unknown layer type '{ls.type}'", hint=did_you_mean(ls.type, REGISTRY))
+        raise st.error(ls, f"unknown layer type '{ls.type}'", hint=layer_type_hint(ls.type, REGISTRY))
     inputs = list(ls.inputs) or [st.layers[-1].name if st.layers else INPUT]
     for i in inputs:  # the loader resolves `from:`; this guards hand-built specs
         if i not in st.shapes:
@@ -342,7 +342,8 @@ def _warnings(st: _State, outputs: list[str]) -> list[str]:
 
 
 def _mb(n: int) -> str:
-    return f"{n / 2**20:,.2f} MB"
+    """Bytes in decimal megabytes, torchinfo's unit (its "(MB)" columns divide by 1e6)."""
+    return f"{n / 1e6:,.2f} MB"
 
 
 def _pair_str(p) -> str:

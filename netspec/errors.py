@@ -73,6 +73,38 @@ class SpecError(Exception):
         return "\n".join(out)
 
 
+# Layer types and attributes users bring from other frameworks that netspec spells
+# differently or does not have: the hint names the equivalent instead of a near-miss spelling
+# (difflib offered 'max_pool' for 'max_unpool').
+_SEPARABLE = ("write a depthwise conv as `conv` with `groups:` equal to its input channels (and "
+              "`out:` a multiple of them for a channel multiplier); a separable conv is that "
+              "followed by a 1x1 `conv`")
+FOREIGN_LAYERS = {
+    **dict.fromkeys(("max_unpool", "maxunpool", "maxunpool2d", "max_unpool2d", "unpool"),
+                    "netspec has no max-unpooling with indices (SegNet); upsample the decoder with "
+                    "`upsample` (nearest or bilinear) or a learnable `conv_transpose` (kernel = stride = 2)"),
+    **dict.fromkeys(("pixel_shuffle", "pixelshuffle", "depth_to_space", "subpixel", "sub_pixel"),
+                    "netspec has no pixel shuffle (ESPCN); `conv_transpose` with kernel = stride = r gives "
+                    "the same output size and is learnable, or use `upsample` then `conv`"),
+    **dict.fromkeys(("depthwise", "depthwise_conv", "depthwiseconv2d", "dwconv", "separable_conv",
+                     "separableconv2d", "sepconv", "separable"), _SEPARABLE),
+    **dict.fromkeys(("lstm", "gru", "rnn", "embedding", "attention", "multihead_attention", "transformer"),
+                    "netspec declares ConvNets: it has no recurrent, embedding or attention layers"),
+}
+FOREIGN_ATTRS = {
+    "depthwise": _SEPARABLE,
+    "depth_multiplier": _SEPARABLE,
+    "channel_multiplier": _SEPARABLE,
+}
+
+
+def layer_type_hint(word: str, candidates: Iterable[str]) -> str | None:
+    """The hint for an unknown layer type: another framework's name for something netspec
+    spells differently (``FOREIGN_LAYERS``), else 'did you mean'."""
+    key = str(word).lower()
+    return FOREIGN_LAYERS.get(key) or did_you_mean(word, candidates)
+
+
 def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
     """A 'did you mean ...?' hint for a misspelt key, or a list of valid keys."""
     cands = sorted(set(map(str, candidates)))

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .blocks import INSTANCE_KEYS, BlockArg, BlockDef, check_bodies, parse_blocks
-from .errors import Loc, SpecError, did_you_mean
+from .errors import Loc, SpecError, did_you_mean, layer_type_hint
 from .scope import Resolver, Scope, _name_hint
 from .spec import INPUT, LayerSpec, Spec
 from .values import coerce
@@ -262,7 +262,7 @@ class _Expander(Resolver):
         else:
             cands = list(self.reg) + list(self.blocks) + ["sequential"]
             raise self.err(tloc, f"unknown layer type {tname!r}",
-                           did_you_mean(tname, cands) or "`netspec schema` lists all types; "
+                           layer_type_hint(tname, cands) or "`netspec schema` lists all types; "
                            "blocks must be defined under `blocks:`", tname, scope)
 
     def _flags(self, a: dict[str, YNode], scope: Scope) -> tuple[bool, float]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from . import argexpr
 from .blocks import IDENT
-from .errors import Loc, did_you_mean
+from .errors import FOREIGN_ATTRS, Loc, did_you_mean
 from .spec import INPUT
 from .values import coerce
 from .yamlsrc import YMap, YNode, YScalar, YSeq, show
@@ -86,7 +86,7 @@ class Resolver:
     def _check_keys(self, body: YMap, allowed, what: str, scope: Scope, extra_hint=None):
         for k in body.items:
             if k not in allowed:
-                hint = did_you_mean(k, allowed)
+                hint = FOREIGN_ATTRS.get(k) or did_you_mean(k, allowed)
                 if extra_hint and k in extra_hint:
                     hint = extra_hint[k]
                 raise self.err(body.key_loc(k), f"unknown attribute {k!r} for {what}",

@@ -164,6 +164,18 @@ def test_required_and_unknown_type(fake):
     assert "'convblock'" in e.hint
 
 
+@pytest.mark.parametrize("layer,want", [
+    ("max_unpool: {kernel: 2}", "no max-unpooling"), ("PixelShuffle: {r: 2}", "no pixel shuffle"),
+    ("separable_conv: {out: 4}", "`groups:` equal to its input channels"),
+    ("conv: {out: 3, kernel: 3, depthwise: true}", "`groups:` equal to its input channels"),
+    ("lstm: {}", "no recurrent")])
+def test_other_frameworks_names_get_the_netspec_equivalent(fake, layer, want):
+    """A layer type or attribute from another framework gets the equivalent, not a near-miss
+    spelling (difflib offered 'max_pool' for 'max_unpool')."""
+    e = err(f"layers:\n  - {layer}\n")
+    assert want in e.hint and "did you mean" not in e.hint and (e.line, e.col)[0] == 5
+
+
 def test_entry_shape_errors(fake):
     e = err("layers:\n  - conv:\n    out: 4\n")
     assert "found 'out' after 'conv'" in e.message and "indent the attributes" in e.hint

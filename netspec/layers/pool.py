@@ -26,6 +26,21 @@ def _pool_pad(a, k, s, d, hw):
     return pad
 
 
+def _windows_see_input(n, out, k, s, p0, d, ax):
+    """Every window must cover at least one input position: with dilation a window can fall
+    wholly into the padding (or straddle a small input), where max pooling gives -inf and
+    PyTorch's own backward has crashed the process (torch 2.13, max_pool2d on a 1x1 map with
+    kernel 2, stride 3, pad 1, dilation 2, ceil_mode)."""
+    for o in range(out):
+        start = o * s - p0
+        if not any(0 <= start + i * d < n for i in range(k)):
+            taps = [start + i * d for i in range(k)]
+            raise ShapeError(f"window {o} along {ax} reads positions {taps} of an input of size {n}: "
+                             f"none is inside the input (only padding)",
+                             formula=f"0 <= {o}*{s} - {p0} + i*{d} < {n} for some i < {k}",
+                             hint="lower pad or dilation, or turn ceil_mode off", attr="pad")
+
+
 class _WindowPool(LayerDef):
     family = "pool"
     differentiable = True
@@ -35,8 +50,10 @@ class _WindowPool(LayerDef):
         (kh, kw), (sh, sw), (dh, dw) = a["kernel"], a["stride"], a.get("dilation", (1, 1))
         t, b, l, r = a["pad"]
         ceil = a["ceil_mode"]
-        return (c, window_out(h, kh, sh, t, b, dh, ceil, "H"),
-                window_out(w, kw, sw, l, r, dw, ceil, "W"))
+        oh, ow = window_out(h, kh, sh, t, b, dh, ceil, "H"), window_out(w, kw, sw, l, r, dw, ceil, "W")
+        _windows_see_input(h, oh, kh, sh, t, dh, "H")
+        _windows_see_input(w, ow, kw, sw, l, dw, "W")
+        return (c, oh, ow)
 
     def output_shape(self, a, in_shapes):
         return self._out(a, in_shapes)
