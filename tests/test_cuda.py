@@ -142,7 +142,8 @@ def test_kernels_typecheck_sm90():
     for must in ("conv_fwd_r1", "conv_fwd_r2", "conv_fwd_r4", "phase_weights", "conv_dw_r1", "conv_dw_r2",
                  "conv_dw_r4", "conv_dx", "gemm", "bn_part_stats", "bn_finish_stats", "bn_part_bwd",
                  "bn_bwd_dx", "ce_fwd", "update",
-                 "maxpool_fwd", "argmax_bwd", "window_copy", "gn_bwd_dx", "act_fwd_relu"):
+                 "maxpool_fwd", "argmax_bwd", "window_copy", "gn_bwd_dx", "act_fwd_relu", "mul_bcast", "mul_dg",
+                 "maxout_fwd", "maxout_bwd", "adaptive_avg_fwd", "adaptive_avg_bwd"):
         assert must in kernels, must
 
 

@@ -74,6 +74,8 @@ CASES = [
     ("mul", [X4, (4, 6, 1, 1)], {}, {}),          # a squeeze-and-excitation channel gate
     ("mul", [X4, (4, 1, 5, 5)], {}, {}),          # a spatial map
     ("mul", [X4, X4], {}, dict(needs=(1,))),
+    ("mul", [X4, (1, 6, 5, 1)], {}, {}),          # broadcast over the batch and columns
+    ("mul", [(8, C), (8, 1)], {}, {}),            # (N, F) features by a per-sample scale
     ("add", [X4, X4, X4], {"act": "relu"}, dict(needs=(0, 2))),
     ("concat", [X4, (4, 2, 5, 5)], {}, {}),
     ("axpy", [X4, X4], {"a": 0.5}, {}),

@@ -8,8 +8,7 @@ kernels yet and run the CPU op on host copies (correct, one synchronisation per 
 from .common import CUDA_OPS, CudaOp, HostFallback, register  # noqa: F401
 from . import gemm, pointwise, pool, reduce  # noqa: F401  (registration)
 
-FALLBACK = ("local2d", "fractional_maxpool2d", "maxout", "dropconnect_linear", "adaptive_avgpool2d",
-            "mul")
+FALLBACK = ("local2d", "fractional_maxpool2d", "dropconnect_linear")
 for _name in FALLBACK:
     CUDA_OPS[_name] = HostFallback(_name)
 

@@ -2,7 +2,7 @@
 where every flat kernel is printed by one macro from one table).
 
 activation, prelu, add, axpy, fill, dropout, stochastic_depth, concat, center_crop,
-shortcut_pad, upsample.  Same attrs, saved tensors and math as compiler/ops/*.py.
+shortcut_pad, upsample, mul (a broadcasting gate).  Same attrs, saved tensors and math as compiler/ops/*.py.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 from compiler.ops.activation import _from_y
 from compiler.ops.resample import _tables
 
-from .common import CudaOp, Draw, Launch, as_shape, flat, grid1, gridx, kernels, register
+from .common import RBLOCK, CudaOp, Draw, Launch, as_shape, flat, grid1, gridx, kernels, register
 
 T = "cuda_pointwise"
 
@@ -267,3 +267,29 @@ class Upsample(CudaOp):
         k = kernels(T, dx.dtype)
         g, b = gridx(dx.shape[0] * dx.shape[1])
         return [Launch(k.nearest_bwd if len(tab) == 2 else k.bilinear_bwd, g, b, (dy, dx, *tab))]
+
+
+@register
+class Mul(CudaOp):
+    """y = x * g, g broadcast along its dims of size 1 (compiler/ops/elementwise.py Mul);
+    dx = dy * g, dg = dy * x summed over g's broadcast dims (``mul_dg``, a block per g
+    element) or elementwise where g has x's shape."""
+    name = "mul"
+
+    def plan_forward(self, ctx, xs, y, saved, ws, attrs, train):
+        x, g = xs
+        return [pw("mul_bcast", y.size, as4(x), as4(g), as4(y), dtype=y.dtype)]
+
+    def plan_backward(self, ctx, xs, y, saved, dy, dxs, ws, attrs):
+        x, g = xs
+        dx, dg = dxs
+        out = []
+        if dg is not None:        # first: dg reads dy, which dx may overwrite were they aliased
+            if tuple(dg.shape) == tuple(dy.shape):
+                out.append(pw("mul_bcast", dg.size, as4(dy), as4(x), as4(dg), dtype=dg.dtype))
+            else:
+                out.append(Launch(kernels(T, dg.dtype).mul_dg, (dg.size,), (RBLOCK,),
+                                  (as4(dy), as4(x), as4(dg))))
+        if dx is not None:
+            out.append(pw("mul_bcast", dx.size, as4(dy), as4(g), as4(dx), dtype=dx.dtype))
+        return out

@@ -1,11 +1,12 @@
-"""CUDA launchers of maxpool2d, avgpool2d, global_pool (kernels: templates/cuda_pool.py.j2).
+"""CUDA launchers of maxpool2d, avgpool2d, global_pool, maxout, adaptive_avgpool2d (kernels:
+templates/cuda_pool.py.j2).
 Same attrs, output sizes (PyTorch ceil_mode rules) and int32 argmax convention as
 compiler/ops/pool.py, whose ``_pattrs`` parses the attrs."""
 from __future__ import annotations
 
 import numpy as np
 
-from compiler.ops.pool import _pattrs
+from compiler.ops.pool import _k, _pattrs
 
 from .common import CudaOp, Launch, as_shape, dummy, grid1, gridx, kernels, register
 
@@ -93,3 +94,50 @@ class GlobalPool(CudaOp):
         g, b = grid1(dx.size)
         return [Launch(kernels(T, dx.dtype).global_avg_bwd, g, b,
                        (as_shape(dy, (N, C)), as_shape(dx, (N, C, dx.size // (N * C)))))]
+
+
+@register
+class Maxout(CudaOp):
+    """maxout: y[:, j] = max over x[:, j*k:(j+1)*k] (first maximum; saved argmax = index in
+    the group), as compiler/ops/pool.py Maxout."""
+    name = "maxout"
+
+    def plan_forward(self, ctx, xs, y, saved, ws, attrs, train):
+        x = xs[0]
+        k = _k(attrs)
+        N, G = x.shape[0], x.shape[1] // k
+        S = x.size // (N * G * k)
+        arg = as_shape(saved["argmax"], (N, G, S)) if train else dummy(ctx, np.int32, 3)
+        g, b = grid1(y.size)
+        return [Launch(kernels(T, y.dtype).maxout_fwd, g, b,
+                       (as_shape(x, (N, G, k, S)), as_shape(y, (N, G, S)), arg, bool(train)))]
+
+    def plan_backward(self, ctx, xs, y, saved, dy, dxs, ws, attrs):
+        dx = dxs[0]
+        if dx is None:
+            return []
+        k = _k(attrs)
+        N, G = dx.shape[0], dx.shape[1] // k
+        S = dx.size // (N * G * k)
+        g, b = grid1(dx.size)
+        return [Launch(kernels(T, dx.dtype).maxout_bwd, g, b,
+                       (as_shape(dy, (N, G, S)), as_shape(saved["argmax"], (N, G, S)),
+                        as_shape(dx, (N, G, k, S))))]
+
+
+@register
+class AdaptiveAvgPool2d(CudaOp):
+    """adaptive_avgpool2d (PyTorch's windows: rows floor(i*H/oh) .. ceil((i+1)*H/oh) - 1):
+    forward one thread per output, backward one thread per input gathering its windows."""
+    name = "adaptive_avgpool2d"
+
+    def plan_forward(self, ctx, xs, y, saved, ws, attrs, train):
+        g, b = grid1(y.size)
+        return [Launch(kernels(T, y.dtype).adaptive_avg_fwd, g, b, (xs[0], y))]
+
+    def plan_backward(self, ctx, xs, y, saved, dy, dxs, ws, attrs):
+        dx = dxs[0]
+        if dx is None:
+            return []
+        g, b = grid1(dx.size)
+        return [Launch(kernels(T, dx.dtype).adaptive_avg_bwd, g, b, (dy, dx))]
