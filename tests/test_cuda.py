@@ -298,30 +298,34 @@ def _sim_net():
 
 def _launch_paths():
     """On a GPU: numba's dispatcher, pre-marshalled launches and the CUDA-graph step give the
-    same bits (loss, gradients, parameters after two steps), and the graph was used."""
+    same bits (loss, gradients, parameters after two steps), and the graph was used -- for
+    the tiny net and for it with dropout (rng draws run before the graph)."""
     import compiler
     from compiler.codegen.cuda import to_cuda
     from compiler.ops.cuda import common
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2, 1, 6, 6)).astype(np.float32)
     t = np.array([1, 3])
-    res, bad, keep = [], [], (common.FAST_LAUNCH, common.GRAPHS)
+    bad, keep = [], (common.FAST_LAUNCH, common.GRAPHS)
+    drop = NET.replace("  - flatten: {}\n", "  - flatten: {}\n  - dropout: {p: 0.5}\n")
     try:
-        for path in ((False, False), (True, False), (True, True)):
-            common.FAST_LAUNCH, common.GRAPHS = path
-            n = to_cuda(compiler.compile(NET, backend="cuda", batch_size=2, seed=1))
-            loss, g = n.loss_and_grads(x, t)
-            n.lr = 0.1
-            n.step(x, t, want_loss=False)
-            n.step(x, t, want_loss=False)
-            res.append((loss, {k: v.copy() for k, v in g.items()}, {k: v.copy() for k, v in n.params.items()}))
-            if path == (True, True) and not (n._graphs and all(gr for _, gr in n._graphs.values())):
-                bad.append("launch paths: the step did not run as a CUDA graph")
+        for name, text in (("tiny", NET), ("tiny+dropout", drop)):
+            res = []
+            for path in ((False, False), (True, False), (True, True)):
+                common.FAST_LAUNCH, common.GRAPHS = path
+                n = to_cuda(compiler.compile(text, backend="cuda", batch_size=2, seed=1))
+                loss, g = n.loss_and_grads(x, t)
+                n.lr = 0.1
+                n.step(x, t, want_loss=False)
+                n.step(x, t, want_loss=False)
+                res.append((loss, {k: v.copy() for k, v in g.items()}, {k: v.copy() for k, v in n.params.items()}))
+                if path == (True, True) and not (n._graphs and all(gr for _, gr in n._graphs.values())):
+                    bad.append(f"launch paths ({name}): the step did not run as a CUDA graph")
+            for label, r in zip(("pre-marshalled", "graph"), res[1:]):
+                if r[0] != res[0][0] or any(not np.array_equal(r[i][k], res[0][i][k]) for i in (1, 2) for k in r[i]):
+                    bad.append(f"launch paths ({name}): {label} differs from the dispatcher")
     finally:
         common.FAST_LAUNCH, common.GRAPHS = keep
-    for name, r in zip(("pre-marshalled", "graph"), res[1:]):
-        if r[0] != res[0][0] or any(not np.array_equal(r[i][k], res[0][i][k]) for i in (1, 2) for k in r[i]):
-            bad.append(f"launch paths: {name} differs from the dispatcher")
     return bad
 
 

@@ -175,7 +175,7 @@ class CudaNet(CompiledNet):
                "buffers": {k: cuda.to_device(v) for k, v in d["buffers"].items()},
                "opt": {k: cuda.to_device(v) for k, v in d["opt_state"].items()}}
         self.cuda_sources, self._gen, self._dio, self._seqs, self._d_arenas = {}, {}, {}, {}, {}
-        self._graphs = {}      # id(bound sequence) -> (sequence, StepGraph or False if capture failed)
+        self._graphs = {}      # id(bound sequence) -> (sequence, (draws, StepGraph) or False if capture failed)
         for mode, g in self.graphs.items():
             src, slots = print_cuda_step_module(g, mode, self.dtype.name)
             path = write_module(src, f"step_cuda_{mode}", subdir="steps")
@@ -221,14 +221,17 @@ class CudaNet(CompiledNet):
         g = self._graphs.get(key, (None, None))[1]
         if g is None and common.GRAPHS and common.graphable(seq):
             try:
-                g = common.StepGraph(seq, self.stream)
+                g = common.draws_then_graph(seq, self.stream)
             except Exception as e:              # capture unsupported here: launch by launch
                 import warnings
                 warnings.warn(f"CUDA graph capture failed ({e}); launching kernels one by one")
                 g = False
             self._graphs[key] = (seq, g)         # holding seq keeps its id unique
         if g:
-            g()
+            draws, graph = g
+            for d in draws:
+                d(self.rng)
+            graph()
         else:
             common.run_seq(seq, self.rng)
 

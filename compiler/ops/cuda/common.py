@@ -317,6 +317,7 @@ def _drawer(dev, stream):
             state["pending"] = True
         else:
             dev.copy_to_device(host)
+    draw.is_draw = True           # graphable: it may run before the step's graph
     return draw
 
 
@@ -326,9 +327,21 @@ GRAPHS = os.environ.get("NETSPEC_CUDA_GRAPHS", "1") not in ("", "0")
 
 
 def graphable(seq: list) -> bool:
-    """A bound sequence can be one CUDA graph when every step is a pre-marshalled launch (no
-    host steps, no rng draws, no dispatcher launches)."""
-    return bool(seq) and all(isinstance(fn, FastLaunch) for fn, _ in seq)
+    """A bound sequence can run as one CUDA graph when every step is a pre-marshalled launch
+    or an rng draw (no host steps, no dispatcher launches): the draws run first, then the
+    graph of the launches (``draws_then_graph``)."""
+    return any(isinstance(fn, FastLaunch) for fn, _ in seq) and all(
+        isinstance(fn, FastLaunch) or getattr(fn, "is_draw", False) for fn, _ in seq)
+
+
+def draws_then_graph(seq: list, stream):
+    """(draw functions in plan order, StepGraph of the launches) of a ``graphable`` sequence.
+    Moving a draw before the launches that preceded it is safe: its device array is written
+    only by the draw's copy (enqueued on the same stream, so after the previous step's
+    kernels) and read only by the launches after it in the plan; the rng sees the same
+    draws in the same order."""
+    draws = [fn for fn, _ in seq if getattr(fn, "is_draw", False)]
+    return draws, StepGraph([(fn, a) for fn, a in seq if isinstance(fn, FastLaunch)], stream)
 
 
 class StepGraph:
