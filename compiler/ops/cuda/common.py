@@ -19,10 +19,13 @@ scratch such as split-K partial sums and small index tables, made once at bind t
 ``HostCtx`` uses numpy arrays so plans can be built without a GPU -- the tests type-check
 every kernel a plan uses with ``numba.cuda.compile_ptx`` from the plan's own arguments.
 
-``bind_plan(plan, stream)`` turns a plan into ``[(fn, args)]`` with every kernel
-pre-configured as ``kernel[grid, block, stream]`` (DESIGN §5: ~24 µs a launch instead of
-~45 µs); ``run_seq(seq, rng)`` executes it.  Scalars are passed as the net's float type
-(``ft(v)``) so float32 kernels never see float64 arguments.
+``bind_plan(plan, stream)`` turns a plan into ``[(fn, args)]``: with a stream every launch is
+a ``FastLaunch`` (arguments marshalled once with numba's own code; a call is only the driver
+launch), else a pre-configured ``kernel[grid, block, stream]`` (DESIGN §5: ~24 µs a launch
+instead of ~45 µs); ``run_seq(seq, rng)`` executes it, and ``draws_then_graph`` turns a
+sequence of launches and rng draws into the draws plus one CUDA graph (``StepGraph``), which
+is how ``CudaNet`` runs a step.  Scalars are passed as the net's float type (``ft(v)``) so
+float32 kernels never see float64 arguments.
 """
 from __future__ import annotations
 
@@ -361,10 +364,10 @@ class StepGraph:
             for fn, _ in seq:
                 fn()
         finally:
-            err, graph = drv.cuStreamEndCapture(self._h)
+            err, graph = drv.cuStreamEndCapture(self._h)   # always leave capture mode
+        self._graph = graph
         if err != ok:
             raise RuntimeError(f"cuStreamEndCapture: {err}")
-        self._graph = graph
         err, gexec = drv.cuGraphInstantiate(graph, 0)
         if err != ok:
             raise RuntimeError(f"cuGraphInstantiate: {err}")
