@@ -72,7 +72,8 @@ class MaxPool(_WindowPool):
     attrs = {
         "kernel": Attr("int2", doc="window size: an int or [kh, kw]", min=1),
         "stride": Attr("int2", None, doc=_POOL_DOC_STRIDE, min=1),
-        "pad": Attr("pad", 0, doc="implicit -inf padding (at most kernel//2 per side)"),
+        "pad": Attr("pad", 0, doc="implicit -inf padding (at most kernel//2 per side; every "
+                                  "window, dilated too, must cover an input pixel)"),
         "dilation": Attr("int2", 1, doc="window dilation", min=1),
         "ceil_mode": Attr("bool", False, doc="round the output size up instead of down"),
     }
