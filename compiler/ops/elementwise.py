@@ -167,7 +167,8 @@ class Mul(Op):
     def forward(self, xs, y, saved, ws, attrs, train, rng=None):
         x, g = xs
         parts = _batch_parts(y)
-        _parallel.run(lambda p: np.multiply(x[slice(*parts[p])], g[slice(*parts[p])],
+        gb = g.shape[0] > 1         # a gate broadcast over the batch is shared by every part
+        _parallel.run(lambda p: np.multiply(x[slice(*parts[p])], g[slice(*parts[p])] if gb else g,
                                             out=y[slice(*parts[p])]), len(parts))
 
     def backward(self, xs, y, saved, dy, dxs, ws, attrs):
