@@ -101,7 +101,9 @@ def _op(torch, net, layer) -> Callable:
         def local(x):
             cols = F.unfold(F.pad(x, (pl, pr, pt, pb)), k, stride=s)      # (N, C*kh*kw, OH*OW)
             w = P("weight").reshape(oh * ow, oc, -1)                       # (P, O, C*kh*kw)
-            y = torch.einsum("njp,poj->nop", cols, w).reshape(x.shape[0], oc, oh, ow)
+            # contiguous: at batch 1 the einsum's result has channels-last strides, on which
+            # torch 2.13's eval-mode batch_norm backward gave a wrong weight gradient
+            y = torch.einsum("njp,poj->nop", cols, w).reshape(x.shape[0], oc, oh, ow).contiguous()
             return y + P("bias") if P("bias") is not None else y
         return local
 
@@ -111,23 +113,27 @@ def _op(torch, net, layer) -> Callable:
         pt, pb, pl, pr = _pad4(a.get("pad", 0))
         ceil = bool(a.get("ceil_mode", False))
         sym = pt == pb and pl == pr
+        oh, ow = out_shape[1:]
         if t == "maxpool":
             d = _pair(a.get("dilation", 1))
             if sym:
                 return lambda x: F.max_pool2d(x, k, s, (pt, pl), d, ceil)
+            # [:oh, :ow]: a ceil_mode window may not start in the bottom/right padding (the
+            # PyTorch rule netspec applies to explicit pads); on the pre-padded input torch
+            # counts that padding as input
             return lambda x: F.max_pool2d(F.pad(x, (pl, pr, pt, pb), value=-math.inf), k, s, 0,
-                                          d, ceil)
+                                          d, ceil)[..., :oh, :ow]
         cip = bool(a.get("count_include_pad", True))
         if sym:
             return lambda x: F.avg_pool2d(x, k, s, (pt, pl), ceil, cip)
 
         def avg_asym(x):  # sum over the zero-padded input / the counted positions
             xp = F.pad(x, (pl, pr, pt, pb))
-            tot = F.avg_pool2d(xp, k, s, 0, ceil, True) * (k[0] * k[1])
+            tot = F.avg_pool2d(xp, k, s, 0, ceil, True)[..., :oh, :ow] * (k[0] * k[1])
             if cip:
                 return tot / (k[0] * k[1])
             ones = F.pad(torch.ones_like(x[:1, :1]), (pl, pr, pt, pb))
-            return tot / (F.avg_pool2d(ones, k, s, 0, ceil, True) * (k[0] * k[1]))
+            return tot / (F.avg_pool2d(ones, k, s, 0, ceil, True)[..., :oh, :ow] * (k[0] * k[1]))
         return avg_asym
 
     if t == "global_avgpool":
@@ -198,7 +204,9 @@ def _op(torch, net, layer) -> Callable:
     if t == "relu":
         return F.relu
     if t in ("relu6", "hardsigmoid", "hardswish", "silu", "gelu", "softplus"):
-        return {"relu6": F.relu6, "hardsigmoid": F.hardsigmoid, "hardswish": F.hardswish,
+        # hardsigmoid as relu6(x + 3) / 6: torch 2.13's F.hardsigmoid backward rounds its 1/6
+        # to float32 even on float64 tensors (3e-8 relative), too coarse for float64 parity
+        return {"relu6": F.relu6, "hardsigmoid": lambda x: F.relu6(x + 3) / 6, "hardswish": F.hardswish,
                 "silu": F.silu, "gelu": F.gelu, "softplus": F.softplus}[t]
     if t == "sigmoid":
         return torch.sigmoid

@@ -169,3 +169,52 @@ def test_fused_conv_nets_parity(text):
     convs = [n for n in net.graphs["train"].nodes if n.op == "conv2d" and n.phase == "fwd"]
     assert any(len(n.inputs) == 4 or "pool" in n.a for n in convs)     # something fused
     parity(spec, 3, {"softmax_cross_entropy": {}}, labels)
+
+
+# Twin fixes found by a fuzz against the twin (each spec failed parity before its fix):
+# locally_connected at batch 1 gave channels-last strides, on which torch 2.13's eval-mode
+# batch_norm backward is wrong; torch's hardsigmoid backward rounds 1/6 to float32; an
+# asymmetric-pad ceil_mode pool on the pre-padded input kept a window starting in the padding.
+EDGE = {
+    "local_bn_gelu": """
+netspec: 1
+name: lbg
+input: [1, 1, 4]
+layers:
+  - locally_connected: {name: lc, out: 2, kernel: 1}
+  - batchnorm: {name: bn, use_global_stats: true}
+  - gelu: {}
+""",
+    "hardsigmoid": """
+netspec: 1
+name: hs
+input: [3]
+layers:
+  - linear: {name: fc, out: 5}
+  - hardsigmoid: {}
+""",
+    "asym_maxpool_ceil": """
+netspec: 1
+name: amp
+input: [2, 2, 1]
+layers:
+  - conv: {name: c, out: 2, kernel: 1}
+  - maxpool: {kernel: [2, 3], pad: [0, 1, 1, 1], ceil_mode: true}
+""",
+    "asym_avgpool_ceil": """
+netspec: 1
+name: aap
+input: [2, 2, 2]
+layers:
+  - conv: {name: c, out: 2, kernel: 1}
+  - avgpool: {kernel: 2, pad: [0, 1, 0, 1], ceil_mode: true, count_include_pad: false}
+""",
+}
+
+
+@pytest.mark.parametrize("name", sorted(EDGE))
+def test_twin_edge_cases_parity(name):
+    spec = netspec.load(EDGE[name])
+    for batch in (1, 2):
+        _parity(spec, batch, {"mse": {}}, lambda rng, n, shape: rng.standard_normal((n, *shape)),
+                0, np.float64, 1e-9)

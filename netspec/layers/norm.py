@@ -4,6 +4,8 @@ batchnorm (BatchNorm1d/2d), layernorm (LayerNorm over (C, H, W)), instancenorm
 Elementwise for the receptive field; no MACs counted."""
 from __future__ import annotations
 
+import math
+
 from .base import Attr, LayerDef, ParamSpec, ShapeError, register
 from ._common import as_float, is_int, need_image
 
@@ -23,6 +25,14 @@ def _channels(in_shape, what: str) -> int:
     if len(in_shape) not in (1, 3):
         raise ShapeError(f"{what} needs a (C, H, W) or (F,) input, got {tuple(in_shape)}")
     return int(in_shape[0])
+
+
+def _one_value(n: int, what: str, over: str, fix: str) -> None:
+    """A normalisation over a single value has no variance: its output is the bias (or 0) and
+    no gradient flows through it (PyTorch refuses it: "Expected more than 1 value")."""
+    if n <= 1:
+        raise ShapeError(f"{what} normalises {over}, which is a single value: the output would be "
+                         f"the bias alone and no gradient would flow", hint=f"use {fix}")
 
 
 class _Norm(LayerDef):
@@ -75,7 +85,7 @@ class LayerNorm(_Norm):
              "affine": Attr("bool", True, doc="learn elementwise weight and bias")}
 
     def check_input(self, a, s):
-        pass
+        _one_value(math.prod(s), "layernorm", "the whole input", "a larger input")
 
     def params(self, a, in_shapes):
         return _affine(tuple(in_shapes[0]), a["affine"])
@@ -92,7 +102,8 @@ class InstanceNorm(_Norm):
              "affine": Attr("bool", False, doc="learn per-channel weight and bias")}
 
     def check_input(self, a, s):
-        need_image(s, "instancenorm")
+        _, h, w = need_image(s, "instancenorm")
+        _one_value(h * w, "instancenorm", f"each {h}x{w} plane", "a larger input or batchnorm")
 
     def params(self, a, in_shapes):
         return _affine((in_shapes[0][0],), a["affine"])
@@ -120,6 +131,7 @@ class GroupNorm(_Norm):
         if c % g:
             raise ShapeError(f"groups {g} does not divide {c} channels",
                              formula=f"C % groups = {c} % {g} = {c % g} != 0", attr="groups")
+        _one_value(c // g * math.prod(s[1:]), "groupnorm", "each group", "fewer groups")
 
     def params(self, a, in_shapes):
         return _affine((in_shapes[0][0],), a["affine"])
