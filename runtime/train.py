@@ -200,6 +200,10 @@ class _Run:
         from .augment import Augmenter
         self.aug = Augmenter(cfg.get("augment"), self.xtr)
         check_data_fits(spec, self.aug(self.xtr[:1], np.random.default_rng(0)).shape[1:], data_desc)
+        from netspec.spec import Spec
+        if isinstance(self.spec, Spec):
+            import netspec
+            check_trainable(netspec.check(self.spec))   # before the compile it would waste
         tc = time.perf_counter()
         self.net = factory(self.spec, self.ctx.local_batch(self.B))   # [distributed] B is global
         self.compile_seconds = time.perf_counter() - tc

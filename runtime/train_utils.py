@@ -63,11 +63,18 @@ def check_data_fits(spec, sample_shape, data_desc: str) -> None:
 
 def check_trainable(net) -> None:
     """Refuse to train a net with nothing to train (no parameters, or every one frozen):
-    each step would only re-evaluate the loss."""
-    info = getattr(net, "param_info", None)
-    if info is None or any(not pi.frozen for pi in info.values()):
+    each step would only re-evaluate the loss.  ``net``: a compiled net, or the checker's
+    report (so the refusal comes before the compile)."""
+    if hasattr(net, "param_info"):
+        frozen = [pi.frozen for pi in net.param_info.values()]
+    elif hasattr(net, "layers"):       # a netspec.check report
+        frozen = [bool(getattr(L, "freeze", False)) for L in net.layers for _, ps in L.param_specs
+                  if ps.kind == "param"]
+    else:
         return
-    why = "every parameter is frozen (freeze: true)" if info else "the net has no parameters"
+    if not all(frozen):
+        return
+    why = "every parameter is frozen (freeze: true)" if frozen else "the net has no parameters"
     raise ValueError(f"nothing to train: {why}; remove freeze: from a layer to fine-tune it, or "
                      f"evaluate the net as it is with `netspec eval`")
 

@@ -113,7 +113,7 @@ layers:
 """
 
 
-def test_nothing_to_train(tmp_path, capsys):
+def test_nothing_to_train(tmp_path, capsys, monkeypatch):
     """A net whose every parameter is frozen (or one with none) still gives its loss; training
     and the gradient check refuse it with one sentence, not an internal error."""
     import compiler
@@ -126,8 +126,12 @@ def test_nothing_to_train(tmp_path, capsys):
         assert net.step(x, np.array([0, 0])) == pytest.approx(loss)
     spec = tmp_path / "frozen.yaml"
     spec.write_text(NOTHING_TO_TRAIN)
-    with pytest.raises(ValueError, match="nothing to train: every parameter is frozen"):
-        train(str(spec), tmp_path / "run", epochs=1, progress=False)
+    def no_compile(*a, **k):
+        raise AssertionError("compiled a net with nothing to train")
+    with monkeypatch.context() as m:          # refused before the compile it would waste
+        m.setattr(compiler, "compile", no_compile)
+        with pytest.raises(ValueError, match="nothing to train: every parameter is frozen"):
+            train(str(spec), tmp_path / "run", epochs=1, progress=False)
     assert _cli("gradcheck", [str(spec)]) == 1
     err = capsys.readouterr().err
     assert "nothing to check" in err and "Traceback" not in err
