@@ -84,8 +84,9 @@ def export_torch(weights: Mapping[str, np.ndarray], path, num_batches_tracked: i
 
 
 def read_weights(path) -> dict[str, np.ndarray]:
-    """A weights file -> {name: ndarray}: a .npz of named arrays (a netspec checkpoint's
-    ``params/``/``buffers/`` prefixes are stripped) or a torch state_dict loaded with
+    """A weights file -> {name: ndarray}: a .npz of named arrays (a netspec checkpoint is
+    verified -- checksum, format -- and its ``params/``/``buffers/`` prefixes are stripped) or
+    a torch state_dict loaded with
     ``torch.load(weights_only=True)`` (a top-level {"state_dict": {...}} or {"model": {...}}
     wrapper is unwrapped).  Raises ExportError naming the file."""
     path = Path(path)
@@ -94,9 +95,13 @@ def read_weights(path) -> dict[str, np.ndarray]:
     if path.suffix == ".npz":
         try:
             with np.load(path, allow_pickle=False) as z:
-                d = {k: z[k] for k in z.files if not k.startswith("__")}
+                signed = "__sha256__" in z.files
+                d = {} if signed else {k: z[k] for k in z.files if not k.startswith("__")}
         except Exception as e:  # noqa: BLE001 - any unreadable archive is one message
             raise ExportError(f"{path}: not a readable .npz ({type(e).__name__}: {e})") from e
+        if signed:      # a netspec checkpoint: verified like every checkpoint read (CheckpointError)
+            from .checkpoint import load_checkpoint
+            d = load_checkpoint(path)[0]
         if any(k.startswith(("params/", "buffers/")) for k in d):
             d = {k.split("/", 1)[1]: v for k, v in d.items() if k.startswith(("params/", "buffers/"))}
         return d
@@ -203,17 +208,20 @@ class _Emitter:
 
 def build_onnx(spec, weights: Mapping[str, np.ndarray], opset: int = OPSET):
     """Spec (or Report) + weights -> an ``onnx.ModelProto`` (checked with onnx.checker).
-    Input "input" (N, *input_shape) float32; outputs "output" (one) or "output.<layer>"."""
-    try:
-        import onnx
-        from onnx import TensorProto, helper, numpy_helper
-    except ImportError as e:
-        raise ExportError("ONNX export needs the onnx package (pip install onnx)") from e
+    Input "input" (N, *input_shape) float32; outputs "output" (one) or "output.<layer>".
+    The spec and the weights are checked first, so their errors are reported even where
+    onnx is not installed."""
     from compiler.ops import OPS
     g, report = inference_graph(spec)
     ok, problems = match_weights(report, weights)
     if problems:
         raise ExportError("the weights do not fit the net: " + "; ".join(problems))
+    try:
+        import onnx
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError as e:
+        raise ExportError("ONNX export needs the onnx package (pip install onnx, or "
+                          "pip install -e \".[onnx]\")") from e
     consts = {k: np.asarray(v, np.float64) for k, v in ok.items()}
     e = _Emitter(g, consts)
     for n in g.nodes:
@@ -252,8 +260,8 @@ def _rename_input(nd):
 
 
 def export_onnx(spec, weights: Mapping[str, np.ndarray], path, opset: int = OPSET) -> Path:
-    import onnx
     model = build_onnx(spec, weights, opset)
+    import onnx
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))

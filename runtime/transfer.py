@@ -57,14 +57,10 @@ def _skipped(name: str, skip: Iterable[str]) -> bool:
 def _weights(source) -> dict[str, np.ndarray]:
     """A checkpoint path, a checkpoint's arrays or a plain {name: array} -> {name: array}."""
     if isinstance(source, (str, Path)):
+        # a netspec checkpoint (verified: a tampered one raises CheckpointError), a plain
+        # .npz or a torch state_dict
         from .export import read_weights
-        p = Path(source)
-        try:
-            from .checkpoint import load_checkpoint
-            arrays = load_checkpoint(p)[0]
-        except Exception:  # noqa: BLE001 - not a netspec checkpoint: a plain npz / state_dict
-            return read_weights(p)
-        source = arrays
+        source = read_weights(Path(source))
     d = dict(source)
     if any(k.startswith(("params/", "buffers/")) for k in d):
         d = {k.split("/", 1)[1]: v for k, v in d.items() if k.startswith(("params/", "buffers/"))}

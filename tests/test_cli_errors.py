@@ -105,6 +105,11 @@ def files(tmp_path_factory):
     i = raw.index(b"conv1.weight")           # flip a byte inside the first array's data
     raw[i + 300] ^= 0xFF
     f["tampered_ckpt"].write_bytes(bytes(raw))
+    f["edited_ckpt"] = d / "edited.npz"     # re-saved with a changed tensor: the zip is valid,
+    with np.load(f["good_ckpt"]) as z:       # only the netspec checksum can tell
+        arrays = {k: z[k] for k in z.files}
+    arrays["params/conv1.weight"] = arrays["params/conv1.weight"] + 1
+    np.savez(f["edited_ckpt"], **arrays)
     f["pickle_ckpt"] = d / "pickle.npz"
     np.savez(f["pickle_ckpt"], **{"params/conv1.weight": np.array([{"a": 1}], dtype=object)})
     f["missing_ckpt"] = d / "none.npz"
@@ -233,6 +238,7 @@ CKPT_CASES = {
     "garbage_ckpt": r"garbage\.npz: truncated or corrupt",
     "truncated_ckpt": r"trunc\.npz: truncated or corrupt",
     "tampered_ckpt": r"tampered\.npz: (checksum mismatch|truncated or corrupt)",
+    "edited_ckpt": r"edited\.npz: checksum mismatch",
     "pickle_ckpt": r"pickle\.npz",
     "other_ckpt": r"conv1\.weight.*\(16, 1, 3, 3\).*\(32, 1, 3, 3\)",
 }
@@ -252,6 +258,19 @@ def test_import_weights_bad_file(case, files, capsys):
     rc, _, err = run_cli(capsys, *_argv("import-weights", DIGITS, files, file=files[case]))
     assert rc == 1 and "Traceback" not in err and "internal error" not in err, err
     assert files[case].name in err, err
+    if case == "edited_ckpt":       # a netspec checkpoint is verified wherever it is read
+        assert "checksum mismatch" in err, err
+
+
+@pytest.mark.parametrize("case", ["edited_ckpt", "missing_ckpt"])
+def test_spec_init_checkpoint_is_verified(case, files, tmp_path, capsys):
+    """``init: {checkpoint}`` reads a checkpoint like every other command: an edited one or a
+    missing one is one located message, not a silent load or an internal error."""
+    spec = tmp_path / "ft.yaml"
+    spec.write_text(DIGITS.read_text() + f"init: {{checkpoint: {files[case]}}}\n")
+    rc, _, err = run_cli(capsys, "train", spec, "--epochs", "1", "--out", tmp_path / "run", "--no-progress")
+    assert_clean_failure(rc, err, {"edited_ckpt": "checksum mismatch", "missing_ckpt": "no such file"}[case])
+    assert "internal error" not in err
 
 
 def test_eval_good_checkpoint_works(files, capsys):
@@ -399,3 +418,17 @@ def test_usage_errors_exit_2_without_traceback(capsys):
     for argv in (["nope"], ["check"], ["train", DIGITS, "--epochs", "-3"], []):
         rc, _, err = run_cli(capsys, *argv)
         assert rc == 2 and "Traceback" not in err
+
+
+def test_export_reports_spec_and_weight_errors_without_onnx(files, capsys, monkeypatch):
+    """Without the onnx package, a bad spec or checkpoint is still reported as such (it was
+    hidden behind "missing package: onnx"); a good one names the package to install."""
+    monkeypatch.setitem(sys.modules, "onnx", None)          # import onnx -> ImportError
+    rc, _, err = run_cli(capsys, *_argv("export", files["huge"], files))
+    assert_clean_failure(rc, err, SPEC_CASES["huge"])
+    rc, _, err = run_cli(capsys, "export", DIGITS, "--checkpoint", files["other_ckpt"], "--out",
+                         files["dir"] / "o.onnx")
+    assert_clean_failure(rc, err, CKPT_CASES["other_ckpt"])
+    rc, _, err = run_cli(capsys, "export", DIGITS, "--checkpoint", files["good_ckpt"], "--out",
+                         files["dir"] / "o.onnx")
+    assert_clean_failure(rc, err, r"needs the onnx package \(pip install onnx")

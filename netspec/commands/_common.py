@@ -19,8 +19,10 @@ def known_errors() -> tuple:
     import netspec
     from runtime.checkpoint import CheckpointError
     from runtime.data import DataError
+    from runtime.export import ExportError
     from runtime.train import TrainingDiverged
-    errs = [netspec.SpecError, DataError, CheckpointError, TrainingDiverged, ValueError, OSError]
+    errs = [netspec.SpecError, DataError, CheckpointError, TrainingDiverged, ExportError, ValueError,
+            OSError]
     try:
         from compiler.net import CompileError
         errs.append(CompileError)
