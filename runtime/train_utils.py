@@ -163,12 +163,19 @@ def load_weights(net, arrays: Mapping[str, np.ndarray]) -> None:
 
 
 # ----------------------------------------------------------------------------- metrics
+_ROW_ORDER = ("epoch", "lr", "train_loss", "val_loss", "val_accuracy", "ema_val_loss",
+              "ema_val_accuracy", "images_per_second", "seconds")
+
+
 def write_metrics(out_dir: Path, rows: list[dict], plot: bool = True) -> None:
     """metrics.csv (one row per epoch, atomic replace) and, with ``plot``, curves.png
     (drawing takes ~0.3 s, so the loop asks for it only now and then and at the end)."""
     if not rows:
         return
-    keys: list[str] = []
+    # a fixed column order: rows restored from a checkpoint's JSON come back with their keys
+    # sorted, which reordered the columns of a resumed run
+    seen = {k for r in rows for k in r}
+    keys = [k for k in _ROW_ORDER if k in seen]
     for r in rows:
         keys += [k for k in r if k not in keys]
     tmp = out_dir / ".metrics.csv.tmp"

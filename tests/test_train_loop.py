@@ -146,6 +146,12 @@ def test_resume_equals_uninterrupted(tmp_path, aug):
     np.testing.assert_array_equal(arena_of(tmp_path / "a"), arena_of(tmp_path / "b"))
     assert a["test_accuracy"] == b["test_accuracy"] and a["train_loss"] == b["train_loss"]
     assert a["ema_test_accuracy"] == b["ema_test_accuracy"]
+    # the resumed run's metrics.csv: same header (column order) and rows but the timings
+    ma, mb = ((tmp_path / r / "metrics.csv").read_text().splitlines() for r in "ab")
+    assert ma[0] == mb[0] and ma[0].startswith("epoch,lr,train_loss,val_loss,val_accuracy") and len(mb) == 3
+    t = [ma[0].split(",").index(c) for c in ("images_per_second", "seconds")]
+    strip = lambda line: [v for i, v in enumerate(line.split(",")) if i not in t]   # noqa: E731
+    assert [strip(x) for x in ma[1:]] == [strip(x) for x in mb[1:]]
 
 
 def test_ctrl_c_mid_epoch_then_resume_is_exact(tmp_path):
