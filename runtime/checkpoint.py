@@ -33,6 +33,23 @@ __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "architectur
 
 FORMAT, VERSION = "netspec-checkpoint", 1
 _META, _SUM = "__meta__", "__sha256__"
+
+
+def _umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
+
+
+_FILE_MODE = 0o666 & ~_umask()     # what open() would give: mkstemp's temp files are 0600
+
+
+def temp_beside(path: Path) -> tuple[int, str]:
+    """(fd, name) of a new temp file next to ``path`` for an atomic replace, with the mode a
+    plain ``open`` would give (the user's umask), not mkstemp's private 0600."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, _FILE_MODE)
+    return fd, tmp
 _ARCH_PREFIXES = ("params/", "buffers/")
 
 
@@ -156,7 +173,7 @@ def save_checkpoint(path: str | Path, arrays: Mapping[str, np.ndarray],
 
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **payload)

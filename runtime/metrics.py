@@ -11,11 +11,12 @@ import csv
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
+
+from .checkpoint import temp_beside
 
 __all__ = ["COLUMNS", "MetricsLog", "read_metrics", "plot_curves", "write_summary",
            "accuracy", "top_k_accuracy", "confusion_matrix", "per_class_accuracy"]
@@ -56,8 +57,7 @@ class MetricsLog:
         self._rewrite(rows)
 
     def _rewrite(self, rows: list[list[str]]) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp",
-                                   dir=self.path.parent)
+        fd, tmp = temp_beside(self.path)
         with os.fdopen(fd, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(self.columns)
@@ -125,7 +125,7 @@ def plot_curves(csv_path: str | Path, png_path: str | Path, title: str | None = 
     fig.tight_layout()
     png_path = Path(png_path)
     png_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{png_path.name}.", suffix=".tmp", dir=png_path.parent)
+    fd, tmp = temp_beside(png_path)
     try:
         with os.fdopen(fd, "wb") as f:
             fig.savefig(f, format="png")
@@ -159,7 +159,7 @@ def write_summary(path: str | Path, summary: Mapping[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_clean(summary), indent=2, sort_keys=True, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)

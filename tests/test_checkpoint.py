@@ -256,3 +256,17 @@ def test_pipeline_exact_resume_through_checkpoint(tmp_path):
     for a, b in zip(resumed, full[5:]):
         np.testing.assert_array_equal(a, b)
     assert rng_state(order2) == rng_state(order)
+
+
+def test_atomic_writes_get_the_umask_mode_not_0600(tmp_path):
+    """Checkpoints, summaries and plots are written through a temp file and a rename; they
+    get the mode a plain open() would give (mkstemp's temp files are private, 0600)."""
+    import os
+    from runtime.metrics import write_summary
+    save_checkpoint(tmp_path / "c.npz", {"a": np.zeros(2)}, {})
+    write_summary(tmp_path / "s.json", {"a": 1})
+    with open(tmp_path / "plain", "w"):
+        pass
+    want = (tmp_path / "plain").stat().st_mode & 0o777
+    for f in ("c.npz", "s.json"):
+        assert (tmp_path / f).stat().st_mode & 0o777 == want, f
