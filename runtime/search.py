@@ -218,7 +218,9 @@ def write_results(path: Path, rows: list[dict], params: list[str]) -> None:
 
 def default_train_fn(spec, out_dir, epochs: int) -> dict:
     from .train import train
-    return train(spec, out_dir, epochs=epochs, resume=True, progress=False)
+    # resume a trial that was killed; a fresh one starts without train's "no checkpoint" note
+    resume = (Path(out_dir) / "checkpoint.npz").is_file()
+    return train(spec, out_dir, epochs=epochs, resume=resume, progress=False)
 
 
 # ----------------------------------------------------------------------------- the search

@@ -99,6 +99,10 @@ def train(spec, out_dir, *, epochs: int | None = None, batch_size: int | None = 
     """
     t0 = time.perf_counter()
     spec = _load_spec(spec)
+    from netspec.spec import Spec
+    if isinstance(spec, Spec):
+        import netspec
+        netspec.check(spec)          # a spec error leaves no empty run directory behind
     cfg = dict(getattr(spec, "train", None) or {})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -261,7 +261,6 @@ def test_pipeline_exact_resume_through_checkpoint(tmp_path):
 def test_atomic_writes_get_the_umask_mode_not_0600(tmp_path):
     """Checkpoints, summaries and plots are written through a temp file and a rename; they
     get the mode a plain open() would give (mkstemp's temp files are private, 0600)."""
-    import os
     from runtime.metrics import write_summary
     save_checkpoint(tmp_path / "c.npz", {"a": np.zeros(2)}, {})
     write_summary(tmp_path / "s.json", {"a": 1})

@@ -199,6 +199,8 @@ def _argv(cmd: str, spec, f, **over) -> list:
     for o, v in cheap.items():
         if o in _options(cmd):
             argv += [o] + ([v] if v else [])
+    if "--out" in _options(cmd) and "--out" not in argv and "-o" not in argv:
+        argv += ["--out", vals["out"]]     # an optional --out defaults under the working dir
     return argv
 
 

@@ -326,6 +326,12 @@ def test_end_to_end_real_compiler(tmp_path, capsys):
     assert cli("predict", [str(spec_path), "--checkpoint", ck, str(tmp_path / "few.npz"), "--json"]) == 0
     preds = json.loads(capsys.readouterr().out)
     assert len(preds) == 3 and all(0 < p["predictions"][0]["probability"] <= 1 for p in preds)
+    # --scale: the same images stored as 0..255 and scaled back give the same answer
+    np.savez(tmp_path / "few255.npz", x=ds.x[:3] * (255 / 16))
+    assert cli("predict", [str(spec_path), "--checkpoint", ck, str(tmp_path / "few255.npz"), "--json",
+                           "--scale", str(16 / 255)]) == 0
+    p255 = json.loads(capsys.readouterr().out)
+    assert [p["predictions"][0]["index"] for p in p255] == [p["predictions"][0]["index"] for p in preds]
 
 
 # ---------------------------------------------------------------------------- commands

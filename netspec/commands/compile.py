@@ -52,7 +52,7 @@ def run(args) -> int:
         net.forward(x)                      # first call triggers / loads the numba kernels
         dt = time.perf_counter() - t0
     except known_errors() as e:
-        return fail(str(e))
+        return fail(f"netspec compile: {e}")
     print(f"{spec.name}: compiled for batch size {B} in {dt:.2f} s (kernels cold or from cache)")
     mem = net.memory_report()
     for mode, g in net.graphs.items():

@@ -2,7 +2,8 @@
 
 INPUTs are ``.npz`` files (array ``x``, or the only array: (N, C, H, W), (N, H, W) or one
 image (C, H, W) / (H, W)) or image files (PNG/JPEG ...; read like the training image
-folders, 0..255). Images go through the run's preprocessing (from the checkpoint). Prints
+folders, 0..255; ``--scale`` rescales them to the training data's range). Images go through
+the run's preprocessing (from the checkpoint). Prints
 one line per image (``--json``: one JSON list). Exit 1 with one message for bad inputs.
 """
 from __future__ import annotations
@@ -24,6 +25,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, metavar="FILE")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help=".npz or image files")
     p.add_argument("--top", type=int, default=1, help="show the top-k classes")
+    p.add_argument("--scale", type=float, default=1.0, metavar="F",
+                   help="multiply the inputs' pixel values by F before the run's preprocessing: "
+                        "image files are read as 0..255, so a model trained on the built-in "
+                        "digits (0..16) wants --scale 0.0627 (16/255)")
     p.add_argument("--backend", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--json", action="store_true")
     return p
@@ -74,7 +79,7 @@ def run(args) -> int:
         x, names = read_inputs(args.inputs, tuple(spec.input_shape))
         pre = preprocessor(spec, arrays, args.checkpoint)
         net = build_net(spec, arrays, args.backend)
-        probs = softmax(main_output(net.forward(pre.apply(x), train=False)))
+        probs = softmax(main_output(net.forward(pre.apply(x * np.float32(args.scale)), train=False)))
     except known_errors() as e:
         return fail(f"netspec predict: {e}")
     classes = meta.get("class_names") or [str(i) for i in range(probs.shape[1])]
