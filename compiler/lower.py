@@ -266,16 +266,37 @@ def lower(report, batch_size: int, loss: dict | None = None) -> Graph:
     graph_inputs = ("x",)
     if loss:
         (lname, lattrs), = loss.items()
-        y = outputs[0]
-        if lname in ("softmax_cross_entropy", "hinge"):
-            y = _flat(b, y, "loss")
-            tshape = (N,)
-        else:
-            tshape = b.values[y].shape
+        names = list(report.spec.outputs) if report.spec.outputs else [report.layers[-1].name]
+        weights = dict((getattr(report.spec, "train", None) or {}).get("loss_weights") or {})
+        heads = [outputs[0]] + [env[o] for o in weights]
+        ys = []
+        for y in heads:
+            if lname in ("softmax_cross_entropy", "hinge"):
+                y = _flat(b, y, "loss")
+            ys.append(y)
+        tshape = (N,) if lname in ("softmax_cross_entropy", "hinge") else b.values[ys[0]].shape
+        for o, y in zip(weights, ys[1:]):          # netspec.check refuses this with a location
+            if b.values[y].shape != b.values[ys[0]].shape:
+                raise ValueError(f"train.loss_weights: output {o!r} is shaped {b.values[y].shape[1:]}, "
+                                 f"the first output {b.values[ys[0]].shape[1:]}")
         b.value(tshape, kind="target", dtype=LOSS_TARGET[lname], name="target")
-        out = b.value((1,), kind="loss", name="loss")
-        b.nodes.append(Node("loss", lname, (y, "target"), (out,), freeze_attrs(dict(lattrs or {})),
-                            "loss", "fwd"))
+        la = freeze_attrs(dict(lattrs or {}))
+        if not weights:
+            out = b.value((1,), kind="loss", name="loss")
+            b.nodes.append(Node("loss", lname, (ys[0], "target"), (out,), la, "loss", "fwd"))
+        else:
+            # loss = loss(first output) + sum_k w_k * loss(output k): one loss node per head,
+            # summed by axpy nodes (their backward hands each head's loss dy = w_k)
+            acc = b.value((1,), name="loss.0")
+            b.nodes.append(Node("loss.0", lname, (ys[0], "target"), (acc,), la, "loss", "fwd"))
+            for k, ((o, w), y) in enumerate(zip(weights.items(), ys[1:]), start=1):
+                lk = b.value((1,), name=f"loss.{k}")
+                b.nodes.append(Node(f"loss.{k}", lname, (y, "target"), (lk,), la, "loss", "fwd"))
+                last = k == len(weights)
+                tot = b.value((1,), kind="loss" if last else "act", name="loss" if last else f"loss.sum{k}")
+                b.nodes.append(Node("loss" if last else f"loss.sum{k}", "axpy", (acc, lk), (tot,),
+                                    freeze_attrs({"a": float(w)}), "loss", "fwd"))
+                acc = tot
         outputs.append("loss")
         graph_inputs = ("x", "target")
     g = Graph(report.name, dict(b.values), tuple(b.nodes), graph_inputs, tuple(outputs),

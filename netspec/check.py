@@ -311,6 +311,14 @@ def check(spec: Spec, input_shape: Shape | None = None) -> Report:
         if o not in st.shapes or o == INPUT:
             raise SpecError.at(spec.input_loc, f"output '{o}' is not a layer",
                                hint=did_you_mean(o, st.shapes), source_lines=spec.source_lines)
+    for o in (getattr(spec, "train", None) or {}).get("loss_weights") or {}:
+        if prod(st.shapes[o]) != prod(st.shapes[outputs[0]]):
+            raise SpecError.at(spec.input_loc, f"`train.loss_weights` weights output '{o}' of shape "
+                                               f"{st.shapes[o]}, but the loss compares every weighted "
+                                               f"output with the targets of the first, shaped "
+                                               f"{st.shapes[outputs[0]]}",
+                               hint="give the extra head the first output's size",
+                               source_lines=spec.source_lines)
     reports = st.reports
     total = sum(r.params for r in reports)
     trainable = sum(r.params for r in reports if not r.freeze)

@@ -153,9 +153,28 @@ class _Expander(Resolver):
         from .train_schema import validate_train
         tnode = root.items.get("train")
         train = validate_train(None if _is_null(tnode) else tnode, doc)
+        if train.get("loss_weights"):
+            train["loss_weights"] = self._loss_weights(tnode.items["loss_weights"], outputs)
         return Spec(name=name, version=VERSION, input_shape=tuple(shape), layers=self.layers,
                     outputs=outputs, train=train, init=init, file=doc.file,
                     source_lines=doc.lines, input_loc=inode.loc)
+
+    def _loss_weights(self, node: YMap, outputs: list[str]) -> dict[str, float]:
+        """``train.loss_weights`` keys resolved like ``outputs`` entries; each must be one of
+        the outputs after the first (whose loss has weight 1)."""
+        out = {}
+        for k, v in node.items.items():
+            prod = self._lookup(str(k), self.top)
+            if prod is None or prod not in outputs:
+                raise self.err(node.key_loc(k), f"`train.loss_weights` names {k!r}, which is not "
+                               f"one of the spec's `outputs` {outputs}",
+                               "list the extra head in `outputs` first (after the main output)", k)
+            if prod == outputs[0]:
+                raise self.err(node.key_loc(k), f"`train.loss_weights` names the first output "
+                               f"{k!r}: its loss always has weight 1",
+                               "weight the extra outputs relative to it", k)
+            out[prod] = float(coerce(self.doc, v, "float", f"`train.loss_weights.{k}`", min=0.0))
+        return out
 
     def _outputs(self, node) -> list[str]:
         if _is_null(node):

@@ -20,7 +20,7 @@ from typing import Any
 from .layers.base import REQUIRED, Attr
 from .blocks import ARG_TYPES
 from .loader import SPEC_NAME, TOP_KEYS
-from .train_schema import OMIT, TRAIN, Choice, Enum, Field, Group, ListOf
+from .train_schema import OMIT, TRAIN, Choice, Enum, Field, Group, ListOf, Weights
 
 INT = {"type": "integer"}
 NAME_PATTERN = r"^([A-Za-z_][A-Za-z0-9_]*|0|[1-9][0-9]*)(\.([A-Za-z_][A-Za-z0-9_]*|0|[1-9][0-9]*))*(\{i\})?$"
@@ -186,6 +186,9 @@ def _train_node(f) -> dict:
     if isinstance(f, ListOf):
         return {"type": "array", "items": _train_node(f.item), "description": f.doc,
                 "default": f.default}
+    if isinstance(f, Weights):
+        return {"anyOf": [{"type": "object", "additionalProperties": {"type": "number", "minimum": 0}},
+                          {"type": "null"}], "description": f.doc, "default": {}}
     raise TypeError(f)  # pragma: no cover
 
 

@@ -75,6 +75,12 @@ class ListOf:
     doc: str = ""
 
 
+@dataclass(frozen=True)
+class Weights:
+    """A mapping of names (the spec's outputs) to non-negative weights; default {}."""
+    doc: str = ""
+
+
 def _lr(v):
     return Field("float", v, "learning rate", min=0.0)
 
@@ -154,6 +160,9 @@ TRAIN = Group({
         "hinge": Group({"margin": Field("float", 1.0, "margin", min=0.0)}, "multiclass hinge"),
         "bce_with_logits": _EMPTY, "mse": _EMPTY,
     }, {"softmax_cross_entropy": {}}, "training loss"),
+    "loss_weights": Weights("the loss also applied to these extra outputs, weighted and added "
+                            "to the first output's (weight 1): e.g. {aux1: 0.3} for GoogLeNet's "
+                            "auxiliary classifiers; same loss, same targets"),
     "optimizer": Choice({
         "sgd": _SGD, "sgdw": _SGD, "momentum": Group({**_SGD.fields, "momentum": Field(
             "float", 0.9, "momentum", min=0.0)}, "SGD with momentum 0.9"),
@@ -262,6 +271,14 @@ class _V:
             return self.group(f, node, path)
         if isinstance(f, Choice):
             return self.choice(f, node if node is not None else from_plain(f.default), path)
+        if isinstance(f, Weights):
+            if node is None or (isinstance(node, YScalar) and node.value is None):
+                return {}
+            if not isinstance(node, YMap):
+                raise self.doc.error(node, f"`{path}` must be a mapping {{output: weight}}, got "
+                                     f"{node.kind} {show(node)}", "write `{aux: 0.3, ...}`")
+            return {str(k): coerce(self.doc, v, "float", f"`{path}.{k}`", min=0.0)
+                    for k, v in node.items.items()}
         if isinstance(f, ListOf):
             if node is None or (isinstance(node, YScalar) and node.value is None):
                 node = from_plain(f.default) if node is None else YSeq(node.loc)

@@ -448,3 +448,15 @@ layers:
         with pytest.raises(SpecError, match=msg) as e:
             check(load(text.replace("weight_init: he,", f"weight_init: {bad},")))
         assert e.value.line == 6
+
+
+def test_loss_weights_need_the_first_outputs_size():
+    """Every weighted head is compared with the first output's targets: a head of another
+    size is a located error at check time."""
+    import netspec
+    text = ("netspec: 1\nname: t\ninput: [1, 6, 6]\nlayers:\n  - conv: {name: a, out: 2, kernel: 3}\n"
+            "  - flatten: {name: f}\n  - linear: {name: aux, out: 3}\n  - linear: {name: main, out: 5, from: f}\n"
+            "outputs: [main, aux]\ntrain:\n  loss_weights: {aux: 0.3}\n")
+    with pytest.raises(SpecError, match=r"weights output 'aux' of shape \(3,\).*shaped \(5,\)"):
+        netspec.check(netspec.load(text))
+    netspec.check(netspec.load(text.replace("out: 3", "out: 5")))

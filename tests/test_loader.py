@@ -468,3 +468,21 @@ def test_layer_limit_is_exact(monkeypatch):
     with pytest.raises(SpecError) as e:
         load(body + "  - relu: {}\n")
     assert "more than 4 layers" in e.value.message and e.value.line == 9
+
+
+def test_loss_weights(fake):
+    """``train.loss_weights`` keys resolve like ``outputs`` entries and must name an output
+    after the first; weights are non-negative numbers."""
+    body = ("layers:\n  - conv: {name: a, out: 4, kernel: 3}\n  - linear: {name: aux, out: 5}\n"
+            "  - linear: {name: main, out: 5, from: a}\n")
+    s = spec(body + "outputs: [main, aux]\ntrain:\n  loss_weights: {aux: 0.3}\n")
+    assert s.train["loss_weights"] == {"aux": 0.3}
+    assert spec(body + "outputs: [main, aux]\n").train["loss_weights"] == {}
+    e = err(body + "outputs: [main, aux]\ntrain:\n  loss_weights: {a: 0.3}\n")
+    assert "not one of the spec's `outputs`" in e.message and "list the extra head" in e.hint
+    e = err(body + "outputs: [main, aux]\ntrain:\n  loss_weights: {main: 0.5}\n")
+    assert "names the first output 'main'" in e.message
+    e = err(body + "outputs: [main, aux]\ntrain:\n  loss_weights: {aux: -1}\n")
+    assert "loss_weights.aux" in e.message
+    e = err(body + "outputs: [main, aux]\ntrain:\n  loss_weights: [aux]\n")
+    assert "must be a mapping {output: weight}" in e.message

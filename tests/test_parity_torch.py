@@ -218,3 +218,46 @@ def test_twin_edge_cases_parity(name):
     for batch in (1, 2):
         _parity(spec, batch, {"mse": {}}, lambda rng, n, shape: rng.standard_normal((n, *shape)),
                 0, np.float64, 1e-9)
+
+
+AUX = """
+netspec: 1
+name: auxnet
+input: [1, 8, 8]
+layers:
+  - conv: {name: c1, out: 4, kernel: 3, pad: 1}
+  - relu: {name: r1}
+  - global_avgpool: {from: r1}
+  - flatten: {}
+  - linear: {name: aux, out: 5}
+  - conv: {name: c2, out: 6, kernel: 3, from: r1, bias: false}
+  - batchnorm: {name: bn}
+  - relu: {}
+  - flatten: {}
+  - linear: {name: main, out: 5}
+outputs: [main, aux]
+train:
+  loss_weights: {aux: 0.3}
+"""
+
+
+def test_loss_weights_match_torch():
+    """train.loss_weights: loss = CE(main) + 0.3 CE(aux) (GoogLeNet's auxiliary heads), every
+    gradient as PyTorch computes it for that sum; the weighted head's layers train."""
+    spec = netspec.load(AUX)
+    net = compiler.compile(spec, batch_size=4, seed=0, dtype=np.float64,
+                           loss={"softmax_cross_entropy": {"label_smoothing": 0.1}})
+    tm = build_torch_module(net.report).double().train()
+    tm.load_state_dict({**{k: torch.tensor(v) for k, v in net.params.items()},
+                        **{k: torch.tensor(v) for k, v in net.buffers.items()}}, strict=False)
+    rng = np.random.default_rng(0)
+    x, t = rng.standard_normal((4, 1, 8, 8)), rng.integers(0, 5, 4)
+    main, aux = tm(torch.tensor(x))
+    ce = lambda z: torch.nn.functional.cross_entropy(z, torch.tensor(t), label_smoothing=0.1)  # noqa: E731
+    lt = ce(main) + 0.3 * ce(aux)
+    lt.backward()
+    loss, grads = net.loss_and_grads(x, t)
+    assert abs(loss - lt.item()) < 1e-12
+    for k, p in tm.named_parameters():
+        assert rel_err(grads[k], p.grad.numpy()) < 1e-9, k
+    assert np.abs(grads["aux.weight"]).max() > 0

@@ -147,7 +147,7 @@ def step_listing(g: Graph, mode: str, dtype: str, fwd_call, bwd_call, fill_call)
         W = sub(n.id, "ws", op.workspace(shapes, a))
         if n.phase == "fwd":
             args = f"{L(n.inputs)}, {T(n.outputs[0])}, {sub(n.id, 'saved', op.saved_specs(shapes, a))}, {W}, {A}"
-            if n.id != "loss":
+            if n.layer != "loss":       # the loss nodes (and the sum of weighted heads) need targets
                 fwd.append(fwd_call(n.op, args, "train"))
             fwd_train.append(fwd_call(n.op, args, "True"))
         elif n.phase == "bwd":
