@@ -45,13 +45,21 @@ def weight_params(prefix_shape: tuple, fan_in: int, weight_norm: bool, bias: boo
     return out
 
 
+def _groups_hint(cin: int, out: int) -> str:
+    both = [d for d in range(1, min(cin, out) + 1) if cin % d == 0 and out % d == 0]
+    return (f"groups must divide both {cin} input and {out} output channels: one of "
+            f"{', '.join(map(str, both[-8:]))}" + (f" (depthwise: groups = {cin})" if out % cin == 0 else ""))
+
+
 def _groups_ok(cin: int, out: int, g: int) -> None:
     if cin % g:
         raise ShapeError(f"groups {g} does not divide input channels {cin}",
-                         formula=f"C_in % groups = {cin} % {g} = {cin % g} != 0", attr="groups")
+                         formula=f"C_in % groups = {cin} % {g} = {cin % g} != 0",
+                         hint=_groups_hint(cin, out), attr="groups")
     if out % g:
         raise ShapeError(f"groups {g} does not divide output channels {out}",
-                         formula=f"out % groups = {out} % {g} = {out % g} != 0", attr="groups")
+                         formula=f"out % groups = {out} % {g} = {out % g} != 0",
+                         hint=_groups_hint(cin, out), attr="groups")
 
 
 @register

@@ -22,7 +22,9 @@ def _pool_pad(a, k, s, d, hw):
         if max(p0, p1) > kk // 2:
             raise ShapeError(f"pad {max(p0, p1)} along {ax} must be at most half the kernel "
                              f"{kk} (PyTorch rule)",
-                             formula=f"pad <= kernel // 2: {max(p0, p1)} > {kk // 2}", attr="pad")
+                             formula=f"pad <= kernel // 2: {max(p0, p1)} > {kk // 2}",
+                             hint=f"use pad <= {kk // 2} along {ax}, or a kernel of at least "
+                                  f"{2 * max(p0, p1)}", attr="pad")
     return pad
 
 
