@@ -245,8 +245,8 @@ LOSS_TARGET = {"softmax_cross_entropy": "int64", "hinge": "int64",
 
 def lower(report, batch_size: int, loss: dict | None = None) -> Graph:
     """Forward graph of a checked spec.  ``loss`` ({name: {attrs}}) appends a loss node
-    taking the (single) output and a ``target`` input; the graph outputs are then
-    (net output, "loss")."""
+    taking the first output and a ``target`` input (plus, for ``train.loss_weights``, one per
+    weighted output, summed into "loss"); the graph outputs are then (net outputs, "loss")."""
     b = _Builder(batch_size)
     N = batch_size
     b.value((N, *report.input_shape), kind="input", name="x")
@@ -266,7 +266,6 @@ def lower(report, batch_size: int, loss: dict | None = None) -> Graph:
     graph_inputs = ("x",)
     if loss:
         (lname, lattrs), = loss.items()
-        names = list(report.spec.outputs) if report.spec.outputs else [report.layers[-1].name]
         weights = dict((getattr(report.spec, "train", None) or {}).get("loss_weights") or {})
         heads = [outputs[0]] + [env[o] for o in weights]
         ys = []
