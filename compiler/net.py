@@ -36,6 +36,7 @@ class ParamInfo:
     lr_mult: float
     frozen: bool
     shape: tuple
+    unit_dims: int = 1      # leading dims indexing a unit (max_norm: the rest is its incoming row)
 
 
 def _memory_limit() -> int:
@@ -382,7 +383,7 @@ def compile(spec, backend: str = "cpu", batch_size: int = 64, train: bool = True
         if not ps.init.startswith("norm_of:"):
             net.params[full][...] = init_array(ps.init, ps.shape, ps.fan_in, rng, dtype)
         net.param_info[full] = ParamInfo(L.name, bool(ps.decay), float(getattr(L, "lr_mult", 1.0) or 1.0),
-                                         full in frozen, tuple(ps.shape))
+                                         full in frozen, tuple(ps.shape), int(getattr(ps, "unit_dims", 1)))
         off += n
     # weight normalisation: g starts as the norm of v per output unit (so w = v initially)
     for full, ps, L in pspecs:

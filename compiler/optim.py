@@ -31,9 +31,11 @@ Regularisation (``train.regularization``): ``weight_decay`` lambda adds lambda*w
 L2, i.e. the gradient of lambda/2*||w||^2, PyTorch's convention) or, with ``decoupled: true``,
 multiplies w by (1 - lr*lambda) before the step (AdamW / SGDW); ``l1`` adds l1*sign(w) (elastic
 net = both); these apply only to tensors with ``ParamInfo.decay`` (weights) unless
-``decay_all``.  ``max_norm`` c rescales every row of a weight viewed as (shape[0], -1) --
-one output unit's incoming weights -- to norm <= c after the step (torch.renorm semantics;
-applied to tensors with ndim >= 2).  ``clip_grad_norm`` scales all trainable gradients by
+``decay_all``.  ``max_norm`` c rescales each unit's incoming weights to norm <= c after the
+step (torch.renorm semantics): the rows after a tensor's ``ParamInfo.unit_dims`` leading dims
+(conv and linear: one row per output channel / unit; locally_connected: per (oh, ow, out)).
+conv_transpose stores (in, out, kh, kw), whose rows are an input channel's outgoing weights:
+those are what it constrains, as Keras's MaxNorm default does on Conv2DTranspose.  ``clip_grad_norm`` scales all trainable gradients by
 min(1, c/(||g||+1e-6)) (torch.nn.utils.clip_grad_norm_).  Frozen tensors are not in the chunk
 table (untouched; their state stays zero); ``lr_mult`` multiplies lr per layer.
 
@@ -97,7 +99,7 @@ def resolve_config(train_cfg: dict | None) -> OptConfig:
     name = name.lower()
     if name in ALIASES:
         base, extra = ALIASES[name]
-        if name == "momentum":
+        if name in ("momentum", "nesterov"):   # the schema's default; the API gets it too
             args.setdefault("momentum", 0.9)
         name, args = base, {**extra, **args}
     if name not in DEFAULTS:
@@ -157,7 +159,8 @@ class Optimizer:
             if info.frozen or n == 0:
                 continue
             decay = bool(info.decay) or cfg.decay_all
-            row = _size(tuple(info.shape)[1:]) if (cfg.max_norm is not None and len(info.shape) >= 2) else 0
+            ud = int(getattr(info, "unit_dims", 1))
+            row = _size(tuple(info.shape)[ud:]) if (cfg.max_norm is not None and len(info.shape) > ud) else 0
             self.segments.append((name, start, start + n, float(info.lr_mult), decay, row))
         self.size = off
         self._build_table()
@@ -254,13 +257,14 @@ class Optimizer:
             st = {s: state.setdefault(s, {}).setdefault(name, np.zeros_like(params[name]))
                   for s in SLOTS[c.rule]}
             params[name][...] = ref_update(c, params[name], grads[name] * gscale, st, lr * lm,
-                                           step, decay, row > 0)
+                                           step, decay, row)
 
 
 def ref_update(cfg: OptConfig, w: np.ndarray, g: np.ndarray, st: dict, lr: float, step: int,
-               decay: bool = True, maxnorm: bool = False) -> np.ndarray:
+               decay: bool = True, maxnorm: int = 0) -> np.ndarray:
     """Numpy reference of one rule on one tensor, written like the lecture slides.
-    ``st`` maps slot name -> array, updated in place; returns the new weights."""
+    ``st`` maps slot name -> array, updated in place; returns the new weights.  ``maxnorm``:
+    the length of a unit's incoming row (0: no max-norm; True: the weight's shape[1:])."""
     hp, w = cfg.hyper, w.copy()
     g = g.copy()
     if decay and cfg.weight_decay and not cfg.decoupled:
@@ -299,7 +303,7 @@ def ref_update(cfg: OptConfig, w: np.ndarray, g: np.ndarray, st: dict, lr: float
     else:
         raise ValueError(r)
     if maxnorm and cfg.max_norm is not None:
-        rows = w.reshape(w.shape[0], -1)
+        rows = w.reshape(w.shape[0], -1) if maxnorm is True else w.reshape(-1, int(maxnorm))
         n = np.sqrt((rows.astype(np.float64) ** 2).sum(axis=1, keepdims=True))
         rows[...] = np.where(n > cfg.max_norm, rows * (cfg.max_norm / (n + 1e-7)), rows)
     return w

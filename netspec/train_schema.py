@@ -368,6 +368,9 @@ def _cross_checks(doc: Document, t: dict, m: YMap) -> None:
         raise doc.error(_at(m, "optimizer", None, "nesterov"), "nesterov momentum needs "
                         "momentum > 0", "add e.g. `momentum: 0.9`")
     (sname, s), = t["schedule"].items()
+    if sname == "plateau" and not 0.0 < s["factor"] < 1.0:
+        raise doc.error(_at(m, "schedule", None, "factor"), f"plateau factor must be in (0, 1), "
+                        f"got {s['factor']}", "e.g. `factor: 0.1` (multiply the lr by it on a plateau)")
     if t["snapshot_ensemble"] and sname != "sgdr":
         raise doc.error(_at(m, "snapshot_ensemble"), "snapshot_ensemble needs the sgdr "
                         "schedule (one snapshot per restart cycle)",

@@ -84,7 +84,8 @@ class Schedule:
             start, length = self.cycle_at(t)
             return _cos(lr0, p["min_lr"], (t - start) / length)
         if self.name == "plateau":
-            return max(lr0 * self.scale, p["min_lr"]) if self.scale < 1 else lr0
+            # a floor above lr0 never raises the rate (torch's ReduceLROnPlateau only lowers it)
+            return max(lr0 * self.scale, min(p["min_lr"], lr0)) if self.scale < 1 else lr0
         raise AssertionError(self.name)
 
     def warmup_factor(self, t: float) -> float:

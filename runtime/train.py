@@ -237,6 +237,7 @@ class _Run:
             if self.ctx.distributed:                               # [distributed]
                 raise ValueError("L-BFGS (full-batch) does not support --distributed")
             from .lbfgs import LBFGS
+            self._lbfgs_check(cfg)
             self.lbfgs = LBFGS(int(self.opt_cfg.hyper["history"]), self.opt_cfg.lr)
         # bookkeeping (all in checkpoint meta)
         self.epoch, self.batch, self.rows = 0, 0, []
@@ -392,12 +393,52 @@ class _Run:
             raise TrainingDiverged(f"training diverged: parameters {', '.join(bad[:3])} became "
                                    f"non-finite after the update at {where}{keep}")
 
+    def _lbfgs_check(self, cfg) -> None:
+        """L-BFGS minimises one deterministic full-batch objective: the settings that only a
+        per-step update implements are refused, not silently ignored."""
+        c, bad = self.opt_cfg, []
+        bad += [f"regularization.{k}" for k, on in (("l1", c.l1), ("max_norm", c.max_norm is not None),
+                                                    ("clip_grad_norm", c.clip_grad_norm is not None),
+                                                    ("decoupled", c.decoupled)) if on]
+        sched = cfg.get("schedule") or {"constant": {}}
+        if list(sched) != ["constant"] or int(cfg.get("warmup_epochs") or 0):
+            bad.append("a learning-rate schedule or warmup (L-BFGS chooses its steps by line search)")
+        if any(pi.lr_mult != 1.0 for pi in getattr(self.net, "param_info", {}).values()):
+            bad.append("lr_mult")
+        if bad:
+            raise ValueError(f"the lbfgs optimizer supports weight_decay (coupled L2) and freeze only; "
+                             f"remove {', '.join(bad)} or use another optimizer")
+
+    def _lbfgs_masks(self):
+        """(trainable, decayed) 0/1 masks over the parameter arena, float64."""
+        net, arena = self.net, self.net.param_arena
+        info = getattr(net, "param_info", None)
+        if info is None:                     # a net without per-tensor info: everything trains
+            return np.ones(arena.shape[0]), np.ones(arena.shape[0])
+        train, decay = np.zeros(arena.shape[0]), np.zeros(arena.shape[0])
+        base = arena.ctypes.data
+        for name, pi in info.items():
+            v = net.params[name]
+            a = (v.ctypes.data - base) // arena.itemsize
+            if not pi.frozen:
+                train[a:a + v.size] = 1.0
+                if pi.decay or self.opt_cfg.decay_all:
+                    decay[a:a + v.size] = 1.0
+        return train, decay
+
     def _lbfgs_epoch(self) -> None:
         """Full-batch L-BFGS: one call of ``max_iter`` iterations per epoch; the objective is
-        the mean train-mode loss over the training split's full batches (fixed order)."""
+        the mean train-mode loss over the training split's full batches (fixed order), plus
+        weight_decay/2 * ||w||^2 over the decayed tensors; frozen tensors get no gradient (so
+        they do not move).  The logged train loss is the data loss, as for the other optimizers."""
         net, B = self.net, self.B
         nb = self.spe
         arena = net.param_arena
+        train, decay = self._lbfgs_masks()
+        wd = self.opt_cfg.weight_decay
+
+        def penalty(w):
+            return 0.5 * wd * float(np.dot(decay * w, w)) if wd else 0.0
 
         def fun(w):
             arena[...] = w
@@ -405,16 +446,16 @@ class _Run:
             for i in range(nb):
                 f += float(net.compute_grads(self.xtr[i * B:(i + 1) * B], self.ytr[i * B:(i + 1) * B]))
                 g += net.grad_arena
-            f, g = f / nb, g / nb
-            wd = self.opt_cfg.weight_decay
+            f, g = f / nb, g / nb * train
             if wd:
-                f += 0.5 * wd * float(w @ w)
-                g += wd * w
+                f += penalty(w)
+                g += wd * decay * w
             return f, g
 
         w, f, _ = self.lbfgs.minimize(fun, arena.astype(np.float64),
                                       int(self.opt_cfg.hyper["max_iter"]))
         arena[...] = w
+        f -= penalty(w)
         self._check(f)
         self.loss_sum, self.loss_n = f, 1
         self.batch = nb
@@ -424,7 +465,9 @@ class _Run:
         e = self.epoch + 1
         self.ctx.sync_buffers(self.net)                            # [distributed] BN statistics
         root = self.ctx.is_root
-        row = {"epoch": e, "lr": float(self.net.lr) if self.lbfgs is None else self.opt_cfg.lr,
+        # the lr the epoch started with (torch's convention; with a per-step schedule the
+        # last step's lr would read the same for every sgdr cycle)
+        row = {"epoch": e, "lr": float(self.sched.lr(self.epoch)) if self.lbfgs is None else self.opt_cfg.lr,
                "train_loss": self.loss_sum / max(self.loss_n, 1)}
         v = evaluate(self.net, self.xva, self.yva)
         row.update(val_loss=v["loss"], val_accuracy=v["accuracy"])

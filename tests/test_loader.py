@@ -389,6 +389,7 @@ def test_train_section(fake):
     ("data: {val_split: 0.5, test_split: 0.5}", "below 1", None),
     ("optimizer: {sgd: {nesterov: true}}", "needs momentum > 0", None),
     ("snapshot_ensemble: true", "needs the sgdr schedule", None),
+    ("schedule: {plateau: {factor: 1.0}}", "plateau factor must be in (0, 1)", "factor: 0.1"),
     ("data: {val_split: 0}\n  early_stopping: {}", "needs a validation split", None),
     ("preprocess: [{standardize: per_chanel}]", "must be one of", "'per_channel'"),
     ("augment: {flip: horizontal}", "must be a list", None),

@@ -255,3 +255,30 @@ def test_clip_and_maxnorm_against_torch():
         want = torch.renorm(tw, 2, 0, 1.5).numpy()
     np.testing.assert_allclose(p.reshape(5, 7), want, rtol=1e-5, atol=1e-6)
     assert PARALLEL_MIN > 0
+
+
+def test_max_norm_rescales_each_units_incoming_weights():
+    """max_norm rescales the rows after a weight's unit dims: linear per output unit,
+    locally_connected per (oh, ow, out) unit (its (cin, kh, kw) block; it was once per oh
+    slice), conv_transpose per input channel (its stored rows, Keras's MaxNorm default)."""
+    import compiler
+    spec = """netspec: 1
+name: mn
+input: [2, 4, 4]
+layers:
+  - locally_connected: {name: lc, out: 3, kernel: 3}
+  - conv_transpose: {name: ct, out: 5, kernel: 2, stride: 2}
+  - flatten: {}
+  - linear: {name: fc, out: 3}
+train: {optimizer: {sgd: {lr: 1.0e-12}}, regularization: {max_norm: 0.5}}
+"""
+    net = compiler.compile(spec, batch_size=2, dtype="float64", seed=0)
+    for v in net.params.values():
+        if v.ndim >= 2:
+            v[...] = 1.0
+    net.lr = 1e-12
+    net.step(np.zeros((2, 2, 4, 4)), np.array([0, 1]))
+    p = net.params
+    np.testing.assert_allclose(np.sqrt((p["fc.weight"] ** 2).sum(1)), 0.5, rtol=1e-6)
+    np.testing.assert_allclose(np.sqrt((p["lc.weight"] ** 2).sum((3, 4, 5))), 0.5, rtol=1e-6)
+    np.testing.assert_allclose(np.sqrt((p["ct.weight"] ** 2).sum((1, 2, 3))), 0.5, rtol=1e-6)

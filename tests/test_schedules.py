@@ -95,6 +95,10 @@ def test_plateau_and_state_resume():
     assert acc.p["mode"] == "max"
     assert [acc.observe(v) for v in (0.5, 0.6, 0.6)] == [False, False, True]
     assert acc.lr(0) == pytest.approx(0.01)
+    # a min_lr above the initial rate never raises it (torch's ReduceLROnPlateau only lowers)
+    hi = S({"plateau": {"metric": "val_loss", "patience": 0, "factor": 0.5, "min_lr": 10 * LR}})
+    assert [hi.observe(v) for v in (1.0, 1.0, 1.0)] == [False, True, True]
+    assert hi.lr(0) == pytest.approx(LR)
 
 
 def test_errors():

@@ -375,3 +375,53 @@ def test_data_of_the_wrong_shape_is_refused_before_compiling(tmp_path):
     assert not built
     spec.input_shape = (1, 8, 8)
     train(spec, tmp_path, net_factory=factory, progress=False, epochs=1)
+
+
+@pytest.mark.skipif(not _compiler_ready(), reason="compiler.compile not available yet")
+def test_lbfgs_respects_freeze_and_decay_and_refuses_what_it_ignores(tmp_path):
+    """L-BFGS with weight_decay: a frozen layer does not move (the penalty covers the decayed,
+    trainable tensors only); a per-step setting it cannot honour (l1, a schedule, ...) is
+    refused, not ignored."""
+    import netspec
+    text = """netspec: 1
+name: lb
+input: [1, 8, 8]
+layers:
+  - conv: {name: c1, out: 4, kernel: 3, freeze: true}
+  - relu: {}
+  - flatten: {}
+  - linear: {name: fc, out: 10}
+train:
+  optimizer: {lbfgs: {max_iter: 5}}
+  regularization: {weight_decay: 0.1}
+  batch_size: 256
+"""
+    import compiler
+    init = compiler.compile(netspec.load(text), batch_size=256, seed=0)
+    s = train(netspec.load(text), tmp_path / "a", epochs=1, progress=False)
+    arrays, _ = load_checkpoint(tmp_path / "a" / "checkpoint.npz")
+    for k in ("c1.weight", "c1.bias"):
+        np.testing.assert_array_equal(arrays[f"params/{k}"], init.params[k])
+    assert s["status"] == "completed" and s["test_accuracy"] > 0.5
+    for extra, what in (("  regularization: {weight_decay: 0.1, l1: 0.001}\n", "regularization.l1"),
+                        ("  schedule: {step: {step_size: 1}}\n", "schedule")):
+        bad = text.replace("  regularization: {weight_decay: 0.1}\n", extra)
+        with pytest.raises(ValueError, match=f"supports weight_decay .* only; remove .*{what}"):
+            train(netspec.load(bad), tmp_path / "b", epochs=1, progress=False)
+
+
+def test_metrics_lr_is_the_epochs_starting_lr(tmp_path):
+    """metrics.csv's lr column: the rate each epoch started with (with sgdr restarting every
+    epoch, 0.1 each time; it once logged the last step's, near min_lr, for every epoch)."""
+    train(make_spec(schedule={"sgdr": {"t0": 1, "t_mult": 1}}), tmp_path, epochs=3,
+          net_factory=factory, progress=False)
+    lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    i = lines[0].split(",").index("lr")
+    assert [float(r.split(",")[i]) for r in lines[1:]] == pytest.approx([0.1, 0.1, 0.1])
+
+
+def test_nesterov_alias_from_the_api():
+    """{"nesterov": {...}} gets the schema's momentum 0.9 through compiler.compile too."""
+    from compiler.optim import resolve_config
+    c = resolve_config({"optimizer": {"nesterov": {"lr": 0.1}}})
+    assert c.rule == "nesterov" and c.hyper["momentum"] == 0.9
