@@ -328,7 +328,8 @@ def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def load_cifar10(path: Path) -> Dataset:
     """CIFAR-10 python batches: a directory with ``data_batch_*`` (+ ``test_batch``,
-    ``batches.meta``), or a single batch file. x float32 (N, 3, 32, 32) in 0..255."""
+    ``batches.meta``) or holding the archive's ``cifar-10-batches-py/`` folder, or a single
+    batch file. x float32 (N, 3, 32, 32) in 0..255."""
     path = Path(path)
     names = [str(i) for i in range(10)]
     if path.is_file():
@@ -336,6 +337,8 @@ def load_cifar10(path: Path) -> Dataset:
         return Dataset(x, y, names, f"cifar10 batch {path}")
     if not path.is_dir():
         raise DataError(f"{path}: no such CIFAR-10 file or directory")
+    if not any(path.glob("data_batch_*")) and (path / "cifar-10-batches-py").is_dir():
+        path = path / "cifar-10-batches-py"          # the extracted archive's own folder
     train = sorted(path.glob("data_batch_*"), key=lambda p: (len(p.name), p.name))
     if not train:
         raise DataError(f"{path}: no data_batch_* files")
@@ -413,7 +416,9 @@ def _have_pil() -> bool:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """One image -> float32 (C, H, W) in 0..255; C = 1 (grey) or 3 (RGB; alpha dropped).
+    """One image -> float32 (C, H, W) in 0..255; C = 1 (grey, also grey + alpha) or 3 (RGB;
+    alpha dropped).  16-bit images are scaled by 1/257 (65535 -> 255); float images (Pillow
+    mode F) are taken as they are.
 
     Uses Pillow when installed, else matplotlib.image.imread (PNG only without Pillow).
     """
@@ -421,18 +426,28 @@ def read_image(path: Path) -> np.ndarray:
         if _have_pil():
             from PIL import Image
             with Image.open(path) as im:
-                if im.mode not in ("L", "RGB"):
-                    im = im.convert("L" if im.mode in ("1", "I", "I;16", "F") else "RGB")
-                a = np.asarray(im)
+                mode = im.mode
+                if mode in ("L", "RGB"):
+                    a = np.asarray(im)
+                elif mode.startswith("I;16") or mode == "I":     # 16-bit (or int) grey
+                    a = np.asarray(im).astype(np.float64)
+                    if mode != "I" or a.max() > 255:
+                        a = a / 257.0
+                elif mode == "F":
+                    a = np.asarray(im, np.float32)
+                elif mode in ("1", "LA", "La"):                  # grey: convert keeps 0..255
+                    a = np.asarray(im.convert("L"))
+                else:                                            # palette, RGBA, CMYK, ...
+                    a = np.asarray(im.convert("RGB"))
         else:
             import matplotlib.image as mpimg
             a = mpimg.imread(path)
+            if a.dtype.kind == "f":
+                a = a * 255.0  # matplotlib returns PNGs as floats in 0..1
+            elif a.dtype == np.uint16:
+                a = a / 257.0
     except Exception as e:  # decoders raise many types; all mean "cannot decode this file"
         raise DataError(f"{path}: cannot decode image ({type(e).__name__}: {e})") from e
-    if a.dtype.kind == "f":
-        a = a * 255.0  # matplotlib returns PNGs as floats in 0..1
-    elif a.dtype == np.uint16:
-        a = a / 257.0
     a = np.asarray(a, np.float32)
     if a.ndim == 2:
         return a[None]

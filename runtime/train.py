@@ -493,7 +493,7 @@ class _Run:
                                     {"epoch": e, self.es["metric"]: m})
             else:
                 self.bad += 1
-                if self.bad > int(self.es["patience"]):
+                if self.bad >= int(self.es["patience"]):   # Keras / Lightning: patience bad epochs
                     self.done = True
                     root and print(f"early stopping after epoch {e}: {self.es['metric']} has not improved "
                           f"for {self.bad} epochs (best {self.best:.4g} at epoch {self.best_epoch})",
@@ -527,9 +527,10 @@ class _Run:
              "images_per_second": self.train_images / max(self.train_seconds, 1e-9),
              "train_seconds": self.train_seconds, "batch_size": self.B, "optimizer": self.opt_cfg.name,
              "first_step_seconds": self.first_step_seconds, "class_names": self.class_names}
-        if self.es and self.es.get("restore_best", True) and (self.out / "best.npz").is_file():
-            load_weights(self.net, load_checkpoint(self.out / "best.npz")[0])
+        if self.es:
             s["best_epoch"], s["best_" + self.es["metric"]] = self.best_epoch, self.best
+            if self.es.get("restore_best", True) and (self.out / "best.npz").is_file():
+                load_weights(self.net, load_checkpoint(self.out / "best.npz")[0])
         v, t = evaluate(self.net, self.xva, self.yva), evaluate(self.net, self.xte, self.yte)
         s.update(val_loss=v["loss"], val_accuracy=v["accuracy"], test_loss=t["loss"],
                  test_accuracy=t["accuracy"])

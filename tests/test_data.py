@@ -129,6 +129,16 @@ def test_cifar10_dir(tmp_path, protocol):
     np.testing.assert_array_equal(ds.x[0, 0].ravel(), b1[b"data"][0, :1024])
 
 
+def test_cifar10_archive_folder(tmp_path):
+    """A directory holding the extracted archive's ``cifar-10-batches-py/`` (what --data
+    detects as CIFAR-10) loads from that folder."""
+    b1, blob1 = _cifar_batch(4, 1)
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    (tmp_path / "cifar-10-batches-py" / "data_batch_1").write_bytes(blob1)
+    ds = load_dataset({"source": "cifar10", "path": str(tmp_path)})
+    np.testing.assert_array_equal(ds.y, b1[b"labels"])
+
+
 def _s(b: bytes) -> bytes:
     return (b"U" + bytes([len(b)]) if len(b) < 256 else b"T" + struct.pack("<i", len(b))) + b
 
@@ -256,6 +266,24 @@ def test_image_folder(tmp_path, monkeypatch, pil):
     (tmp_path / "dog" / "odd.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match=r"odd\.png.*cannot decode"):
         load_dataset({"source": "folder", "path": str(tmp_path)})
+
+
+def test_image_modes_pillow(tmp_path):
+    """16-bit grey is scaled by 1/257 (Pillow's convert("L") clips it to 255); grey + alpha
+    is one channel; RGBA drops alpha."""
+    Image = pytest.importorskip("PIL.Image")
+    from runtime.data import read_image
+    a16 = (np.arange(20, dtype=np.uint16).reshape(4, 5) * 3000)
+    Image.fromarray(a16).save(tmp_path / "g16.png")
+    np.testing.assert_allclose(read_image(tmp_path / "g16.png")[0], a16 / 257.0, rtol=1e-6)
+    g = np.arange(20, dtype=np.uint8).reshape(4, 5) * 10
+    Image.fromarray(np.stack([g, g], -1), "LA").save(tmp_path / "la.png")
+    x = read_image(tmp_path / "la.png")
+    assert x.shape == (1, 4, 5) and np.array_equal(x[0], g)
+    rgba = np.stack([g, g + 1, g + 2, g], -1)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    x = read_image(tmp_path / "rgba.png")
+    assert x.shape == (3, 4, 5) and np.array_equal(x[2], g + 2)
 
 
 # ----------------------------------------------------------------------------- splits etc.

@@ -425,3 +425,20 @@ def test_nesterov_alias_from_the_api():
     from compiler.optim import resolve_config
     c = resolve_config({"optimizer": {"nesterov": {"lr": 0.1}}})
     assert c.rule == "nesterov" and c.hyper["momentum"] == 0.9
+
+
+def test_early_stopping_patience_counts_like_keras(tmp_path, monkeypatch):
+    """patience p: stop after p epochs in a row without a new best (Keras / Lightning)."""
+    import runtime.train as T
+    from runtime.data import load_dataset, split_dataset
+    n_val = len(split_dataset(load_dataset({"source": "digits"}), 0.1, 0.2, 0).val[1])
+    accs = iter([0.5, 0.6, 0.55, 0.58, 0.9, 0.9, 0.9])     # val accuracy per epoch
+    real = T.evaluate
+
+    def scripted(net, x, y):
+        r = real(net, x, y)
+        return dict(r, accuracy=next(accs)) if len(y) == n_val else r
+    monkeypatch.setattr(T, "evaluate", scripted)
+    spec = make_spec(early_stopping={"metric": "val_accuracy", "patience": 2, "restore_best": False})
+    s = train(spec, tmp_path, epochs=7, net_factory=factory, progress=False)
+    assert s["best_epoch"] == 2 and s["epochs"] == 4, s
