@@ -42,12 +42,10 @@ class ExportError(Exception):
 # ----------------------------------------------------------------------------- weights
 
 def weights_from_arrays(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """``params/<n>`` and ``buffers/<n>`` entries of a checkpoint -> {n: array}."""
-    out = {k.split("/", 1)[1]: np.asarray(v) for k, v in arrays.items()
-           if k.startswith(("params/", "buffers/"))}
-    if not out:
-        raise ExportError("the checkpoint holds no params/* or buffers/* arrays")
-    return out
+    """``params/<n>`` and ``buffers/<n>`` entries of a checkpoint -> {n: array} (empty for a
+    net without parameters; ``match_weights`` tells whether they fit a net)."""
+    return {k.split("/", 1)[1]: np.asarray(v) for k, v in arrays.items()
+            if k.startswith(("params/", "buffers/"))}
 
 
 def expected_tensors(report) -> dict[str, tuple[tuple[int, ...], str]]:

@@ -21,11 +21,22 @@ def _conv(e, n, out):
     x, w, b = n.inputs
     kw = dict(strides=list(a["stride"]), pads=_pads(a["pad"]), dilations=list(a["dilation"]),
               group=int(a["groups"]), kernel_shape=list(e.shape(w)[2:]))
-    op = "Conv"
-    if n.op == "conv_transpose2d":
-        op = "ConvTranspose"
-        kw["output_padding"] = list(a.get("output_padding", (0, 0)))
-    y = e.add(op, [e.inp(x), e.inp(w)] + ([e.inp(b)] if b else []), **kw)
+    if n.op != "conv_transpose2d":
+        y = e.add("Conv", [e.inp(x), e.inp(w)] + ([e.inp(b)] if b else []), **kw)
+        return e.act(y, a.get("act", "none"), out)
+    # ConvTranspose without output_padding: onnxruntime refuses output_padding >= stride,
+    # which torch allows with dilation.  The extra rows/columns at the end are the full
+    # output's ones the end padding would have cropped (so: crop op fewer), or, past the
+    # full output, zeros -- then the bias.
+    op = [int(v) for v in a.get("output_padding", (0, 0))]
+    pt, pl, pb, pr = kw["pads"]
+    (pb, eh), (pr, ew) = ((pe - o, 0) if pe >= o else (0, o - pe) for pe, o in ((pb, op[0]), (pr, op[1])))
+    kw["pads"] = [pt, pl, pb, pr]
+    y = e.add("ConvTranspose", [e.inp(x), e.inp(w)], **kw)
+    if eh or ew:
+        y = e.add("Pad", [y, e.i64([0, 0, 0, 0, 0, 0, eh, ew])], mode="constant")
+    if b:
+        y = e.add("Add", [y, e.const(np.asarray(e.consts[b], np.float32).reshape(-1, 1, 1), "bias")])
     return e.act(y, a.get("act", "none"), out)
 
 
@@ -152,8 +163,10 @@ def _upsample(e, n, out):
     if a.get("mode", "nearest") == "nearest":
         kw = dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
     else:
+        # half_pixel, not pytorch_half_pixel: the latter reads source 0 for an output axis
+        # of length 1, where PyTorch (and our kernels) read in/2 - 0.5
         kw = dict(mode="linear", coordinate_transformation_mode="align_corners"
-                  if a.get("align_corners") else "pytorch_half_pixel")
+                  if a.get("align_corners") else "half_pixel")
     if a.get("scale"):     # inexact scale: Resize by scales (coordinates map with 1/scale)
         # ... except where torch (and our kernels) shortcut: an axis of unchanged size is
         # copied, and nearest maps a doubled axis by o >> 1 -- whatever the scale says

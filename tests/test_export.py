@@ -178,6 +178,30 @@ def test_onnx_inexact_upsample_matches_the_compiled_net(mode, hw, scale, tmp_pat
     np.testing.assert_allclose(onnx_forward(path, x), net.forward(x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("layer,hw", [
+    ("upsample: {mode: bilinear, size: [1, 3]}", (4, 5)),       # an output axis of length 1
+    ("upsample: {mode: bilinear, scale: 0.3}", (4, 5)),
+    ("conv_transpose: {name: t, out: 3, kernel: 1, dilation: 2, output_padding: 1}", (3, 3)),
+    ("conv_transpose: {name: t, out: 3, kernel: 3, stride: 2, pad: [1, 0, 1, 0], output_padding: 1}", (3, 4)),
+    ("maxpool: {kernel: 2}", (4, 4)),                            # a net without parameters
+])
+def test_onnx_edge_cases_match_the_compiled_net(layer, hw, tmp_path):
+    """Found by an export fuzz: bilinear Resize to one row read source 0 (pytorch_half_pixel;
+    torch reads in/2 - 0.5); ConvTranspose with output_padding >= stride (legal with dilation)
+    crashed onnxruntime; a parameter-free net's checkpoint could not be exported."""
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    import compiler
+    from runtime.export import export_onnx, onnx_forward
+    spec = netspec.load(f"netspec: 1\nname: e\ninput: [2, {hw[0]}, {hw[1]}]\nlayers:\n  - {layer}\n")
+    net = compiler.compile(spec, batch_size=3, train=False, seed=0)
+    w = _randomize({**net.params, **net.buffers}) if net.params else {}
+    net.load_params(w) if w else None
+    path = export_onnx(spec, w, tmp_path / "e.onnx")
+    x = np.random.default_rng(0).standard_normal((3, 2, *hw)).astype(np.float32)
+    np.testing.assert_allclose(onnx_forward(path, x), net.forward(x), rtol=1e-5, atol=1e-5)
+
+
 def test_onnx_refuses_unexportable_layer_and_bad_weights():
     pytest.importorskip("onnx")
     spec = netspec.load("netspec: 1\nname: lc\ninput: [1, 6, 6]\nlayers:\n"
