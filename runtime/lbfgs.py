@@ -7,8 +7,10 @@ calls so a run can be checkpointed and resumed (``state_dict`` / ``load_state_di
 cubic/bisection interpolation, Algorithm 3.5/3.6; c1 = 1e-4, c2 = 0.9), starting from the
 step ``lr`` (the first iteration is scaled by 1/||g||_1 like torch.optim.LBFGS).
 
-``fun(x) -> (f, g)`` with x, g float64 1-D.  The training loop's objective is the mean
-train-mode loss over all full batches of the training split, from ``net.compute_grads``.
+``fun(x) -> (f, g)`` with x, g float64 1-D.  The training loop's objective
+(``full_batch_objective``) is the mean train-mode loss over all full batches of the training
+split, from ``net.compute_grads``, plus weight_decay/2 * ||w||^2 over the decayed tensors;
+``check_lbfgs_config`` refuses the per-step settings this objective cannot honour.
 """
 from __future__ import annotations
 
@@ -137,3 +139,55 @@ def _cubic(x1, f1, g1, x2, f2, g2) -> float:
             margin = 0.1 * (hi - lo)
             return float(min(max(t, lo + margin), hi - margin))
     return 0.5 * (lo + hi)
+
+
+# ------------------------------------------------------------------------ training loop use
+def check_lbfgs_config(opt_cfg, train_cfg: dict, param_info: dict) -> None:
+    """L-BFGS minimises one deterministic full-batch objective: the settings that only a
+    per-step update implements are refused, not silently ignored."""
+    c = opt_cfg
+    bad = [f"regularization.{k}" for k, on in (("l1", c.l1), ("max_norm", c.max_norm is not None),
+                                               ("clip_grad_norm", c.clip_grad_norm is not None),
+                                               ("decoupled", c.decoupled)) if on]
+    sched = train_cfg.get("schedule") or {"constant": {}}
+    if list(sched) != ["constant"] or int(train_cfg.get("warmup_epochs") or 0):
+        bad.append("a learning-rate schedule or warmup (L-BFGS chooses its steps by line search)")
+    if any(pi.lr_mult != 1.0 for pi in param_info.values()):
+        bad.append("lr_mult")
+    if bad:
+        raise ValueError(f"the lbfgs optimizer supports weight_decay (coupled L2) and freeze only; "
+                         f"remove {', '.join(bad)} or use another optimizer")
+
+
+def full_batch_objective(net, x, y, B: int, nb: int, weight_decay: float):
+    """-> (fun, penalty): ``fun(w) -> (f, g)`` over the first ``nb`` batches of ``B`` of
+    (x, y), with the L2 penalty on the decayed tensors; frozen tensors get no gradient, so
+    they do not move.  Which tensors train and decay is the compiled optimizer's segment
+    table (``net.optimizer.segments``: frozen ones are absent); a net without one trains
+    and decays everything."""
+    arena = net.param_arena
+    n = arena.shape[0]
+    segs = getattr(getattr(net, "optimizer", None), "segments", None)
+    if segs is None:
+        train = decay = np.ones(n)
+    else:
+        train, decay = np.zeros(n), np.zeros(n)
+        for _, a, b, _, dec, _ in segs:
+            train[a:b] = 1.0
+            decay[a:b] = 1.0 if dec else 0.0
+
+    def penalty(w):
+        return 0.5 * weight_decay * float(np.dot(decay * w, w)) if weight_decay else 0.0
+
+    def fun(w):
+        arena[...] = w
+        f, g = 0.0, np.zeros(n, np.float64)
+        for i in range(nb):
+            f += float(net.compute_grads(x[i * B:(i + 1) * B], y[i * B:(i + 1) * B]))
+            g += net.grad_arena
+        f, g = f / nb, g / nb * train
+        if weight_decay:
+            f += penalty(w)
+            g += weight_decay * decay * w
+        return f, g
+    return fun, penalty

@@ -32,6 +32,7 @@ from . import data as D
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint
 from .distributed import DistContext, train_step   # [distributed]
 from .ensemble import evaluate_ensemble
+from .lbfgs import LBFGS, check_lbfgs_config, full_batch_objective
 from .preprocess import Preprocessor
 from .schedules import make_schedule
 from .train_utils import (EMA, check_data_fits, check_trainable, data_config, evaluate, load_weights,
@@ -100,9 +101,9 @@ def train(spec, out_dir, *, epochs: int | None = None, batch_size: int | None = 
     t0 = time.perf_counter()
     spec = _load_spec(spec)
     from netspec.spec import Spec
-    if isinstance(spec, Spec):
-        import netspec
-        netspec.check(spec)          # a spec error leaves no empty run directory behind
+    if isinstance(spec, Spec):       # before the run directory, the data and the compile:
+        import netspec               # a spec error leaves no empty directory behind, and a
+        check_trainable(netspec.check(spec))   # net with nothing to train costs no compile
     cfg = dict(getattr(spec, "train", None) or {})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -204,10 +205,6 @@ class _Run:
         from .augment import Augmenter
         self.aug = Augmenter(cfg.get("augment"), self.xtr)
         check_data_fits(spec, self.aug(self.xtr[:1], np.random.default_rng(0)).shape[1:], data_desc)
-        from netspec.spec import Spec
-        if isinstance(self.spec, Spec):
-            import netspec
-            check_trainable(netspec.check(self.spec))   # before the compile it would waste
         tc = time.perf_counter()
         self.net = factory(self.spec, self.ctx.local_batch(self.B))   # [distributed] B is global
         self.compile_seconds = time.perf_counter() - tc
@@ -236,8 +233,7 @@ class _Run:
         if self.opt_cfg.name == "lbfgs":
             if self.ctx.distributed:                               # [distributed]
                 raise ValueError("L-BFGS (full-batch) does not support --distributed")
-            from .lbfgs import LBFGS
-            self._lbfgs_check(cfg)
+            check_lbfgs_config(self.opt_cfg, cfg, getattr(self.net, "param_info", {}))
             self.lbfgs = LBFGS(int(self.opt_cfg.hyper["history"]), self.opt_cfg.lr)
         # bookkeeping (all in checkpoint meta)
         self.epoch, self.batch, self.rows = 0, 0, []
@@ -393,68 +389,14 @@ class _Run:
             raise TrainingDiverged(f"training diverged: parameters {', '.join(bad[:3])} became "
                                    f"non-finite after the update at {where}{keep}")
 
-    def _lbfgs_check(self, cfg) -> None:
-        """L-BFGS minimises one deterministic full-batch objective: the settings that only a
-        per-step update implements are refused, not silently ignored."""
-        c, bad = self.opt_cfg, []
-        bad += [f"regularization.{k}" for k, on in (("l1", c.l1), ("max_norm", c.max_norm is not None),
-                                                    ("clip_grad_norm", c.clip_grad_norm is not None),
-                                                    ("decoupled", c.decoupled)) if on]
-        sched = cfg.get("schedule") or {"constant": {}}
-        if list(sched) != ["constant"] or int(cfg.get("warmup_epochs") or 0):
-            bad.append("a learning-rate schedule or warmup (L-BFGS chooses its steps by line search)")
-        if any(pi.lr_mult != 1.0 for pi in getattr(self.net, "param_info", {}).values()):
-            bad.append("lr_mult")
-        if bad:
-            raise ValueError(f"the lbfgs optimizer supports weight_decay (coupled L2) and freeze only; "
-                             f"remove {', '.join(bad)} or use another optimizer")
-
-    def _lbfgs_masks(self):
-        """(trainable, decayed) 0/1 masks over the parameter arena, float64."""
-        net, arena = self.net, self.net.param_arena
-        info = getattr(net, "param_info", None)
-        if info is None:                     # a net without per-tensor info: everything trains
-            return np.ones(arena.shape[0]), np.ones(arena.shape[0])
-        train, decay = np.zeros(arena.shape[0]), np.zeros(arena.shape[0])
-        base = arena.ctypes.data
-        for name, pi in info.items():
-            v = net.params[name]
-            a = (v.ctypes.data - base) // arena.itemsize
-            if not pi.frozen:
-                train[a:a + v.size] = 1.0
-                if pi.decay or self.opt_cfg.decay_all:
-                    decay[a:a + v.size] = 1.0
-        return train, decay
-
     def _lbfgs_epoch(self) -> None:
-        """Full-batch L-BFGS: one call of ``max_iter`` iterations per epoch; the objective is
-        the mean train-mode loss over the training split's full batches (fixed order), plus
-        weight_decay/2 * ||w||^2 over the decayed tensors; frozen tensors get no gradient (so
-        they do not move).  The logged train loss is the data loss, as for the other optimizers."""
-        net, B = self.net, self.B
-        nb = self.spe
-        arena = net.param_arena
-        train, decay = self._lbfgs_masks()
-        wd = self.opt_cfg.weight_decay
-
-        def penalty(w):
-            return 0.5 * wd * float(np.dot(decay * w, w)) if wd else 0.0
-
-        def fun(w):
-            arena[...] = w
-            f, g = 0.0, np.zeros(arena.shape[0], np.float64)
-            for i in range(nb):
-                f += float(net.compute_grads(self.xtr[i * B:(i + 1) * B], self.ytr[i * B:(i + 1) * B]))
-                g += net.grad_arena
-            f, g = f / nb, g / nb * train
-            if wd:
-                f += penalty(w)
-                g += wd * decay * w
-            return f, g
-
-        w, f, _ = self.lbfgs.minimize(fun, arena.astype(np.float64),
+        """One call of ``max_iter`` full-batch L-BFGS iterations (runtime/lbfgs.py
+        ``full_batch_objective``); the logged train loss is the data loss."""
+        net, B, nb = self.net, self.B, self.spe
+        fun, penalty = full_batch_objective(net, self.xtr, self.ytr, B, nb, self.opt_cfg.weight_decay)
+        w, f, _ = self.lbfgs.minimize(fun, net.param_arena.astype(np.float64),
                                       int(self.opt_cfg.hyper["max_iter"]))
-        arena[...] = w
+        net.param_arena[...] = w
         f -= penalty(w)
         self._check(f)
         self.loss_sum, self.loss_n = f, 1
