@@ -273,7 +273,8 @@ class Upsample(CudaOp):
 class Mul(CudaOp):
     """y = x * g, g broadcast along its dims of size 1 (compiler/ops/elementwise.py Mul);
     dx = dy * g, dg = dy * x summed over g's broadcast dims (``mul_dg``, a block per g
-    element) or elementwise where g has x's shape."""
+    element, in cuda_reduce.py.j2 beside the other block reductions) or elementwise where g has
+    x's shape."""
     name = "mul"
 
     def plan_forward(self, ctx, xs, y, saved, ws, attrs, train):
@@ -288,7 +289,7 @@ class Mul(CudaOp):
             if tuple(dg.shape) == tuple(dy.shape):
                 out.append(pw("mul_bcast", dg.size, as4(dy), as4(x), as4(dg), dtype=dg.dtype))
             else:
-                out.append(Launch(kernels(T, dg.dtype).mul_dg, (dg.size,), (RBLOCK,),
+                out.append(Launch(kernels("cuda_reduce", dg.dtype).mul_dg, (dg.size,), (RBLOCK,),
                                   (as4(dy), as4(x), as4(dg))))
         if dx is not None:
             out.append(pw("mul_bcast", dx.size, as4(dy), as4(g), as4(dx), dtype=dx.dtype))
