@@ -49,18 +49,17 @@ def verify_onnx(spec, weights, path, n: int = 4, seed: int = 0) -> float:
 
 
 def run(args) -> int:
-    from runtime.export import ExportError, export, weights_from_arrays
+    import netspec
+    from runtime.export import ExportError, export, match_weights, weights_from_arrays
     try:
         spec = load_spec(args.spec)
         arrays, meta = read_checkpoint(args.checkpoint)
+        report = netspec.check(spec)
         if args.ema:
-            import netspec
             from runtime.ensemble import ema_weights
-            arrays = ema_weights(netspec.check(spec), arrays)
+            arrays = ema_weights(report, arrays)
         weights = weights_from_arrays(arrays)
-        import netspec
-        from runtime.export import match_weights
-        problems = match_weights(netspec.check(spec), weights)[1]
+        problems = match_weights(report, weights)[1]
         if problems:           # every format: an npz/torch file must fit the net as well
             raise ExportError("the checkpoint does not fit the net: " + "; ".join(problems))
         kw = {}
