@@ -6,7 +6,7 @@ a GPU -- for ``compile_ptx`` type checks -- works.  Ops listed in ``FALLBACK`` h
 kernels yet and run the CPU op on host copies (correct, one synchronisation per call).
 """
 from .common import CUDA_OPS, CudaOp, HostFallback, register  # noqa: F401
-from . import gemm, pointwise, pool, reduce  # noqa: F401  (registration)
+from . import gemm, loss, pointwise, pool, reduce  # noqa: F401  (registration)
 
 FALLBACK = ("local2d", "fractional_maxpool2d", "dropconnect_linear")
 for _name in FALLBACK:

@@ -183,8 +183,7 @@ class HostFallback(CudaOp):
     def plan_forward(self, ctx, xs, y, saved, ws, attrs, train):
         keys_s, keys_w = sorted(saved), sorted(ws)
         dev_in = list(xs) + [saved[k] for k in keys_s]
-        h_in, h_y, h_s, h_w = self._mirror(dev_in), self._mirror([y])[0], self._mirror(
-            [saved[k] for k in keys_s]), self._mirror([ws[k] for k in keys_w])
+        h_in, h_y, h_w = self._mirror(dev_in), self._mirror([y])[0], self._mirror([ws[k] for k in keys_w])
         cpu, n = self.cpu, len(xs)
 
         def fn(rng):

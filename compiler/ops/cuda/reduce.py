@@ -1,6 +1,6 @@
 """CUDA launchers of the reduction ops (kernels: templates/cuda_reduce.py.j2): batchnorm,
-layernorm / instancenorm / groupnorm, lrn, softmax, the four losses, weight_norm and the
-BN-folding helpers.  Reductions are one block per output with a shared-memory tree (no
+layernorm / instancenorm / groupnorm, lrn, weight_norm and the BN-folding helpers (softmax
+and the losses: loss.py).  Reductions are one block per output with a shared-memory tree (no
 atomics, deterministic) -- BatchNorm's per-channel sums are split over (channel, split)
 blocks plus an in-order finishing launch, since a channel alone is too few blocks for a GPU;
 the elementwise halves are flat grid-stride kernels.
@@ -156,76 +156,6 @@ class LRN(CudaOp):
         g, b = grid1(x.size)
         return [Launch(K(x.dtype).lrn_bwd, g, b, tuple(as_shape(a, sh) for a in (x, y, dy, saved["scale"]))
                        + (size, t(alpha), t(beta), as_shape(dxs[0], sh)))]
-
-
-@register
-class Softmax(CudaOp):
-    name = "softmax"
-
-    def plan_forward(self, ctx, xs, y, saved, ws, attrs, train):
-        sh = _ncs(y.shape)
-        g, b = gridx(sh[0] * sh[2])
-        return [Launch(K(y.dtype).softmax_fwd, g, b, (as_shape(xs[0], sh), as_shape(y, sh)))]
-
-    def plan_backward(self, ctx, xs, y, saved, dy, dxs, ws, attrs):
-        if dxs[0] is None:
-            return []
-        sh = _ncs(y.shape)
-        g, b = gridx(sh[0] * sh[2])
-        return [Launch(K(y.dtype).softmax_bwd, g, b, tuple(as_shape(a, sh) for a in (y, dy, dxs[0])))]
-
-
-@register
-class SoftmaxCrossEntropy(CudaOp):
-    name = "softmax_cross_entropy"
-
-    def plan_forward(self, ctx, xs, y, saved, ws, attrs, train):
-        z, t = xs
-        prob = saved["prob"] if "prob" in saved else ctx.array(z.shape, z.dtype)
-        return [Launch(K(z.dtype).ce_fwd, (1,), (RBLOCK,),
-                       (z, t, float(attrs.get("label_smoothing", 0.0)), y, prob))]
-
-    def plan_backward(self, ctx, xs, y, saved, dy, dxs, ws, attrs):
-        if dxs[0] is None:
-            return []
-        z, t = xs
-        g, b = grid1(z.size)
-        return [Launch(K(z.dtype).ce_bwd, g, b,
-                       (t, float(attrs.get("label_smoothing", 0.0)), saved["prob"], dy, dxs[0]))]
-
-
-@register
-class Hinge(CudaOp):
-    name = "hinge"
-
-    def plan_forward(self, ctx, xs, y, saved, ws, attrs, train):
-        s, t = xs
-        return [Launch(K(s.dtype).hinge_fwd, (1,), (RBLOCK,),
-                       (s, t, s.dtype.type(attrs.get("margin", 1.0)), y))]
-
-    def plan_backward(self, ctx, xs, y, saved, dy, dxs, ws, attrs):
-        if dxs[0] is None:
-            return []
-        s, t = xs
-        g, b = gridx(s.shape[0])
-        return [Launch(K(s.dtype).hinge_bwd, g, b, (s, t, s.dtype.type(attrs.get("margin", 1.0)), dy, dxs[0]))]
-
-
-class _FlatLoss(CudaOp):
-    def plan_forward(self, ctx, xs, y, saved, ws, attrs, train):
-        p, t = xs
-        return [Launch(getattr(K(p.dtype), self.kname + "_fwd"), (1,), (RBLOCK,), (flat(p), flat(t), y))]
-
-    def plan_backward(self, ctx, xs, y, saved, dy, dxs, ws, attrs):
-        if dxs[0] is None:
-            return []
-        p, t = xs
-        g, b = grid1(p.size)
-        return [Launch(getattr(K(p.dtype), self.kname + "_bwd"), g, b, (flat(p), flat(t), dy, flat(dxs[0])))]
-
-
-register(type("CudaBCE", (_FlatLoss,), {"name": "bce_with_logits", "kname": "bce"}))
-register(type("CudaMSE", (_FlatLoss,), {"name": "mse", "kname": "mse"}))
 
 
 @register
