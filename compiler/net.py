@@ -332,9 +332,6 @@ def compile(spec, backend: str = "cpu", batch_size: int = 64, train: bool = True
     if backend not in ("cpu", "cuda"):
         raise CompileError(f"unknown backend {backend!r} (use 'cpu' or 'cuda')")
     if backend == "cuda":
-        if len(report.outputs) > 1:
-            raise CompileError(f"the CUDA backend supports one output; this spec lists "
-                               f"{report.outputs} (compile it for the CPU, or keep one output)")
         from .codegen import cuda_backend
         cuda_backend.require_gpu()
     dtype = np.dtype(dtype)

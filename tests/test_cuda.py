@@ -6,7 +6,8 @@
 2. Simulator parity (a subprocess with NUMBA_ENABLE_CUDASIM=1, because the simulator must
    be chosen before numba.cuda is imported): one case per op against the float64 numpy
    reference, then a tiny conv-bn-relu-conv-add-pool-linear net (1x6x6, B=2) CPU vs CUDA:
-   forward, loss, every gradient, one optimizer step and the BN running statistics.
+   forward, loss, every gradient, one optimizer step and the BN running statistics; and a
+   two-output net with a weighted auxiliary loss (forward tuple, loss, gradients).
 3. ``backend="cuda"`` without a GPU: CompileError with one sentence; the CLI exits 1.
 
 The per-op simulator sweep takes about a minute on 2 cores, so it runs only with
@@ -302,6 +303,47 @@ def _sim_net():
     return bad
 
 
+NET_AUX = """
+netspec: 1
+name: tiny_aux
+input: [1, 6, 6]
+outputs: [fc, aux]
+layers:
+  - conv: {name: conv1, out: 3, kernel: 3, pad: 1}
+  - relu: {name: r1}
+  - flatten: {}
+  - linear: {name: fc, out: 4}
+  - flatten: {name: f2, from: r1}
+  - linear: {name: aux, out: 4}
+train:
+  loss_weights: {aux: 0.3}
+  optimizer: {sgd: {lr: 0.1}}
+"""
+
+
+def _sim_net_aux():
+    """Several outputs on CUDA: forward gives the tuple, and the weighted auxiliary loss
+    (train.loss_weights: per-head loss nodes summed by axpy) matches the CPU's loss and
+    gradients."""
+    import compiler
+    from compiler.codegen.cuda import to_cuda
+    cpu = compiler.compile(NET_AUX, backend="cpu", batch_size=2, seed=1)
+    gpu = to_cuda(compiler.compile(NET_AUX, backend="cuda", batch_size=2, seed=1))
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 1, 6, 6)).astype(np.float32)     # 3 > batch: two chunks
+    t = np.array([1, 3])
+    bad = []
+    yc, yg = cpu.forward(x), gpu.forward(x)
+    if not (isinstance(yg, tuple) and len(yg) == 2 and all(_rel(a, b) < 1e-4 for a, b in zip(yg, yc))):
+        bad.append("aux net forward")
+    l1, g1 = cpu.loss_and_grads(x[:2], t)
+    l2, g2 = gpu.loss_and_grads(x[:2], t)
+    if abs(l1 - l2) > 1e-5 * max(1, abs(l1)):
+        bad.append(f"aux loss {l1} {l2}")
+    bad += [f"aux grad {k} {_rel(g2[k], g1[k]):.2e}" for k in g1 if not _rel(g2[k], g1[k]) < 1e-4]
+    return bad
+
+
 def _launch_paths():
     """On a GPU: numba's dispatcher, pre-marshalled launches and the CUDA-graph step give the
     same bits (loss, gradients, parameters after two steps), and the graph was used -- for
@@ -346,7 +388,7 @@ if __name__ == "__main__" and sys.argv[1:2] in (["sim"], ["gpu"]):
     problems = (_sim_ops(every) if "all" in sys.argv[2:] else
                 _sim_ops() if "ops" in sys.argv[2:] else [])
     t1 = time.time()
-    problems += _sim_net()
+    problems += _sim_net() + _sim_net_aux()
     if not sim:
         problems += _launch_paths()
     print(f"ops {t1 - t0:.1f} s, net {time.time() - t1:.1f} s")

@@ -266,7 +266,9 @@ class CudaNet(CompiledNet):
         self.stream.synchronize()
         return float(out[0])
 
-    def forward(self, x, train: bool = False) -> np.ndarray:
+    def forward(self, x, train: bool = False):
+        """As CompiledNet.forward: (N, *output_shape), or a tuple with one array per output
+        when the spec lists several ``outputs``."""
         x = np.asarray(x, dtype=self.dtype)
         if x.shape[1:] != self.input_shape:
             raise ValueError(f"expected inputs of shape (N, {', '.join(map(str, self.input_shape))}), got {x.shape}")
@@ -275,14 +277,15 @@ class CudaNet(CompiledNet):
         mode = "train" if train else "eval"
         self._push()
         B, N = self.batch_size, x.shape[0]
-        out = np.empty((N, *self.output_shape), self.dtype)
+        outs = [np.empty((N, *shape), self.dtype) for shape in self.output_shapes]
         ydev = self._gen[mode]["outputs"]
+        ydev = ydev if isinstance(ydev, tuple) else (ydev,)
         seq = self._seq(mode, "fwd_train" if train else "fwd_eval")
         key = ("y", mode)
         if key not in self._pin_out:
             from numba import cuda
-            self._pin_out[key] = cuda.pinned_array(ydev.shape, ydev.dtype)
-        ypin = self._pin_out[key]
+            self._pin_out[key] = [cuda.pinned_array(d.shape, d.dtype) for d in ydev]
+        ypins = self._pin_out[key]
         chunk = np.zeros((B, *self.input_shape), self.dtype)
         for s in range(0, N, B):
             n = min(B, N - s)
@@ -290,12 +293,14 @@ class CudaNet(CompiledNet):
             chunk[n:] = 0
             self._copy_in(mode, chunk)
             self._run(seq)
-            ydev.copy_to_host(ypin, stream=self.stream)
+            for d, pin in zip(ydev, ypins):
+                d.copy_to_host(pin, stream=self.stream)
             self.stream.synchronize()
-            out[s:s + n] = ypin[:n]
+            for o, pin in zip(outs, ypins):
+                o[s:s + n] = pin[:n]
         if train:
             self._touched("buffers")
-        return out
+        return tuple(outs) if len(outs) > 1 else outs[0]
 
     def compute_grads(self, x, target) -> float:
         self._push()
