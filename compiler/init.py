@@ -18,7 +18,9 @@ import math
 import numpy as np
 
 
-def init_array(init: str, shape: tuple, fan_in: int, rng: np.random.Generator, dtype) -> np.ndarray:
+def init_array(init: str, shape: tuple, fan_in: int, rng: np.random.Generator, dtype,
+               fan_out: int = 0) -> np.ndarray:
+    """An initial array; fan_out (xavier_*) 0 means torch's rule on the shape."""
     fan_in = max(int(fan_in), 1)
     if init == "zeros":
         return np.zeros(shape, dtype)
@@ -42,7 +44,8 @@ def init_array(init: str, shape: tuple, fan_in: int, rng: np.random.Generator, d
         b = float(init.split(":", 1)[1])
         return rng.uniform(-b, b, size=shape).astype(dtype)
     if init in ("xavier_uniform", "xavier_normal"):
-        fan_out = (shape[0] * int(np.prod(shape[2:]))) if len(shape) > 1 else fan_in
+        if not fan_out:
+            fan_out = (shape[0] * int(np.prod(shape[2:]))) if len(shape) > 1 else fan_in
         if init == "xavier_normal":
             return (rng.standard_normal(shape) * math.sqrt(2.0 / (fan_in + fan_out))).astype(dtype)
         b = math.sqrt(6.0 / (fan_in + fan_out))

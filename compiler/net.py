@@ -273,13 +273,28 @@ class CompiledNet:
         with blas_limit():
             return self._fns["train"]["step"](self.rng, self.lr, self.step_count)
 
+    def train_output(self) -> np.ndarray:
+        """The main output of the last training step's forward (train mode: dropout and
+        batch statistics as that step saw them), (batch_size, *output_shape).  A view of
+        the activation arena (graph outputs stay live to the end of the step): valid until
+        the next step."""
+        return main_output(self._fns["train"]["outputs"])
+
     def loss_fn(self, outputs, target) -> float:
         """Eval-mode loss of given outputs with the numpy reference of the loss op."""
         (name, attrs), = self.loss_cfg.items()
         y = np.asarray(outputs, np.float64)
+        target = np.asarray(target)
         if name in ("softmax_cross_entropy", "hinge"):
             y = y.reshape(len(y), -1)
-        val, _ = OPS[name].ref_forward([y, np.asarray(target)], dict(attrs or {}), False)
+        elif target.size == y.size:
+            # dense losses: one target per output value, as the training step reads them
+            # (labels (N,) of a one-logit bce net are its (N, 1) targets; never broadcast)
+            target = target.reshape(y.shape)
+        else:
+            raise ValueError(f"{name}: expected {y.size} target values (the output's shape "
+                             f"{y.shape}), got {target.shape}")
+        val, _ = OPS[name].ref_forward([y, target], dict(attrs or {}), False)
         return float(np.asarray(val).reshape(-1)[0])
 
     def memory_report(self) -> dict:
@@ -378,7 +393,7 @@ def compile(spec, backend: str = "cpu", batch_size: int = 64, train: bool = True
         net.params[full] = net.param_arena[off:off + n].reshape(ps.shape)
         net.grads[full] = net.grad_arena[off:off + n].reshape(ps.shape)
         if not ps.init.startswith("norm_of:"):
-            net.params[full][...] = init_array(ps.init, ps.shape, ps.fan_in, rng, dtype)
+            net.params[full][...] = init_array(ps.init, ps.shape, ps.fan_in, rng, dtype, ps.fan_out)
         net.param_info[full] = ParamInfo(L.name, bool(ps.decay), float(getattr(L, "lr_mult", 1.0) or 1.0),
                                          full in frozen, tuple(ps.shape), int(getattr(ps, "unit_dims", 1)))
         off += n
@@ -388,7 +403,7 @@ def compile(spec, backend: str = "cpu", batch_size: int = 64, train: bool = True
             src = net.params[f"{L.name}.{ps.init.split(':', 1)[1]}"]
             norms = np.sqrt((src.astype(np.float64) ** 2).reshape(src.shape[0], -1).sum(1))
             net.params[full][...] = norms.reshape(ps.shape)
-    net.buffers = {full: init_array(ps.init, ps.shape, ps.fan_in, rng, dtype)
+    net.buffers = {full: init_array(ps.init, ps.shape, ps.fan_in, rng, dtype, ps.fan_out)
                    for L in report.layers for full, ps in L.param_specs if ps.kind == "buffer"}
     if train:
         from .optim import make_optimizer

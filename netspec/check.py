@@ -313,7 +313,8 @@ def check(spec: Spec, input_shape: Shape | None = None) -> Report:
                                hint=did_you_mean(o, st.shapes), source_lines=spec.source_lines)
     for o in (getattr(spec, "train", None) or {}).get("loss_weights") or {}:
         if prod(st.shapes[o]) != prod(st.shapes[outputs[0]]):
-            raise SpecError.at(spec.input_loc, f"`train.loss_weights` weights output '{o}' of shape "
+            loc = getattr(spec, "locs", {}).get(("loss_weights", o), spec.input_loc)
+            raise SpecError.at(loc, f"`train.loss_weights` weights output '{o}' of shape "
                                                f"{st.shapes[o]}, but the loss compares every weighted "
                                                f"output with the targets of the first, shaped "
                                                f"{st.shapes[outputs[0]]}",

@@ -153,15 +153,17 @@ class _Expander(Resolver):
         from .train_schema import validate_train
         tnode = root.items.get("train")
         train = validate_train(None if _is_null(tnode) else tnode, doc)
+        locs = {}
         if train.get("loss_weights"):
-            train["loss_weights"] = self._loss_weights(tnode.items["loss_weights"], outputs)
+            train["loss_weights"] = self._loss_weights(tnode.items["loss_weights"], outputs, locs)
         return Spec(name=name, version=VERSION, input_shape=tuple(shape), layers=self.layers,
                     outputs=outputs, train=train, init=init, file=doc.file,
-                    source_lines=doc.lines, input_loc=inode.loc)
+                    source_lines=doc.lines, input_loc=inode.loc, locs=locs)
 
-    def _loss_weights(self, node: YMap, outputs: list[str]) -> dict[str, float]:
+    def _loss_weights(self, node: YMap, outputs: list[str], locs: dict) -> dict[str, float]:
         """``train.loss_weights`` keys resolved like ``outputs`` entries; each must be one of
-        the outputs after the first (whose loss has weight 1)."""
+        the outputs after the first (whose loss has weight 1).  locs[("loss_weights", name)]
+        gets each key's location."""
         out = {}
         for k, v in node.items.items():
             prod = self._lookup(str(k), self.top)
@@ -174,6 +176,7 @@ class _Expander(Resolver):
                                f"{k!r}: its loss always has weight 1",
                                "weight the extra outputs relative to it", k)
             out[prod] = float(coerce(self.doc, v, "float", f"`train.loss_weights.{k}`", min=0.0))
+            locs[("loss_weights", prod)] = node.key_loc(k)
         return out
 
     def _outputs(self, node) -> list[str]:

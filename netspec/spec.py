@@ -37,6 +37,9 @@ class Spec:
     file: str = "<spec>"
     source_lines: list[str] = field(default_factory=list)
     input_loc: Loc = field(default_factory=Loc)
+    # where spec-level names were written, for check's errors: ("loss_weights", output) and
+    # ("outputs", output) -> Loc of that entry (input_loc where absent: specs built in code)
+    locs: dict = field(default_factory=dict)
 
     def layer(self, name: str) -> LayerSpec:
         for l in self.layers:

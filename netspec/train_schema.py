@@ -216,7 +216,9 @@ TRAIN = Group({
                              "restore_best": Field("bool", True, "restore the best weights")},
                             "stop when the metric stops improving", nullable=True,
                             null_default=True),
-    "ema": Group({"decay": Field("float", 0.999, "EMA decay", 0.0, 1.0)},
+    "ema": Group({"decay": Field("float", 0.999, "EMA decay", 0.0, 1.0),
+                  "warmup": Field("bool", True, "decay min(decay, (1+t)/(10+t)) at step t "
+                                  "(TensorFlow's num_updates)")},
                  "Polyak/EMA weights for evaluation", nullable=True, null_default=True),
     "snapshot_ensemble": Field("bool", False, "with sgdr: keep a snapshot per cycle"),
 }, "training configuration")

@@ -1,6 +1,6 @@
 """Model ensembles and Polyak averaging at test time (the seeds' "Model Ensembles" slides).
 
-* ``ensemble_probs(net, sources, x)``: average the softmax probabilities of several weight
+* ``ensemble_probs(net, sources, x)``: average the class probabilities of several weight
   sets (independent runs, or snapshots of one run: ``snapshot_<k>.npz``) -- "train multiple
   independent models, at test time average their results".  ``net`` is one compiled
   eval net of the architecture; each member's weights are loaded into it in turn and the
@@ -22,7 +22,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from compiler.outputs import main_output
-from .train_utils import load_weights, softmax
+from .train_utils import class_probs, load_weights
 
 
 def _arrays(src) -> dict:
@@ -50,13 +50,14 @@ def _own(net) -> dict:
 
 
 def member_probs(net, sources: Sequence, x: np.ndarray) -> list[np.ndarray]:
-    """[softmax probabilities (N, K) of each member]; the net's weights are restored."""
+    """[class probabilities (N, K) of each member (train_utils.class_probs: softmax, or
+    sigmoid for a bce_with_logits net)]; the net's weights are restored."""
     own = _own(net)
     try:
         out = []
         for s in sources:
             _load(net, _arrays(s))
-            out.append(softmax(main_output(net.forward(x, train=False))))
+            out.append(class_probs(net, main_output(net.forward(x, train=False))))
         return out
     finally:
         net.load_params(own)
@@ -109,14 +110,14 @@ def polyak_vs_raw(net, checkpoint, x: np.ndarray, y: np.ndarray) -> dict:
     y = np.asarray(y)
     try:
         _load(net, arrays)
-        raw = main_output(net.forward(x, train=False)).reshape(len(x), -1).argmax(1)
+        raw = class_probs(net, main_output(net.forward(x, train=False))).argmax(1)
         res = {"raw": float(np.mean(raw == y)), "ema": None, "agreement": None}
         if "ema/arena" in arrays:
             ema = np.asarray(arrays["ema/arena"])
             if ema.shape != net.param_arena.shape:
                 raise ValueError(f"ema/arena has {ema.size} values, the net's arena {net.param_arena.size}")
             net.param_arena[...] = ema
-            pred = main_output(net.forward(x, train=False)).reshape(len(x), -1).argmax(1)
+            pred = class_probs(net, main_output(net.forward(x, train=False))).argmax(1)
             res.update(ema=float(np.mean(pred == y)), agreement=float(np.mean(pred == raw)))
         return res
     finally:

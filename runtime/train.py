@@ -36,7 +36,7 @@ from .lbfgs import LBFGS, check_lbfgs_config, full_batch_objective
 from .preprocess import Preprocessor
 from .schedules import make_schedule
 from .train_utils import (EMA, check_data_fits, check_trainable, data_config, evaluate, load_weights,
-                          net_arrays, restore_net, weights_of, write_metrics)
+                          net_arrays, predicted_class, restore_net, weights_of, write_metrics)
 
 PLOT_EVERY_S = 20.0   # curves.png is redrawn at most this often during a run, and at its end
 
@@ -227,7 +227,8 @@ class _Run:
             print("warning: early stopping needs a validation split; disabled", file=sys.stderr)
             self.es = None
         ema = cfg.get("ema") or None
-        self.ema = EMA(self.net.param_arena, (ema or {}).get("decay", 0.999)) if ema else None
+        self.ema = EMA(self.net.param_arena, (ema or {}).get("decay", 0.999),
+                       (ema or {}).get("warmup", True)) if ema else None
         self.snap = bool(cfg.get("snapshot_ensemble"))
         self.lbfgs = None
         if self.opt_cfg.name == "lbfgs":
@@ -238,6 +239,7 @@ class _Run:
         # bookkeeping (all in checkpoint meta)
         self.epoch, self.batch, self.rows = 0, 0, []
         self.loss_sum, self.loss_n, self.train_seconds, self.train_images = 0.0, 0, 0.0, 0
+        self.correct, self.seen = 0, 0    # train accuracy: the steps' own train-mode outputs
         self.first_step_seconds = None    # the process's first step (numba JIT), not in img/s
         self.best, self.best_epoch, self.bad, self.snapshots, self.done = None, 0, 0, [], False
         self.order_state = rng_state(self.order_rng)
@@ -252,7 +254,8 @@ class _Run:
                     epochs=self.epochs, batch_size=self.B, net_scalars=net_scalars,
                     order_rng=self.order_state, aug_rng=rng_state(self.aug_rng),
                     net_rng=rng_state(self.net.rng), schedule=self.sched.state(), rows=self.rows,
-                    loss_sum=self.loss_sum, loss_n=self.loss_n, train_seconds=self.train_seconds,
+                    loss_sum=self.loss_sum, loss_n=self.loss_n, correct=self.correct, seen=self.seen,
+                    train_seconds=self.train_seconds,
                     train_images=self.train_images, best=self.best, best_epoch=self.best_epoch,
                     bad=self.bad, snapshots=self.snapshots, done=self.done,
                     optimizer=self.opt_cfg.name, train_cfg=self.cfg, class_names=self.class_names,
@@ -274,6 +277,7 @@ class _Run:
         for k in ("epoch", "batch", "rows", "loss_sum", "loss_n", "train_seconds", "train_images",
                   "best", "best_epoch", "bad", "snapshots", "done", "first_step_seconds"):
             setattr(self, k, meta[k])
+        self.correct, self.seen = int(meta.get("correct", 0)), int(meta.get("seen", 0))
         self.order_state = meta["order_rng"]
         self.order_rng.bit_generator.state = meta["order_rng"]
         self.aug_rng.bit_generator.state = meta["aug_rng"]
@@ -322,7 +326,7 @@ class _Run:
         e = self.epoch
         if self.batch == 0:
             self.order_state = rng_state(self.order_rng)
-            self.loss_sum, self.loss_n = 0.0, 0
+            self.loss_sum, self.loss_n, self.correct, self.seen = 0.0, 0, 0, 0
         else:                                  # mid-epoch resume: replay the epoch's permutation
             self.order_rng.bit_generator.state = self.order_state
         show = self.progress and sys.stderr.isatty() and self.ctx.is_root   # [distributed]
@@ -346,8 +350,13 @@ class _Run:
                     loss = train_step(self.net, np.ascontiguousarray(xs, np.float32), ys,
                                       self.ctx, stop=intr.flag)
                 else:
+                    ys = yb
                     loss = float(self.net.step(np.ascontiguousarray(xb, np.float32), yb))
                 dt = time.perf_counter() - tq
+                pred = predicted_class(self.net, self.net.train_output())
+                if pred is not None:                 # Keras's running train accuracy
+                    self.correct += int(np.count_nonzero(pred == np.asarray(ys).reshape(-1)))
+                    self.seen += len(pred)
                 self.batch += 1
                 self._at_boundary = True
                 if self._cold:               # JIT compilation happens on the first call
@@ -358,7 +367,7 @@ class _Run:
                     self.train_images += self.B
                 self._check(loss)
                 if self.ema is not None:
-                    self.ema.update(self.net.param_arena)
+                    self.ema.update(self.net.param_arena, self.net.step_count)
                 self.loss_sum += loss
                 self.loss_n += 1
                 if "after_step" in self.hooks:
@@ -410,7 +419,9 @@ class _Run:
         # the lr the epoch started with (torch's convention; with a per-step schedule the
         # last step's lr would read the same for every sgdr cycle)
         row = {"epoch": e, "lr": float(self.sched.lr(self.epoch)) if self.lbfgs is None else self.opt_cfg.lr,
-               "train_loss": self.loss_sum / max(self.loss_n, 1)}
+               "train_loss": self.loss_sum / max(self.loss_n, 1),
+               # this rank's running accuracy, averaged over the ranks (equal shards)
+               "train_accuracy": self.ctx.allreduce_mean(self.correct / self.seen if self.seen else math.nan)}
         v = evaluate(self.net, self.xva, self.yva)
         row.update(val_loss=v["loss"], val_accuracy=v["accuracy"])
         if self.ema is not None:
@@ -466,6 +477,7 @@ class _Run:
             return {"status": "completed", "distributed_rank": self.ctx.rank}
         s = {"status": "completed", "epochs": self.epoch, "compile_seconds": self.compile_seconds,
              "train_loss": self.rows[-1]["train_loss"] if self.rows else math.nan,
+             "train_accuracy": self.rows[-1].get("train_accuracy", math.nan) if self.rows else math.nan,
              "images_per_second": self.train_images / max(self.train_seconds, 1e-9),
              "train_seconds": self.train_seconds, "batch_size": self.B, "optimizer": self.opt_cfg.name,
              "first_step_seconds": self.first_step_seconds, "class_names": self.class_names}

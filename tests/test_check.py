@@ -450,6 +450,25 @@ layers:
         assert e.value.line == 6
 
 
+def test_xavier_fans_of_conv_and_locally_connected():
+    """xavier_* uses fan_in + fan_out of one output position: torch's rule for a conv
+    (O*kh*kw out), and the same per-position fans for locally_connected's 6-D weight
+    (OH, OW, out, in, kh, kw), not its whole shape (which made the std 7x too small)."""
+    import compiler
+    from netspec import load
+    text = """netspec: 1
+name: x
+input: [16, 6, 6]
+layers:
+  - conv: {name: c, out: 64, kernel: 3, pad: 1, weight_init: xavier_uniform}
+  - locally_connected: {name: lc, out: 32, kernel: 3, weight_init: xavier_normal}
+"""
+    net = compiler.compile(load(text), batch_size=1, train=False, seed=0)
+    p = net.params
+    assert abs(p["c.weight"].std() / np.sqrt(2 / (16 * 9 + 64 * 9)) - 1) < 0.05
+    assert abs(p["lc.weight"].std() / np.sqrt(2 / (64 * 9 + 32 * 9)) - 1) < 0.05
+
+
 def test_loss_weights_need_the_first_outputs_size():
     """Every weighted head is compared with the first output's targets: a head of another
     size is a located error at check time."""
@@ -457,6 +476,7 @@ def test_loss_weights_need_the_first_outputs_size():
     text = ("netspec: 1\nname: t\ninput: [1, 6, 6]\nlayers:\n  - conv: {name: a, out: 2, kernel: 3}\n"
             "  - flatten: {name: f}\n  - linear: {name: aux, out: 3}\n  - linear: {name: main, out: 5, from: f}\n"
             "outputs: [main, aux]\ntrain:\n  loss_weights: {aux: 0.3}\n")
-    with pytest.raises(SpecError, match=r"weights output 'aux' of shape \(3,\).*shaped \(5,\)"):
+    with pytest.raises(SpecError, match=r"weights output 'aux' of shape \(3,\).*shaped \(5,\)") as e:
         netspec.check(netspec.load(text))
+    assert (e.value.line, e.value.col) == (11, 18)          # the `aux` key, not `input:`
     netspec.check(netspec.load(text.replace("out: 3", "out: 5")))

@@ -47,6 +47,7 @@ class FakeNet:
         self.opt_state = {k: np.zeros(s, np.float32) for k, s in self.optimizer.state_specs().items()}
         self.lr, self.step_count = 0.01, 0
         self.rng = np.random.default_rng(123)
+        self.loss_cfg = {"softmax_cross_entropy": {}}
 
     def _logits(self, x, train):
         x = x.reshape(x.shape[0], -1).astype(np.float32)
@@ -65,6 +66,7 @@ class FakeNet:
     def compute_grads(self, x, y):
         assert x.shape[0] == self.batch_size and x.dtype == np.float32
         xf, out = self._logits(x, True)
+        self._train_out = out
         p = np.exp(out - out.max(axis=1, keepdims=True))
         p /= p.sum(axis=1, keepdims=True)
         loss = float(-np.log(p[np.arange(len(y)), y]).mean())
@@ -73,6 +75,9 @@ class FakeNet:
         self.grads["fc.weight"][...] = p.T @ xf
         self.grads["fc.bias"][...] = p.sum(axis=0)
         return loss
+
+    def train_output(self):
+        return self._train_out
 
     def apply_update(self):
         self.optimizer.update(self.param_arena, self.grad_arena, self.opt_state, self.lr,
@@ -148,7 +153,7 @@ def test_resume_equals_uninterrupted(tmp_path, aug):
     assert a["ema_test_accuracy"] == b["ema_test_accuracy"]
     # the resumed run's metrics.csv: same header (column order) and rows but the timings
     ma, mb = ((tmp_path / r / "metrics.csv").read_text().splitlines() for r in "ab")
-    assert ma[0] == mb[0] and ma[0].startswith("epoch,lr,train_loss,val_loss,val_accuracy") and len(mb) == 3
+    assert ma[0] == mb[0] and ma[0].startswith("epoch,lr,train_loss,train_accuracy,val_loss,val_accuracy") and len(mb) == 3
     t = [ma[0].split(",").index(c) for c in ("images_per_second", "seconds")]
     strip = lambda line: [v for i, v in enumerate(line.split(",")) if i not in t]   # noqa: E731
     assert [strip(x) for x in ma[1:]] == [strip(x) for x in mb[1:]]
@@ -442,3 +447,80 @@ def test_early_stopping_patience_counts_like_keras(tmp_path, monkeypatch):
     spec = make_spec(early_stopping={"metric": "val_accuracy", "patience": 2, "restore_best": False})
     s = train(spec, tmp_path, epochs=7, net_factory=factory, progress=False)
     assert s["best_epoch"] == 2 and s["epochs"] == 4, s
+
+
+def test_one_logit_bce_classifier_metrics_eval_and_predict(tmp_path, capsys):
+    """A binary classifier with one logit and bce_with_logits: labels (N,) are its (N, 1)
+    targets; validation/test loss is bce on those (never broadcast to (N, N)), accuracy is
+    (z > 0) == label (an argmax over one column was always class 0), train accuracy is
+    logged from the steps' own outputs, and eval/predict report the two classes."""
+    import netspec
+    rng = np.random.default_rng(0)
+    x = rng.random((240, 1, 4, 4)).astype(np.float32)
+    y = (x.mean((1, 2, 3)) > 0.5).astype(np.int64)
+    np.savez(tmp_path / "bin.npz", x=x, y=y)
+    text = (f"netspec: 1\nname: bin\ninput: [1, 4, 4]\nlayers:\n  - flatten: {{}}\n"
+            f"  - linear: {{name: fc, out: 1}}\ntrain:\n  data: {{source: npz, path: {tmp_path / 'bin.npz'}}}\n"
+            f"  loss: {{bce_with_logits: {{}}}}\n  optimizer: {{adam: {{lr: 0.05}}}}\n  epochs: 30\n"
+            f"  batch_size: 32\n")
+    (tmp_path / "bin.yaml").write_text(text)
+    s = train(netspec.load(tmp_path / "bin.yaml"), tmp_path / "run", progress=False)
+    import compiler
+    from runtime.train_utils import class_probs, evaluate
+    net = compiler.compile(netspec.load(tmp_path / "bin.yaml"), batch_size=32, train=False)
+    arrays, _ = load_checkpoint(tmp_path / "run" / "checkpoint.npz")
+    net.load_params({k[7:]: v for k, v in arrays.items() if k.startswith("params/")})
+    z = np.clip(rng.standard_normal((5, 1)) * 3, -20, 20)
+    t = np.array([0, 1, 1, 0, 1])
+    want = float(np.mean(np.maximum(z[:, 0], 0) - z[:, 0] * t + np.log1p(np.exp(-np.abs(z[:, 0])))))
+    assert net.loss_fn(z, t) == pytest.approx(want, rel=1e-12)
+    p = class_probs(net, z)
+    assert p.shape == (5, 2) and np.allclose(p[:, 1], 1 / (1 + np.exp(-z[:, 0]))) and np.allclose(p.sum(1), 1)
+    ev = evaluate(net, x[:64], y[:64])        # raw pixels: preprocessing aside, the rule is what counts
+    logits = net.forward(x[:64])[:, 0]
+    assert ev["accuracy"] == pytest.approx(np.mean((logits > 0) == y[:64]))
+    assert s["test_accuracy"] > 0.85 and s["train_accuracy"] > 0.85, s
+    m = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert m[0].split(",")[:4] == ["epoch", "lr", "train_loss", "train_accuracy"]
+    capsys.readouterr()
+    ck = str(tmp_path / "run" / "checkpoint.npz")
+    assert cli("eval", [str(tmp_path / "bin.yaml"), "--checkpoint", ck, "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["accuracy"] == pytest.approx(s["test_accuracy"]) and len(r["confusion_matrix"]) == 2
+    np.savez(tmp_path / "few.npz", x=x[:3])
+    assert cli("predict", [str(tmp_path / "bin.yaml"), "--checkpoint", ck, str(tmp_path / "few.npz"), "--json",
+                           "--top", "5"]) == 0
+    preds = json.loads(capsys.readouterr().out)
+    assert all(len(q["predictions"]) == 2 and q["predictions"][0]["probability"] >= 0.5 for q in preds)
+
+
+def test_train_accuracy_is_logged_from_the_steps_outputs(tmp_path):
+    """train_accuracy in metrics.csv is the running accuracy of the epoch's training steps
+    (their train-mode outputs), so early stopping and plateau can watch it."""
+    s = train(make_spec(schedule={"plateau": {"metric": "train_accuracy", "patience": 0, "factor": 0.5}},
+                        early_stopping={"metric": "train_accuracy", "patience": 3}),
+              tmp_path, epochs=2, net_factory=factory, progress=False)
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    head = rows[0].split(",")
+    acc = [float(r.split(",")[head.index("train_accuracy")]) for r in rows[1:]]
+    assert all(0.5 < a <= 1 for a in acc) and s["train_accuracy"] == pytest.approx(acc[-1], rel=1e-6)
+    lrs = [float(r.split(",")[head.index("lr")]) for r in rows[1:]]
+    assert lrs[0] == pytest.approx(0.1) and acc[1] > acc[0] and lrs[1] == pytest.approx(0.1)   # improved: no cut
+    assert s["best_epoch"] == 2 and s["best_train_accuracy"] == pytest.approx(acc[1], rel=1e-6)
+
+
+def test_ema_warmup_follows_tensorflows_num_updates():
+    """EMA decay min(decay, (1+t)/(10+t)) at step t: the average forgets the initial weights
+    (a constant 0.999 keeps 0.999**t of them); warmup: false is the plain recursion."""
+    from runtime.train_utils import EMA
+    w0 = np.zeros(3)
+    e, plain = EMA(w0, 0.999), EMA(w0, 0.999, warmup=False)
+    ref = np.zeros(3)
+    for t in range(1, 201):
+        w = np.full(3, 1.0)
+        e.update(w, t)
+        plain.update(w, t)
+        d = min(0.999, (1 + t) / (10 + t))
+        ref = d * ref + (1 - d) * w
+    np.testing.assert_allclose(e.avg, ref, rtol=1e-12)
+    assert e.avg[0] > 0.9 and plain.avg[0] == pytest.approx(1 - 0.999 ** 200)

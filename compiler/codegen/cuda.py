@@ -325,6 +325,13 @@ class CudaNet(CompiledNet):
         self._touched("params", "grads", "buffers", "opt")
         return self._read_loss() if want_loss else None
 
+    def train_output(self) -> np.ndarray:
+        """As CompiledNet.train_output: the last training step's main output, copied to the host."""
+        from compiler.outputs import main_output
+        out = main_output(self._gen["train"]["outputs"]).copy_to_host(stream=self.stream)
+        self.stream.synchronize()
+        return out
+
     def params_finite(self) -> bool:
         """Finite check of the parameters (pulls them once; no host-dirty mark)."""
         prev = self._state["params"]["host_dirty"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 
 
 def fail(msg: str) -> int:
@@ -83,8 +82,3 @@ def build_net(spec, arrays: dict, backend: str = "cpu"):
     net = compiler.compile(spec, backend=backend, batch_size=bs, train=False)
     load_weights(net, arrays)
     return net
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    from runtime.train_utils import softmax as sm
-    return sm(z)

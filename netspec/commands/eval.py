@@ -2,7 +2,7 @@
 
 Evaluates trained weights on the test split of the spec's data (the same seeded split as
 training): accuracy, loss, per-class accuracy and the confusion matrix. ``--ensemble``
-adds more checkpoints (e.g. snapshot_*.npz) whose softmax probabilities are averaged with
+adds more checkpoints (e.g. snapshot_*.npz) whose class probabilities are averaged with
 the main one's. Exit 0, or 1 with one message for a bad spec, data file or checkpoint.
 """
 from __future__ import annotations

@@ -42,7 +42,7 @@ def fresh(report, names, seed: int) -> dict[str, np.ndarray]:
         ps, L = specs[n]
         if ps.init.startswith("norm_of:"):
             continue
-        out[n] = init_array(ps.init, tuple(ps.shape), ps.fan_in, rng, np.float32)
+        out[n] = init_array(ps.init, tuple(ps.shape), ps.fan_in, rng, np.float32, ps.fan_out)
     for n in names:      # weight norm: g = ||v|| per output unit
         ps, L = specs[n]
         if ps.init.startswith("norm_of:"):

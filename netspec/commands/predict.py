@@ -15,7 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from compiler.outputs import main_output
-from ._common import build_net, fail, known_errors, load_spec, preprocessor, read_checkpoint, softmax
+from runtime.train_utils import class_probs
+
+from ._common import build_net, fail, known_errors, load_spec, preprocessor, read_checkpoint
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -79,7 +81,7 @@ def run(args) -> int:
         x, names = read_inputs(args.inputs, tuple(spec.input_shape))
         pre = preprocessor(spec, arrays, args.checkpoint)
         net = build_net(spec, arrays, args.backend)
-        probs = softmax(main_output(net.forward(pre.apply(x * np.float32(args.scale)), train=False)))
+        probs = class_probs(net, main_output(net.forward(pre.apply(x * np.float32(args.scale)), train=False)))
     except known_errors() as e:
         return fail(f"netspec predict: {e}")
     classes = meta.get("class_names") or [str(i) for i in range(probs.shape[1])]

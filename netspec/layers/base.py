@@ -61,6 +61,7 @@ class ParamSpec:
     init: str = "zeros"        # zeros | ones | kaiming_uniform | kaiming_normal | xavier_uniform | uniform_fan_in | const:<v>
     decay: bool = False        # subject to weight decay by default (weights yes, biases/norm params no)
     fan_in: int = 0            # for initialisers
+    fan_out: int = 0           # for xavier_*; 0: from the shape as torch does (shape[0] * prod(shape[2:]))
     unit_dims: int = 1         # leading dims that index a unit: its incoming weights are
                                # weight[i0, .., i_{unit_dims-1}] (max_norm rescales each of them)
 

@@ -235,7 +235,8 @@ class LocallyConnected(LayerDef):
         _, oh, ow = self.output_shape(a, in_shapes)
         fan = cin * kh * kw
         out = [ParamSpec("weight", (oh, ow, a["out"], cin, kh, kw), init="kaiming_uniform",
-                         decay=True, fan_in=fan, unit_dims=3)]      # unit (oh, ow, out)
+                         decay=True, fan_in=fan, unit_dims=3,      # unit (oh, ow, out)
+                         fan_out=a["out"] * kh * kw)]   # as a conv's, not the 6-D shape's
         if a["bias"]:
             out.append(ParamSpec("bias", (a["out"], oh, ow), init="uniform_fan_in",
                                  decay=False, fan_in=fan))
