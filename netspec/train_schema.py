@@ -160,6 +160,10 @@ TRAIN = Group({
         "hinge": Group({"margin": Field("float", 1.0, "margin", min=0.0)}, "multiclass hinge"),
         "bce_with_logits": _EMPTY, "mse": _EMPTY,
     }, {"softmax_cross_entropy": {}}, "training loss"),
+    "target": Field("str", "labels", "what the loss compares the output with: the data's class "
+                    "labels, or the (preprocessed, augmented) input itself (autoencoders; "
+                    "mse or bce_with_logits, output shaped like the input)",
+                    choices=("labels", "input")),
     "loss_weights": Weights("the loss also applied to these extra outputs, weighted and added "
                             "to the first output's (weight 1): e.g. {aux1: 0.3} for GoogLeNet's "
                             "auxiliary classifiers; same loss, same targets"),

@@ -35,8 +35,9 @@ from .ensemble import evaluate_ensemble
 from .lbfgs import LBFGS, check_lbfgs_config, full_batch_objective
 from .preprocess import Preprocessor
 from .schedules import make_schedule
-from .train_utils import (EMA, check_data_fits, check_trainable, data_config, evaluate, load_weights,
-                          net_arrays, predicted_class, restore_net, weights_of, write_metrics)
+from .train_utils import (EMA, check_data_fits, check_reconstruction, check_trainable, data_config, evaluate,
+                          load_weights, loss_name, net_arrays, predicted_class, restore_net, weights_of,
+                          write_metrics)
 
 PLOT_EVERY_S = 20.0   # curves.png is redrawn at most this often during a run, and at its end
 
@@ -161,9 +162,9 @@ def _fold_summary(per: list[dict]) -> dict:
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name("." + path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=float) + "\n")
-    tmp.replace(path)
+    """summary.json as strict JSON (NaN -> null: a run without a test split, a regression)."""
+    from .metrics import write_summary
+    write_summary(path, obj)
 
 
 class _Run:
@@ -199,12 +200,18 @@ class _Run:
         self.xtr, self.ytr = self.pre.apply(xtr), ytr
         self.xva, self.yva = self.pre.apply(xva) if len(yva) else xva.astype(np.float32), yva
         self.xte, self.yte = self.pre.apply(xte) if len(yte) else xte.astype(np.float32), yte
+        # train.target: input (autoencoders): the loss compares the output with the input the
+        # net saw; the labels still drive the stratified split
+        self.recon = cfg.get("target", "labels") == "input"
+        self.tva, self.tte = (self.xva, self.xte) if self.recon else (self.yva, self.yte)
         self.ctx.check_same([len(self.ytr), float(np.sum(self.ytr, dtype=np.float64)),    # [distributed]
                              float(np.sum(self.xtr, dtype=np.float64)), len(self.yva), len(self.yte)],
                             "training data")
         from .augment import Augmenter
         self.aug = Augmenter(cfg.get("augment"), self.xtr)
         check_data_fits(spec, self.aug(self.xtr[:1], np.random.default_rng(0)).shape[1:], data_desc)
+        if self.recon:                                 # before compiling
+            check_reconstruction(spec, cfg, self.xtr.shape[1:])
         tc = time.perf_counter()
         self.net = factory(self.spec, self.ctx.local_batch(self.B))   # [distributed] B is global
         self.compile_seconds = time.perf_counter() - tc
@@ -341,6 +348,8 @@ class _Run:
                                     drop_last=True, start_batch=self.batch):
                 if self.aug:
                     xb = self.aug(xb, self.aug_rng)
+                if self.recon:
+                    yb = xb
                 lr = self.sched.lr(e + self.batch / self.spe)
                 self.net.lr = lr
                 self._at_boundary = False
@@ -353,7 +362,7 @@ class _Run:
                     ys = yb
                     loss = float(self.net.step(np.ascontiguousarray(xb, np.float32), yb))
                 dt = time.perf_counter() - tq
-                pred = predicted_class(self.net, self.net.train_output())
+                pred = None if self.recon else predicted_class(self.net, self.net.train_output())
                 if pred is not None:                 # Keras's running train accuracy
                     self.correct += int(np.count_nonzero(pred == np.asarray(ys).reshape(-1)))
                     self.seen += len(pred)
@@ -402,7 +411,8 @@ class _Run:
         """One call of ``max_iter`` full-batch L-BFGS iterations (runtime/lbfgs.py
         ``full_batch_objective``); the logged train loss is the data loss."""
         net, B, nb = self.net, self.B, self.spe
-        fun, penalty = full_batch_objective(net, self.xtr, self.ytr, B, nb, self.opt_cfg.weight_decay)
+        fun, penalty = full_batch_objective(net, self.xtr, self.xtr if self.recon else self.ytr, B, nb,
+                                            self.opt_cfg.weight_decay)
         w, f, _ = self.lbfgs.minimize(fun, net.param_arena.astype(np.float64),
                                       int(self.opt_cfg.hyper["max_iter"]))
         net.param_arena[...] = w
@@ -422,12 +432,12 @@ class _Run:
                "train_loss": self.loss_sum / max(self.loss_n, 1),
                # this rank's running accuracy, averaged over the ranks (equal shards)
                "train_accuracy": self.ctx.allreduce_mean(self.correct / self.seen if self.seen else math.nan)}
-        v = evaluate(self.net, self.xva, self.yva)
+        v = evaluate(self.net, self.xva, self.tva)
         row.update(val_loss=v["loss"], val_accuracy=v["accuracy"])
         if self.ema is not None:
             self.ema.swap_in(self.net)
             try:
-                ve = evaluate(self.net, self.xva, self.yva)
+                ve = evaluate(self.net, self.xva, self.tva)
             finally:
                 self.ema.swap_out(self.net)
             row.update(ema_val_loss=ve["loss"], ema_val_accuracy=ve["accuracy"])
@@ -485,17 +495,17 @@ class _Run:
             s["best_epoch"], s["best_" + self.es["metric"]] = self.best_epoch, self.best
             if self.es.get("restore_best", True) and (self.out / "best.npz").is_file():
                 load_weights(self.net, load_checkpoint(self.out / "best.npz")[0])
-        v, t = evaluate(self.net, self.xva, self.yva), evaluate(self.net, self.xte, self.yte)
+        v, t = evaluate(self.net, self.xva, self.tva), evaluate(self.net, self.xte, self.tte)
         s.update(val_loss=v["loss"], val_accuracy=v["accuracy"], test_loss=t["loss"],
                  test_accuracy=t["accuracy"])
         if self.ema is not None:
             self.ema.swap_in(self.net)
             try:
-                s["ema_val_accuracy"] = evaluate(self.net, self.xva, self.yva)["accuracy"]
-                s["ema_test_accuracy"] = evaluate(self.net, self.xte, self.yte)["accuracy"]
+                s["ema_val_accuracy"] = evaluate(self.net, self.xva, self.tva)["accuracy"]
+                s["ema_test_accuracy"] = evaluate(self.net, self.xte, self.tte)["accuracy"]
             finally:
                 self.ema.swap_out(self.net)
-        if self.snapshots and len(self.yte):
+        if self.snapshots and len(self.yte) and not self.recon and loss_name(self.net) != "mse":
             s["snapshots"] = list(self.snapshots)
             s["ensemble_test_accuracy"] = evaluate_ensemble(
                 self.net, [self.out / p for p in self.snapshots], self.xte, self.yte)["ensemble"]

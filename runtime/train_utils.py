@@ -110,6 +110,23 @@ def class_probs(net, out: np.ndarray) -> np.ndarray:
     return softmax(out)
 
 
+def check_reconstruction(spec, cfg, input_shape) -> None:
+    """train.target: input needs a dense loss and an output shaped like the input."""
+    (name, _), = (cfg.get("loss") or {"softmax_cross_entropy": {}}).items()
+    if name not in ("mse", "bce_with_logits"):
+        raise ValueError(f"train.target: input compares the output with the input, which needs the "
+                         f"mse or bce_with_logits loss, not {name}; set train.loss")
+    import netspec
+    rep = netspec.check(spec)
+    if tuple(rep.output_shape) != tuple(input_shape):
+        raise ValueError(f"train.target: input needs the output shaped like the input: the net gives "
+                         f"{tuple(rep.output_shape)}, the input is {tuple(input_shape)}")
+    es = cfg.get("early_stopping") or {}
+    if "accuracy" in str(es.get("metric", "val_accuracy")) and cfg.get("early_stopping"):
+        raise ValueError("train.target: input has no accuracy to watch: set early_stopping.metric "
+                         "to val_loss (or train_loss)")
+
+
 def predicted_class(net, out: np.ndarray):
     """(N,) labels predicted by a main output under the net's loss -- the argmax of
     ``class_probs`` without computing it (a sigmoid or softmax is monotonic); None for mse."""
@@ -129,7 +146,7 @@ def evaluate(net, x: np.ndarray, y: np.ndarray) -> dict:
         return {"loss": math.nan, "accuracy": math.nan, "logits": None}
     out = main_output(net.forward(x, train=False))
     loss = float(net.loss_fn(out, y))
-    pred = predicted_class(net, out)
+    pred = predicted_class(net, out) if np.ndim(y) == 1 else None     # dense targets: no classes
     acc = math.nan if pred is None else float(np.mean(pred == y))
     return {"loss": loss, "accuracy": acc, "logits": out}
 

@@ -3,6 +3,7 @@ members it uses (docs/compiled-net.md), plus an end-to-end run once compiler.com
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -524,3 +525,48 @@ def test_ema_warmup_follows_tensorflows_num_updates():
         ref = d * ref + (1 - d) * w
     np.testing.assert_allclose(e.avg, ref, rtol=1e-12)
     assert e.avg[0] > 0.9 and plain.avg[0] == pytest.approx(1 - 0.999 ** 200)
+
+
+AE = """netspec: 1
+name: ae
+input: [1, 8, 8]
+layers:
+  - conv: {name: enc, out: 8, kernel: 3, stride: 2, pad: 1}
+  - relu: {}
+  - conv_transpose: {name: dec, out: 1, kernel: 3, stride: 2, pad: 1, output_padding: 1}
+train:
+  target: input
+  loss: {mse: {}}
+  preprocess: [{rescale: {scale: 0.0625, shift: 0.0}}]
+  optimizer: {adam: {lr: 0.01}}
+  batch_size: 64
+"""
+
+
+def test_reconstruction_target_trains_an_autoencoder(tmp_path):
+    """train.target: input: the loss compares the output with the (preprocessed) input; the
+    losses are mse of reconstruction, there is no accuracy (null in summary.json, the CLI line
+    shows losses), and settings that need labels or another output shape are refused."""
+    import netspec
+    s = train(netspec.load(AE), tmp_path, epochs=3, progress=False)
+    disk = json.loads((tmp_path / "summary.json").read_text())
+    assert disk["test_accuracy"] is None and disk["train_accuracy"] is None
+    rows = (tmp_path / "metrics.csv").read_text().splitlines()
+    head = rows[0].split(",")
+    vl = [float(r.split(",")[head.index("val_loss")]) for r in rows[1:]]
+    assert vl[-1] < vl[0] and s["test_loss"] < 0.1          # pixels in [0, 1]: mse of a fit
+    # the test loss is the mse against the test images themselves
+    import compiler
+    from runtime.train_utils import evaluate
+    net = compiler.compile(netspec.load(AE), batch_size=64, train=False)
+    a, _ = load_checkpoint(tmp_path / "checkpoint.npz")
+    net.load_params({k[7:]: v for k, v in a.items() if k.startswith("params/")})
+    x = np.random.default_rng(0).random((5, 1, 8, 8)).astype(np.float32)
+    ev = evaluate(net, x, x)
+    assert math.isnan(ev["accuracy"]) and ev["loss"] == pytest.approx(float(np.mean((net.forward(x) - x) ** 2)),
+                                                                     rel=1e-5)
+    for bad, msg in ((AE.replace("loss: {mse: {}}", "loss: {softmax_cross_entropy: {}}"), "needs the mse or"),
+                     (AE.replace("output_padding: 1}", "output_padding: 0}"), "output shaped like the input"),
+                     (AE + "  early_stopping: {patience: 2}\n", "no accuracy to watch")):
+        with pytest.raises(ValueError, match=msg):
+            train(netspec.load(bad), tmp_path / "bad", epochs=1, progress=False)

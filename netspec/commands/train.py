@@ -12,7 +12,7 @@ interrupted with Ctrl-C (a checkpoint was saved; continue with ``--resume``).
 from __future__ import annotations
 
 import argparse
-import sys
+import math
 from pathlib import Path
 
 from ._common import fail, known_errors
@@ -49,6 +49,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def _metric(s: dict, split: str) -> str:
+    """'val acc 0.9861'; the loss where there is no accuracy (mse, train.target: input); 'no
+    test split' where the split is empty."""
+    acc, loss = s.get(f"{split}_accuracy", math.nan), s.get(f"{split}_loss", math.nan)
+    if acc is not None and math.isfinite(acc):
+        return f"{split} acc {acc:.4f}"
+    if loss is not None and math.isfinite(loss):
+        return f"{split} loss {loss:.4f}"
+    return f"no {split} split"
+
+
 def run(args) -> int:
     import netspec
     try:
@@ -73,7 +84,7 @@ def run(args) -> int:
     if "distributed_rank" in s:                                       # [distributed] rank > 0
         return 0
     line = (f"{spec.name}: {s['epochs']} epochs, train loss {s['train_loss']:.4f}, "
-            f"val acc {s['val_accuracy']:.4f}, test acc {s['test_accuracy']:.4f}, "
+            f"{_metric(s, 'val')}, {_metric(s, 'test')}, "
             f"{s['images_per_second']:.0f} img/s, {s['seconds']:.1f} s -> {out}")
     if "folds" in s:
         line += (f"\n{s['folds']}-fold val accuracy {s['val_accuracy']:.4f} "
