@@ -347,6 +347,17 @@ def _warnings(st: _State, outputs: list[str]) -> list[str]:
         if r.type == "stochastic_depth" and "add" not in used.get(r.name, []):
             out.append(f"{r.loc}: stochastic_depth '{r.name}' should end a residual branch "
                        f"(feed an add); elsewhere it drops the whole signal")
+    # a squashing layer in front of a loss that squashes again (the lectures' scores are raw)
+    train = getattr(st.spec, "train", None) or {}
+    (loss, _), = (train.get("loss") or {"softmax_cross_entropy": {}}).items()
+    squash = {"softmax_cross_entropy": "softmax", "bce_with_logits": "sigmoid"}.get(loss)
+    by_name = {r.name: r for r in st.reports}
+    for o in [outputs[0], *(train.get("loss_weights") or {})]:
+        r = by_name.get(o)
+        if r is not None and r.type == squash:
+            out.append(f"{r.loc}: layer '{r.name}' ({squash}) feeds the {loss} loss, which applies "
+                       f"{squash} itself: training would squash twice (small, vanishing gradients); "
+                       f"end the net with the raw scores (eval and predict apply {squash})")
     return out
 
 

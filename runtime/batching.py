@@ -11,8 +11,11 @@ def split_indices(y: np.ndarray, val_split: float, test_split: float, seed: int,
                   stratify: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Deterministic (train, val, test) row indices, each sorted ascending.
 
-    With ``stratify`` every class contributes round(n_c * fraction) rows to val and test, so
-    class proportions are kept. Depends only on (y, fractions, seed).
+    With ``stratify`` the round(n * fraction) val (test) rows are shared out over the classes
+    in proportion to their sizes, largest remainder first (ties: class order), so class
+    proportions are kept and the split's size is what was asked even for tiny data sets (20
+    images of 10 classes, val 0.2: 4 rows; rounding per class gave 0).  Depends only on (y,
+    fractions, seed).
     """
     if not (0 <= val_split < 1 and 0 <= test_split < 1 and val_split + test_split < 1):
         raise ValueError(f"val_split={val_split}, test_split={test_split}: need fractions "
@@ -20,11 +23,12 @@ def split_indices(y: np.ndarray, val_split: float, test_split: float, seed: int,
     y = np.asarray(y)
     rng = np.random.default_rng(seed)
     groups = [np.flatnonzero(y == c) for c in np.unique(y)] if stratify else [np.arange(len(y))]
+    sizes = np.array([len(g) for g in groups], np.int64)
+    n_te_c = _apportion(sizes, test_split)
+    n_va_c = _apportion(sizes, val_split, cap=sizes - n_te_c)
     tr, va, te = [], [], []
-    for g in groups:
+    for g, n_te, n_va in zip(groups, n_te_c, n_va_c):
         g = rng.permutation(g)
-        n_te = int(round(len(g) * test_split))
-        n_va = int(round(len(g) * val_split))
         te.append(g[:n_te])
         va.append(g[n_te:n_te + n_va])
         tr.append(g[n_te + n_va:])
@@ -32,6 +36,27 @@ def split_indices(y: np.ndarray, val_split: float, test_split: float, seed: int,
     if len(out[0]) == 0:
         raise ValueError("the training split is empty")
     return out  # type: ignore[return-value]
+
+
+def _apportion(sizes: np.ndarray, frac: float, cap: np.ndarray | None = None) -> np.ndarray:
+    """Per-group counts summing to round(sum(sizes) * frac): each group's floor of size * frac
+    plus one for the largest remainders, never above ``cap`` (default: the group's size)."""
+    cap = sizes if cap is None else cap
+    want = sizes * frac
+    n = np.minimum(np.floor(want + 1e-9).astype(np.int64), cap)
+    total = min(int(round(float(sizes.sum()) * frac)), int(cap.sum()))
+    order = sorted(range(len(sizes)), key=lambda i: (-(want[i] - n[i]), i))
+    while n.sum() < total:
+        progressed = False
+        for i in order:
+            if n.sum() >= total:
+                break
+            if n[i] < cap[i]:
+                n[i] += 1
+                progressed = True
+        if not progressed:
+            break
+    return n
 
 
 def kfold(n: int, k: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:

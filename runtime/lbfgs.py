@@ -47,7 +47,7 @@ class LBFGS:
     def _wolfe(self, fun, x, f0, g0, d, t, c1=1e-4, c2=0.9, max_ls=25):
         """Strong-Wolfe line search along d from t; returns (t, f, g)."""
         gtd0 = float(g0 @ d)
-        t_prev, f_prev, g_prev, gtd_prev = 0.0, f0, g0, gtd0
+        t_prev, f_prev, gtd_prev = 0.0, f0, gtd0
         for i in range(max_ls):
             f, g = fun(x + t * d)
             self.n_evals += 1
@@ -58,7 +58,7 @@ class LBFGS:
                 return t, f, g
             if gtd >= 0:
                 return self._zoom(fun, x, f0, gtd0, d, t, f, gtd, t_prev, f_prev, gtd_prev, c1, c2)
-            t_prev, f_prev, g_prev, gtd_prev = t, f, g, gtd
+            t_prev, f_prev, gtd_prev = t, f, gtd
             t *= 2.0
         return t, f, g
 
@@ -142,9 +142,10 @@ def _cubic(x1, f1, g1, x2, f2, g2) -> float:
 
 
 # ------------------------------------------------------------------------ training loop use
-def check_lbfgs_config(opt_cfg, train_cfg: dict, param_info: dict) -> None:
+def check_lbfgs_config(opt_cfg, train_cfg: dict, param_info: dict, random_layers=()) -> None:
     """L-BFGS minimises one deterministic full-batch objective: the settings that only a
-    per-step update implements are refused, not silently ignored."""
+    per-step update implements, and the sources of noise (augmentation; random layers such
+    as dropout, named in ``random_layers``), are refused, not silently ignored."""
     c = opt_cfg
     bad = [f"regularization.{k}" for k, on in (("l1", c.l1), ("max_norm", c.max_norm is not None),
                                                ("clip_grad_norm", c.clip_grad_norm is not None),
@@ -154,6 +155,11 @@ def check_lbfgs_config(opt_cfg, train_cfg: dict, param_info: dict) -> None:
         bad.append("a learning-rate schedule or warmup (L-BFGS chooses its steps by line search)")
     if any(pi.lr_mult != 1.0 for pi in param_info.values()):
         bad.append("lr_mult")
+    if train_cfg.get("augment"):
+        bad.append("train.augment (the objective must be deterministic)")
+    if random_layers:
+        bad.append(f"the random layers {', '.join(sorted(set(random_layers)))} (a noisy objective "
+                   f"breaks the line search)")
     if bad:
         raise ValueError(f"the lbfgs optimizer supports weight_decay (coupled L2) and freeze only; "
                          f"remove {', '.join(bad)} or use another optimizer")

@@ -161,6 +161,13 @@ def _fold_summary(per: list[dict]) -> dict:
     return s
 
 
+def _random_layers(net) -> list[str]:
+    """Layers whose training-mode forward draws random numbers (dropout & co.)."""
+    from compiler.ops import OPS
+    g = getattr(net, "graphs", {}).get("train")
+    return [n.layer for n in (g.nodes if g is not None else ()) if n.phase == "fwd" and OPS[n.op].random]
+
+
 def _write_json(path: Path, obj: dict) -> None:
     """summary.json as strict JSON (NaN -> null: a run without a test split, a regression)."""
     from .metrics import write_summary
@@ -241,7 +248,8 @@ class _Run:
         if self.opt_cfg.name == "lbfgs":
             if self.ctx.distributed:                               # [distributed]
                 raise ValueError("L-BFGS (full-batch) does not support --distributed")
-            check_lbfgs_config(self.opt_cfg, cfg, getattr(self.net, "param_info", {}))
+            check_lbfgs_config(self.opt_cfg, cfg, getattr(self.net, "param_info", {}),
+                               _random_layers(self.net))
             self.lbfgs = LBFGS(int(self.opt_cfg.hyper["history"]), self.opt_cfg.lr)
         # bookkeeping (all in checkpoint meta)
         self.epoch, self.batch, self.rows = 0, 0, []

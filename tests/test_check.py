@@ -480,3 +480,17 @@ def test_loss_weights_need_the_first_outputs_size():
         netspec.check(netspec.load(text))
     assert (e.value.line, e.value.col) == (11, 18)          # the `aux` key, not `input:`
     netspec.check(netspec.load(text.replace("out: 3", "out: 5")))
+
+
+def test_warning_for_a_squashing_layer_before_a_loss_that_squashes():
+    """softmax before softmax_cross_entropy, sigmoid before bce_with_logits: a warning
+    naming the layer (the net still checks); sigmoid before mse is fine."""
+    from netspec import load
+    base = ("netspec: 1\nname: s\ninput: [4]\nlayers:\n  - linear: {name: fc, out: 3}\n"
+            "  - %s: {name: last}\n%s")
+    w = check(load(base % ("softmax", ""))).warnings
+    assert len(w) == 1 and "'last' (softmax) feeds the softmax_cross_entropy loss" in w[0] and ":6:" in w[0]
+    w = check(load(base % ("sigmoid", "train:\n  loss: {bce_with_logits: {}}\n"))).warnings
+    assert len(w) == 1 and "(sigmoid) feeds the bce_with_logits loss" in w[0]
+    assert check(load(base % ("sigmoid", "train:\n  loss: {mse: {}}\n"))).warnings == []
+    assert check(load(base % ("relu", ""))).warnings == []

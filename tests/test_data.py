@@ -298,10 +298,26 @@ def test_split_deterministic_and_stratified():
     assert not np.array_equal(a.indices["test"], c.indices["test"])
     allidx = np.concatenate([a.indices[k] for k in ("train", "val", "test")])
     assert np.array_equal(np.sort(allidx), np.arange(len(ds)))       # a partition
-    # stratified: each class contributes round(n_c * 0.2) test rows
+    # stratified: round(n * f) rows in all, each class floor(n_c * f) or one more
     counts = np.bincount(ds.y)
-    np.testing.assert_array_equal(np.bincount(a.test[1], minlength=10), np.round(counts * 0.2))
+    for part, f in ((a.test[1], 0.2), (a.val[1], 0.1)):
+        got = np.bincount(part, minlength=10)
+        assert got.sum() == round(len(ds) * f) and np.all(np.abs(got - counts * f) < 1)
     np.testing.assert_array_equal(a.train[0], ds.x[a.indices["train"]])
+
+
+def test_split_sizes_on_tiny_data_are_what_was_asked():
+    """20 images of 10 classes: val 0.2 is 4 images, 0.3 is 6 (rounding per class gave 0
+    and 10); classes with the largest remainders go first, never past a class's rows."""
+    from runtime.batching import split_indices
+    y = np.repeat(np.arange(10), 2)
+    for v, t in ((0.2, 0.0), (0.3, 0.0), (0.3, 0.3), (0.45, 0.5)):
+        tr, va, te = split_indices(y, v, t, 0)
+        assert (len(va), len(te)) == (round(20 * v), round(20 * t)), (v, t)
+        assert len(np.intersect1d(va, te)) == 0 and len(tr) + len(va) + len(te) == 20
+    y = np.array([0] * 9 + [1])                      # unbalanced: the big class gives
+    tr, va, te = split_indices(y, 0.2, 0.0, 0)
+    assert len(va) == 2 and np.bincount(y[va], minlength=2).tolist() == [2, 0]
 
 
 def test_split_uses_own_test_set(tmp_path):

@@ -410,8 +410,12 @@ train:
         np.testing.assert_array_equal(arrays[f"params/{k}"], init.params[k])
     assert s["status"] == "completed" and s["test_accuracy"] > 0.5
     for extra, what in (("  regularization: {weight_decay: 0.1, l1: 0.001}\n", "regularization.l1"),
-                        ("  schedule: {step: {step_size: 1}}\n", "schedule")):
+                        ("  schedule: {step: {step_size: 1}}\n", "schedule"),
+                        ("  augment: [{flip: horizontal}]\n", "train.augment"),
+                        ("  regularization: {weight_decay: 0.1}\n", "the random layers drop")):
         bad = text.replace("  regularization: {weight_decay: 0.1}\n", extra)
+        if what == "the random layers drop":
+            bad = bad.replace("  - flatten: {}\n", "  - flatten: {}\n  - dropout: {name: drop, p: 0.5}\n")
         with pytest.raises(ValueError, match=f"supports weight_decay .* only; remove .*{what}"):
             train(netspec.load(bad), tmp_path / "b", epochs=1, progress=False)
 
