@@ -47,7 +47,7 @@ def _memory_limit() -> int:
     if env:
         units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
         s = env.strip().lower()
-        s = s[:-2] if s.endswith(("ib", "kb", "mb", "gb", "tb")) else s.rstrip("b")
+        s = s[:-2] if s.endswith("ib") else s[:-1] if s.endswith("b") else s    # 2GiB, 2GB, 2G
         mult = units.get(s[-1:], 1)
         try:
             v = float(s[:-1] if s[-1:] in units else s) * mult

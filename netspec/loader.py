@@ -56,11 +56,14 @@ def _read(src, file):
             isinstance(src, str) and "\n" not in src and src.strip()
             and (src.endswith((".yaml", ".yml")) or os.path.isfile(src))):
         p = Path(src)
-        size = p.stat().st_size
-        if size > MAX_BYTES:
-            raise SpecError(f"spec file too large ({size} bytes; limit {MAX_BYTES})",
+        with open(p, "rb") as f:     # bounded read: /dev/zero or a FIFO report st_size 0
+            data = f.read(MAX_BYTES + 1)
+        if len(data) > MAX_BYTES:
+            size = p.stat().st_size if p.is_file() else None
+            got = f"{size} bytes" if size else "not a regular file"
+            raise SpecError(f"spec file too large ({got}; limit {MAX_BYTES} bytes)",
                             file or str(p), 1, 1, hint="a spec should be a few kilobytes")
-        return p.read_bytes(), file or str(p)
+        return data, file or str(p)
     if isinstance(src, (str, bytes, bytearray)):
         return src, file or "<spec>"
     raise TypeError(f"load() takes a path or YAML text, not {type(src).__name__}")

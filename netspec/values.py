@@ -107,6 +107,9 @@ def _scalar(doc, node, type_, what, min, max, choices=(), shown=None):
                 v = float(v)
                 if v != v:
                     raise doc.error(node, f"{what} must be a number, got .nan", None, v)
+                if v in (float("inf"), float("-inf")):
+                    raise doc.error(node, f"{what} must be a finite number, got {node.text}",
+                                    "give a finite value", v)
         elif type_ == "bool":
             bad = not isinstance(v, bool)
         elif type_ == "str":

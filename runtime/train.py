@@ -17,11 +17,10 @@ Divergence: a non-finite loss, or non-finite parameters after an update, raises
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -34,6 +33,7 @@ from .distributed import DistContext, train_step   # [distributed]
 from .ensemble import evaluate_ensemble
 from .lbfgs import LBFGS, check_lbfgs_config, full_batch_objective
 from .preprocess import Preprocessor
+from .rundir import Interrupt, RunLock, check_resume, clear_run, prepare_out
 from .schedules import make_schedule
 from .train_utils import (EMA, check_data_fits, check_reconstruction, check_trainable, data_config, evaluate,
                           load_weights, loss_name, net_arrays, predicted_class, restore_net, weights_of,
@@ -44,27 +44,6 @@ PLOT_EVERY_S = 20.0   # curves.png is redrawn at most this often during a run, a
 
 class TrainingDiverged(RuntimeError):
     """Loss or parameters became NaN/Inf; the message names epoch and step."""
-
-
-class _Interrupt:
-    """SIGINT -> a flag checked at step boundaries (a second Ctrl-C interrupts at once)."""
-
-    def __init__(self):
-        self.flag = False
-        self.old = None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            def handler(sig, frame):
-                if self.flag:
-                    raise KeyboardInterrupt
-                self.flag = True
-            self.old = signal.signal(signal.SIGINT, handler)
-        return self
-
-    def __exit__(self, *exc):
-        if self.old is not None:
-            signal.signal(signal.SIGINT, self.old)
 
 
 def _load_spec(spec):
@@ -85,7 +64,7 @@ def train(spec, out_dir, *, epochs: int | None = None, batch_size: int | None = 
           data: Any = None, resume: bool = False, folds: int | None = None,
           progress: bool = True, backend: str = "cpu",
           net_factory: Callable | None = None, hooks: dict | None = None,
-          distributed: bool = False) -> dict:
+          distributed: bool = False, overwrite: bool = False) -> dict:
     """Train ``spec`` (a netspec Spec or a path) and write the run files into ``out_dir``.
 
     ``data``: a source name, a path or a dict overriding ``train.data`` (or a
@@ -95,7 +74,9 @@ def train(spec, out_dir, *, epochs: int | None = None, batch_size: int | None = 
     ``hooks``: {"after_step": f(ctx)} called after every step (tests inject NaN / Ctrl-C).
     ``distributed=True`` [distributed]: data-parallel over the MPI ranks (runtime/distributed.py):
     the batch size is global (each rank compiles batch/K), only rank 0 writes files, and the
-    other ranks return ``{"status": ..., "distributed_rank": r}``.
+    other ranks return ``{"status": ..., "distributed_rank": r}``.  One training per
+    ``out_dir`` at a time (runtime/rundir.py RunLock); ``overwrite`` first removes the run
+    files already there (the CLI refuses an existing run without --resume or --overwrite).
     Returns the summary dict (also in ``out_dir/summary.json``).  Raises TrainingDiverged,
     runtime.data.DataError, runtime.checkpoint.CheckpointError, ValueError.
     """
@@ -107,13 +88,24 @@ def train(spec, out_dir, *, epochs: int | None = None, batch_size: int | None = 
         check_trainable(netspec.check(spec))   # net with nothing to train costs no compile
     cfg = dict(getattr(spec, "train", None) or {})
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    ctx = DistContext.create(distributed)                          # [distributed]
+    prepare_out(out)
+    with RunLock(out) if ctx.is_root else contextlib.nullcontext():
+        if overwrite and ctx.is_root:
+            clear_run(out)
+        return _train(spec, cfg, out, ctx, t0, epochs=epochs, batch_size=batch_size, data=data,
+                      resume=resume, folds=folds, progress=progress, backend=backend,
+                      net_factory=net_factory, hooks=hooks)
+
+
+def _train(spec, cfg, out, ctx, t0, *, epochs, batch_size, data, resume, folds, progress, backend,
+           net_factory, hooks) -> dict:
+    """train() inside the run directory's lock."""
     dcfg = data_config(cfg.get("data"), None if isinstance(data, D.Dataset) else data)
     ds = data if isinstance(data, D.Dataset) else D.load_dataset(dcfg, base_dir=_spec_dir(spec))
     splits = D.split_dataset(ds, float(dcfg.get("val_split", 0.1)), float(dcfg.get("test_split", 0.2)),
                              int(dcfg.get("seed", 0)))
     factory = net_factory or _default_factory(backend)
-    ctx = DistContext.create(distributed)                          # [distributed]
     run_kw = dict(epochs=epochs, batch_size=batch_size, resume=resume, progress=progress,
                   factory=factory, hooks=hooks or {}, ctx=ctx,
                   data_desc="the given Dataset" if isinstance(data, D.Dataset) else
@@ -285,9 +277,15 @@ class _Run:
             arrays["ema/arena"] = self.ema.avg
         if self.lbfgs is not None:
             arrays.update({f"lbfgs/{k}": v for k, v in self.lbfgs.state_dict().items()})
-        save_checkpoint(self.ckpt_path, arrays, self._meta(scalars))
+        try:
+            save_checkpoint(self.ckpt_path, arrays, self._meta(scalars))
+        except OSError as e:            # disk full, quota, file size limit: the write is atomic
+            keep = "the previous checkpoint is kept" if self.ckpt_path.is_file() else "no checkpoint was kept"
+            raise ValueError(f"could not write the checkpoint {self.ckpt_path}: {e.strerror or e}; "
+                             f"{keep}") from None
 
     def _restore(self, arrays, meta) -> None:
+        check_resume(meta, self.B, self.cfg)
         restore_net(self.net, arrays, meta.get("net_scalars", {}))
         for k in ("epoch", "batch", "rows", "loss_sum", "loss_n", "train_seconds", "train_images",
                   "best", "best_epoch", "bad", "snapshots", "done", "first_step_seconds"):
@@ -308,7 +306,7 @@ class _Run:
         status = "completed"
         # overflow in a diverging step is reported by the NaN guard with the epoch and step;
         # numpy's own RuntimeWarnings would only print noise before that message
-        with _Interrupt() as intr, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        with Interrupt() as intr, np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             try:
                 while not self.done and self.epoch < self.epochs:
                     if not self._epoch(intr):
@@ -323,8 +321,9 @@ class _Run:
         if status == "interrupted" and not self.ctx.is_root:      # [distributed]
             return {"status": "interrupted", "distributed_rank": self.ctx.rank}
         if status == "interrupted":
-            print(f"\ninterrupted at epoch {self.epoch + 1}, step {self.batch}; checkpoint saved "
-                  f"to {self.ckpt_path} (continue with --resume)", file=sys.stderr)
+            by = f" by {intr.name}" if intr.name else ""
+            print(f"\ninterrupted{by} at epoch {min(self.epoch + 1, self.epochs)}, step {self.batch}; "
+                  f"checkpoint saved to {self.ckpt_path} (continue with --resume)", file=sys.stderr)
             s = {"status": "interrupted", "epoch": self.epoch, "step": self.batch,
                  "checkpoint": str(self.ckpt_path)}
             _write_json(self.out / "summary.json", s)
@@ -477,13 +476,13 @@ class _Run:
         self.epoch, self.batch = e, 0
         self.order_state = rng_state(self.order_rng)      # the next epoch starts from here
         self.done = self.ctx.bcast_object(self.done, what="broadcast of the stop decision")  # [distributed]
+        self.save()              # first: metrics.csv never runs ahead of the checkpoint
         if root:
             last = self.done or e >= self.epochs
             plot = last or time.monotonic() - self._last_plot > PLOT_EVERY_S
             write_metrics(self.out, self.rows, plot=plot)
             if plot:
                 self._last_plot = time.monotonic()
-        self.save()
         if self.progress and root:
             msg = (f"epoch {e}/{self.epochs}  loss {row['train_loss']:.4f}  val_acc "
                    f"{row['val_accuracy']:.4f}  {row['images_per_second']:.0f} img/s")

@@ -45,8 +45,8 @@ def data_config(base: Mapping[str, Any] | None, data: Any) -> dict:
             src = "folder"
     else:
         src = "npz"
-    cfg.update(source=src, path=str(p))
-    return cfg
+    cfg.update(source=src, path=str(p.absolute()))     # a command-line path: from the cwd,
+    return cfg                                          # not the spec's folder
 
 
 def check_data_fits(spec, sample_shape, data_desc: str) -> None:
@@ -202,6 +202,20 @@ def net_arrays(net) -> tuple[dict[str, np.ndarray], dict]:
 
 
 def restore_net(net, arrays: Mapping[str, np.ndarray], scalars: Mapping[str, Any]) -> None:
+    """Resume state into ``net``; a checkpoint of another architecture is refused, naming
+    the tensors that differ."""
+    want = {f"params/{k}": tuple(v.shape) for k, v in net.params.items()}
+    want.update({f"buffers/{k}": tuple(v.shape) for k, v in getattr(net, "buffers", {}).items()})
+    got = {k: tuple(np.shape(v)) for k, v in arrays.items() if k.startswith(("params/", "buffers/"))}
+    diff = ([f"{k[k.index('/') + 1:]} missing" for k in sorted(set(want) - set(got))]
+            + [f"{k[k.index('/') + 1:]} not in this net" for k in sorted(set(got) - set(want))]
+            + [f"{k[k.index('/') + 1:]} {got[k]} vs {want[k]} here" for k in sorted(want)
+               if k in got and got[k] != want[k]])
+    if diff:
+        more = f" (and {len(diff) - 6} more)" if len(diff) > 6 else ""
+        raise ValueError(f"the checkpoint is for another net: {'; '.join(diff[:6])}{more}. --resume "
+                         f"continues a run of the same spec; to start from these weights use "
+                         f"init: {{checkpoint: ..., skip: [...]}}")
     d = {k: v for k, v in arrays.items() if k.split("/", 1)[0] in ("params", "buffers", "opt")}
     d.update(scalars)
     net.load_state_dict(d)

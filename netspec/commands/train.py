@@ -28,6 +28,13 @@ def _pos(text: str) -> int:
     return v
 
 
+def _folds(text: str) -> int:
+    v = _pos(text)
+    if v < 2:
+        raise argparse.ArgumentTypeError(f"K-fold cross-validation needs K >= 2, got {text!r}")
+    return v
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("train", help="train the net of a spec",
                               description="Train the net of a spec with its train: section; "
@@ -40,7 +47,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data", metavar="SOURCE_OR_PATH", default=None,
                    help="data source name (digits) or path (.npz, CIFAR-10/MNIST/image folder)")
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.npz")
-    p.add_argument("--folds", type=_pos, default=None, help="K-fold cross-validation (K >= 2)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in DIR (refused without it or --resume)")
+    p.add_argument("--folds", type=_folds, default=None, help="K-fold cross-validation (K >= 2)")
     p.add_argument("--backend", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or epoch lines")
     p.add_argument("--distributed", action="store_true",               # [distributed]
@@ -68,14 +77,17 @@ def run(args) -> int:
         return fail(str(e))
     except OSError as e:
         return fail(f"netspec train: cannot read {args.spec!r}: {e.strerror or e}")
-    if args.folds == 1:
-        return fail("netspec train: --folds needs K >= 2")
     out = Path(args.out) if args.out else Path("runs") / spec.name
+    from runtime.rundir import existing_run
+    old = existing_run(out) if not args.resume else []
+    if old and not args.overwrite:
+        return fail(f"netspec train: {out} already holds a run ({old[0]}); continue it with --resume, "
+                    f"replace it with --overwrite, or choose another --out")
     from runtime.train import train
     from runtime.distributed import DistError                         # [distributed]
     try:
         s = train(spec, out, epochs=args.epochs, batch_size=args.batch_size, data=args.data,
-                  resume=args.resume, folds=args.folds, progress=not args.no_progress,
+                  resume=args.resume, folds=args.folds, overwrite=bool(old), progress=not args.no_progress,
                   backend=args.backend, distributed=args.distributed)
     except known_errors() + (DistError,) as e:
         return fail(f"netspec train: {e}")
