@@ -220,6 +220,8 @@ LOWER: dict[str, Callable] = {
     "dropout": lower_simple("dropout", "p"), "stochastic_depth": lower_simple("stochastic_depth", "p"),
     "add": lower_simple("add"), "concat": lower_simple("concat"), "multiply": lower_simple("mul"),
     "upsample": lower_upsample, "center_crop": lower_center_crop, "shortcut_pad": lower_shortcut_pad,
+    "channel_shuffle": lower_simple("channel_shuffle", "groups"),
+    "channel_slice": lower_simple("channel_slice", "start", "stop"),
 }
 
 # which ops each layer type lowers to (the registry test checks every one has a numpy
@@ -236,7 +238,8 @@ LAYER_OPS: dict[str, tuple[str, ...]] = {
     **{k: ("activation",) for k in ACTIVATIONS}, "prelu": ("prelu",), "softmax": ("softmax",),
     "dropout": ("dropout",), "stochastic_depth": ("stochastic_depth",), "add": ("add",),
     "concat": ("concat",), "multiply": ("mul",), "upsample": ("upsample",), "center_crop": ("center_crop",),
-    "shortcut_pad": ("shortcut_pad",),
+    "shortcut_pad": ("shortcut_pad",), "channel_shuffle": ("channel_shuffle",),
+    "channel_slice": ("channel_slice",),
 }
 
 LOSS_TARGET = {"softmax_cross_entropy": "int64", "hinge": "int64",

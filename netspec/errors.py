@@ -88,6 +88,16 @@ FOREIGN_LAYERS = {
                     "the same output size and is learnable, or use `upsample` then `conv`"),
     **dict.fromkeys(("depthwise", "depthwise_conv", "depthwiseconv2d", "dwconv", "separable_conv",
                      "separableconv2d", "sepconv", "separable"), _SEPARABLE),
+    **dict.fromkeys(("split", "chunk", "slice", "narrow", "channel_chunk"),
+                    "take channels with `channel_slice: {start: a, stop: b}` or "
+                    "`{chunks: k, index: i}` (torch.chunk), one layer per piece (both can read "
+                    "the same input with `from:`)"),
+    **dict.fromkeys(("shuffle", "channelshuffle", "shuffle_channels"),
+                    "netspec spells it `channel_shuffle: {groups: g}`"),
+    **dict.fromkeys(("transpose", "permute"),
+                    "netspec has no general tensor transpose: `channel_shuffle` permutes channels "
+                    "(ShuffleNet), `flatten` / `reshape` change the shape; for a learnable "
+                    "upsampling layer see `conv_transpose`"),
     **dict.fromkeys(("lstm", "gru", "rnn", "embedding", "attention", "multihead_attention", "transformer"),
                     "netspec declares ConvNets: it has no recurrent, embedding or attention layers"),
 }

@@ -10,7 +10,8 @@ batchnorm -> BatchNormalization [+ Relu], layernorm/groupnorm/instancenorm -> Re
 ReduceMean/Sub/Mul/Sqrt/Div + affine (opset-17 safe and exactly our formula), lrn -> LRN
 (odd sizes; even sizes decomposed, PyTorch's window), upsample -> Resize, center_crop ->
 Slice, shortcut_pad -> Slice + Pad, conv_transpose2d -> ConvTranspose, prelu -> PRelu,
-maxout -> Reshape + ReduceMax + Reshape, dropout -> Identity, stochastic_depth -> Mul(1-p).
+maxout -> Reshape + ReduceMax + Reshape, channel_shuffle -> Reshape + Transpose + Reshape,
+channel_slice -> Slice, dropout -> Identity, stochastic_depth -> Mul(1-p).
 Nodes whose inputs are all weights (bn_fold_weight, bn_fold_bias, weight_norm) are
 constant-folded at export time with the op's numpy reference (in float64, stored as
 float32), so the file holds the folded weights.  The batch dimension is symbolic ("N").

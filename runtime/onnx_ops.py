@@ -196,6 +196,19 @@ def _shortcut_pad(e, n, out):
     return e.add("Pad", [y, e.i64([0, lo, 0, 0, 0, hi, 0, 0])], out, mode="constant")
 
 
+def _channel_shuffle(e, n, out):
+    """Reshape (N, g, C/g, -1) -> Transpose (0, 2, 1, 3) -> Reshape to the output shape."""
+    g, shp = int(n.a["groups"]), e.shape(n.inputs[0])
+    y = e.add("Reshape", [e.inp(n.inputs[0]), e.i64([0, g, shp[1] // g, -1])])
+    y = e.add("Transpose", [y], perm=[0, 2, 1, 3])
+    return e.add("Reshape", [y, e.i64([0, *e.shape(out)[1:]])], out)
+
+
+def _channel_slice(e, n, out):
+    return e.add("Slice", [e.inp(n.inputs[0]), e.i64([int(n.a["start"])]), e.i64([int(n.a["stop"])]),
+                           e.i64([1])], out)
+
+
 def _maxout(e, n, out):
     k = int(n.a["k"])
     shp = e.shape(n.inputs[0])
@@ -245,5 +258,5 @@ _EMIT = {
     "softmax": _simple("Softmax", axis=1), "add": _add, "mul": _simple("Mul"), "concat": _simple("Concat", axis=1),
     "reshape": _reshape, "dropout": _simple("Identity"), "stochastic_depth": _sdepth,
     "upsample": _upsample, "center_crop": _center_crop, "shortcut_pad": _shortcut_pad,
-    "maxout": _maxout,
+    "maxout": _maxout, "channel_shuffle": _channel_shuffle, "channel_slice": _channel_slice,
 }

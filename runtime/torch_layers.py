@@ -45,7 +45,8 @@ SUPPORTED_TYPES = (
     "dropconnect", "dropout", "stochastic_depth", "batchnorm", "layernorm", "instancenorm",
     "groupnorm", "lrn", "relu", "sigmoid", "tanh", "leaky_relu", "prelu", "elu", "softmax",
     "relu6", "hardsigmoid", "hardswish", "silu", "gelu", "softplus",
-    "add", "multiply", "concat", "upsample", "center_crop", "shortcut_pad",
+    "add", "multiply", "concat", "upsample", "center_crop", "shortcut_pad", "channel_shuffle",
+    "channel_slice",
 )
 
 
@@ -248,6 +249,15 @@ def _op(torch, net, layer) -> Callable:
         return _center_crop(a, in_shapes, out_shape)
     if t == "shortcut_pad":
         return _shortcut_pad(torch, a, in_shapes, out_shape)
+    if t == "channel_shuffle":
+        # torchvision's shufflenetv2.channel_shuffle (view, transpose, flatten), written out:
+        # F.channel_shuffle has no float64 CPU kernel in every build
+        g = int(a["groups"])
+        return lambda x: x.reshape(x.shape[0], g, x.shape[1] // g, *x.shape[2:]).transpose(1, 2) \
+            .reshape(x.shape)
+    if t == "channel_slice":
+        a0, a1 = int(a["start"]), int(a["stop"])
+        return lambda x: x[:, a0:a1]
     raise NotImplementedError(
         f"runtime.torch_twin: layer {name!r} has type {t!r}, which has no PyTorch twin "
         f"(supported: {', '.join(SUPPORTED_TYPES)})")

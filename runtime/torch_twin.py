@@ -32,7 +32,7 @@ windows), maxout, flatten, reshape, linear (incl. weight_norm), dropconnect, dro
 stochastic_depth (row mode), batchnorm, layernorm, instancenorm, groupnorm, lrn, relu,
 sigmoid, tanh, leaky_relu, prelu, elu, relu6, hardsigmoid, hardswish, silu, gelu, softplus,
 softmax (dim 1), add, multiply, concat, upsample, adaptive_avgpool, center_crop,
-shortcut_pad (the per-type functions: ``runtime/torch_layers.py``). Any other type raises
+shortcut_pad, channel_shuffle, channel_slice (the per-type functions: ``runtime/torch_layers.py``). Any other type raises
 ``NotImplementedError`` naming it.
 
 torch is imported lazily (it is the optional ``torch`` extra); importing this module

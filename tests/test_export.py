@@ -54,6 +54,10 @@ layers:
   - center_crop: {size: [7, 7], name: crop}
   - conv: {name: c3, out: 6, kernel: 3, pad: 1}
   - concat: {from: [crop, c3], name: cat}
+  - channel_shuffle: {groups: 5, name: shuf}
+  - channel_slice: {chunks: 2, index: 1, name: half1}
+  - channel_slice: {start: 1, stop: 5, from: shuf, name: half0}
+  - concat: {from: [half1, half0], name: cat2}
   - conv: {name: c5, out: 12, kernel: 3, stride: 2, pad: 1}
   - add: {from: [c5, cat], project: pad, name: addp}
   - stochastic_depth: {p: 0.2}
@@ -157,8 +161,8 @@ def test_onnx_every_exportable_op_matches_the_ir_reference():
     assert got.shape == (3, 7)
     assert _rel(ref, got) < 1e-5
     ops = {n.op_type for n in model.graph.node}
-    assert {"LRN", "Resize", "ConvTranspose", "PRelu", "ReduceMax", "Sum", "Pad"} <= ops
-    assert "shortcut_pad" in {n.op for n in g.nodes}
+    assert {"LRN", "Resize", "ConvTranspose", "PRelu", "ReduceMax", "Sum", "Pad", "Transpose"} <= ops
+    assert {"shortcut_pad", "channel_shuffle", "channel_slice"} <= {n.op for n in g.nodes}
 
 
 @pytest.mark.parametrize("mode,hw,scale", [("nearest", (3, 5), 1.3), ("nearest", (5, 5), 2.1),
@@ -184,6 +188,8 @@ def test_onnx_inexact_upsample_matches_the_compiled_net(mode, hw, scale, tmp_pat
     ("conv_transpose: {name: t, out: 3, kernel: 1, dilation: 2, output_padding: 1}", (3, 3)),
     ("conv_transpose: {name: t, out: 3, kernel: 3, stride: 2, pad: [1, 0, 1, 0], output_padding: 1}", (3, 4)),
     ("maxpool: {kernel: 2}", (4, 4)),                            # a net without parameters
+    ("channel_shuffle: {groups: 2}", (3, 4)),                    # two channels: a swap
+    ("channel_slice: {start: -1}", (3, 4)),
 ])
 def test_onnx_edge_cases_match_the_compiled_net(layer, hw, tmp_path):
     """Found by an export fuzz: bilinear Resize to one row read source 0 (pytorch_half_pixel;

@@ -79,6 +79,10 @@ CASES = [
     ("center_crop", {}, [(4, 9, 8), (2, 5, 6)], (4, 5, 6), {}, 0),
     ("center_crop", dict(size=3), [(4, 9, 8)], (4, 3, 3), {}, 0),
     ("shortcut_pad", dict(stride=2, out=8), [(4, 7, 8)], (8, 4, 4), {}, 0),
+    ("channel_shuffle", dict(groups=2), [(116, 28, 28)], (116, 28, 28), {}, 0),
+    ("channel_slice", dict(chunks=2, index=1), [(116, 28, 28)], (58, 28, 28), {}, 0),
+    ("channel_slice", dict(start=-3), [(8,)], (3,), {}, 0),
+    ("channel_slice", dict(chunks=3, index=2), [(8, 2, 2)], (2, 2, 2), {}, 0),   # torch.chunk: 3, 3, 2
 ]
 
 
@@ -302,6 +306,13 @@ ERRORS = [
     ("center_crop", (3, 4, 4), {}, r"needs `size`", "size"),
     ("center_crop", (3, 4, 4), dict(size=5), r"crop size 5 > input 4 along H", "size"),
     ("shortcut_pad", (8, 4, 4), dict(out=4), r"shortcut_pad out 4 < input channels 8", "out"),
+    ("channel_shuffle", (6, 2, 2), dict(groups=4), r"6 channels do not split into 4 groups", "groups"),
+    ("channel_shuffle", (6, 2, 2), dict(groups=0), r"groups must be >= 1", "groups"),
+    ("channel_slice", (6, 2, 2), dict(start=4, stop=2), r"selects no channels: start 4 >= stop 2", "start"),
+    ("channel_slice", (6, 2, 2), dict(stop=9), r"stop 9 is outside the 6 input channels", "stop"),
+    ("channel_slice", (6, 2, 2), dict(chunks=4, index=3), r"chunk 3 of 4 is empty for 6 channels", "index"),
+    ("channel_slice", (6, 2, 2), dict(index=1, chunks=2, start=0), r"either start/stop or chunks/index", "chunks"),
+    ("channel_slice", (6, 2, 2), dict(chunks=2), r"needs both chunks and index", "index"),
 ]
 
 

@@ -102,6 +102,12 @@ layers:
   - conv: {name: b3, out: 16, kernel: 3, stride: 2, pad: 1}
   - add: {name: add3, from: [-1, add2], project: conv_bn}
   - concat: {from: [add3, -1]}
+  - channel_shuffle: {groups: 4, name: shuf}          # ShuffleNet v2 unit: split, branch, shuffle
+  - channel_slice: {chunks: 2, index: 1, name: hi}
+  - conv: {name: br, out: 16, kernel: 1}
+  - channel_slice: {start: 0, stop: 16, from: shuf, name: lo}
+  - concat: {from: [lo, br]}
+  - channel_shuffle: {groups: 2}
   - global_avgpool: {}
   - linear: {name: fc, out: 6}
 """,

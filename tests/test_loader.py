@@ -168,7 +168,8 @@ def test_required_and_unknown_type(fake):
     ("max_unpool: {kernel: 2}", "no max-unpooling"), ("PixelShuffle: {r: 2}", "no pixel shuffle"),
     ("separable_conv: {out: 4}", "`groups:` equal to its input channels"),
     ("conv: {out: 3, kernel: 3, depthwise: true}", "`groups:` equal to its input channels"),
-    ("lstm: {}", "no recurrent")])
+    ("lstm: {}", "no recurrent"), ("chunk: {chunks: 2}", "channel_slice"),
+    ("transpose: {}", "no general tensor transpose"), ("ChannelShuffle: {groups: 2}", "channel_shuffle")])
 def test_other_frameworks_names_get_the_netspec_equivalent(fake, layer, want):
     """A layer type or attribute from another framework gets the equivalent, not a near-miss
     spelling (difflib offered 'max_pool' for 'max_unpool')."""

@@ -100,6 +100,12 @@ CASES = [
     ("center_crop", [(2, 3, 7, 6)], dict(offset=(1, 2), out_size=(4, 3)), {}),
     ("shortcut_pad", [(2, 4, 7, 6)], dict(stride=(2, 2), out=8), {}),
     ("shortcut_pad", [(2, 3, 7, 6)], dict(stride=(1, 2), out=6), {}),
+    ("channel_shuffle", [(2, 6, 3, 4)], dict(groups=2), {}),
+    ("channel_shuffle", [(3, 12, 2, 3)], dict(groups=3), {}),
+    ("channel_shuffle", [(2, 6)], dict(groups=3), {}),               # vectors (N, F)
+    ("channel_slice", [(2, 7, 3, 4)], dict(start=2, stop=5), {}),
+    ("channel_slice", [(2, 6, 3, 4)], dict(start=0, stop=6), {}),    # the whole tensor
+    ("channel_slice", [(3, 8)], dict(start=5, stop=8), {}),          # vectors, last channels
 ]
 
 

@@ -93,6 +93,10 @@ layers:
   - add: {name: res, from: [sd, c3]}
   - add: {name: proj, from: [res, crop]}
   - concat: {name: cat, from: [proj, c3]}
+  - channel_shuffle: {name: shuf, groups: 4}
+  - channel_slice: {name: half0, chunks: 2, index: 0}
+  - channel_slice: {name: half1, start: 16, from: shuf}
+  - concat: {name: cat2, from: [half1, half0]}
   - layernorm: {name: ln}
   - tanh: {name: act4}
   - global_avgpool: {name: sqz}
@@ -424,10 +428,98 @@ class _TVResNet(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+def _tv_channel_shuffle(x, groups):
+    """torchvision.models.shufflenetv2.channel_shuffle."""
+    n, c, h, w = x.shape
+    return x.view(n, groups, c // groups, h, w).transpose(1, 2).contiguous().view(n, c, h, w)
+
+
+class _TVInvertedResidual(nn.Module):
+    """torchvision.models.shufflenetv2.InvertedResidual."""
+
+    def __init__(self, inp, oup, stride):
+        super().__init__()
+        self.stride = stride
+        bf = oup // 2
+        dw = lambda c, s: nn.Conv2d(c, c, 3, s, 1, bias=False, groups=c)  # noqa: E731
+        if stride > 1:
+            self.branch1 = nn.Sequential(dw(inp, stride), nn.BatchNorm2d(inp),
+                                         nn.Conv2d(inp, bf, 1, bias=False), nn.BatchNorm2d(bf),
+                                         nn.ReLU())
+        else:
+            self.branch1 = nn.Sequential()
+        self.branch2 = nn.Sequential(
+            nn.Conv2d(inp if stride > 1 else bf, bf, 1, bias=False), nn.BatchNorm2d(bf), nn.ReLU(),
+            dw(bf, stride), nn.BatchNorm2d(bf),
+            nn.Conv2d(bf, bf, 1, bias=False), nn.BatchNorm2d(bf), nn.ReLU())
+
+    def forward(self, x):
+        if self.stride == 1:
+            x1, x2 = x.chunk(2, dim=1)
+            out = torch.cat((x1, self.branch2(x2)), dim=1)
+        else:
+            out = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
+        return _tv_channel_shuffle(out, 2)
+
+
+class _TVShuffleNetV2(nn.Module):
+    """torchvision.models.shufflenet_v2_x1_0 (stages 4, 8, 4; channels 24, 116, 232, 464,
+    1024), with ``width`` scaling every channel count for small test versions."""
+
+    def __init__(self, repeats=(4, 8, 4), channels=(24, 116, 232, 464, 1024), classes=1000):
+        super().__init__()
+        cin = channels[0]
+        self.conv1 = nn.Sequential(nn.Conv2d(3, cin, 3, 2, 1, bias=False), nn.BatchNorm2d(cin), nn.ReLU())
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        for i, (n, cout) in enumerate(zip(repeats, channels[1:]), 2):
+            units = [_TVInvertedResidual(cin, cout, 2)] + [_TVInvertedResidual(cout, cout, 1)
+                                                           for _ in range(n - 1)]
+            setattr(self, f"stage{i}", nn.Sequential(*units))
+            cin = cout
+        self.conv5 = nn.Sequential(nn.Conv2d(cin, channels[-1], 1, bias=False),
+                                   nn.BatchNorm2d(channels[-1]), nn.ReLU())
+        self.fc = nn.Linear(channels[-1], classes)
+
+    def forward(self, x):
+        x = self.maxpool(self.conv1(x))
+        x = self.stage4(self.stage3(self.stage2(x)))
+        return self.fc(self.conv5(x).mean([2, 3]))
+
+
+def _hook_macs(model, x) -> int:
+    """Multiply-accumulates of every Conv2d / Linear for one forward (forward hooks)."""
+    total = [0]
+
+    def hook(m, inp, out):
+        if isinstance(m, nn.Conv2d):
+            total[0] += out[0].numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+        else:
+            total[0] += out[0].numel() * m.in_features
+    hs = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        model.eval()(x)
+    for h in hs:
+        h.remove()
+    return total[0]
+
+
+def test_shufflenet_params_and_macs_equal_torchs():
+    """specs/shufflenet_v2_x1_0.yaml: torchvision's parameter count (2,278,604), the same
+    state_dict keys in the same order, and the MACs counted by forward hooks on the
+    hand-written torchvision model."""
+    rep = _report("shufflenet_v2_x1_0")
+    ref = _TVShuffleNetV2()
+    assert _nparams(ref) == rep.total_params == 2_278_604
+    ref_keys = [k for k in ref.state_dict() if not k.endswith("num_batches_tracked")]
+    assert _state_names(rep) == ref_keys
+    assert _hook_macs(ref, torch.randn(1, 3, 224, 224)) == rep.total_macs == 144_907_992
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["googlenet", "resnet50"])
+@pytest.mark.parametrize("name", ["googlenet", "resnet50", "shufflenet_v2_x1_0"])
 def test_zoo_equals_torchvision_layout(name):
-    ref = _TVGoogLeNet() if name == "googlenet" else _TVResNet([3, 4, 6, 3])
+    ref = {"googlenet": _TVGoogLeNet, "resnet50": lambda: _TVResNet([3, 4, 6, 3]),
+           "shufflenet_v2_x1_0": _TVShuffleNetV2}[name]()
     with torch.no_grad():  # non-trivial batch-norm statistics for eval mode
         for m in ref.modules():
             if isinstance(m, nn.BatchNorm2d):

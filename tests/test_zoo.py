@@ -30,7 +30,7 @@ except ImportError:  # the package __init__ may not re-export them (yet)
 SPECS = Path(__file__).resolve().parent.parent / "specs"
 
 ZOO = ["lenet5", "alexnet", "vgg16", "vgg16_bn", "googlenet", "resnet18", "resnet50",
-       "resnet152", "resnet20", "unet", "autoencoder", "digits"]
+       "resnet152", "resnet20", "unet", "autoencoder", "digits", "shufflenet_v2_x1_0"]
 
 # name -> total params (learnable tensors; batch-norm running stats are buffers)
 PARAMS = {
@@ -51,6 +51,7 @@ PARAMS = {
     # 160 + 4,640 + 100,416 | 100,384 + 4,624 + 145
     "autoencoder": 210_369,
     "digits": 28_842,
+    "shufflenet_v2_x1_0": 2_278_604,
 }
 
 # name -> published MACs for one image (torchvision docs "GFLOPS" = GMACs; DESIGN.md §5)
@@ -64,12 +65,16 @@ MACS = {
     "resnet50": 4.089e9,
     "resnet152": 11.51e9,
     "resnet20": 40.8e6,
+    # torchvision's docs round to 0.14 G; 144,907,992 exactly from forward hooks on a
+    # hand-written torchvision model (tests/test_torch_twin.py::test_shufflenet_params_and_macs_equal_torchs)
+    "shufflenet_v2_x1_0": 144.908e6,
 }
 
 OUTPUT = {
     "lenet5": (10,), "alexnet": (1000,), "vgg16": (1000,), "vgg16_bn": (1000,),
     "googlenet": (1000,), "resnet18": (1000,), "resnet50": (1000,), "resnet152": (1000,),
     "resnet20": (10,), "unet": (1, 388, 388), "autoencoder": (1, 28, 28), "digits": (10,),
+    "shufflenet_v2_x1_0": (1000,),
 }
 
 # (spec, layer) -> (RF size, RF jump)
@@ -97,6 +102,12 @@ RF = {
     # 5, 6, 14, 16, 32, 36, 68, 76 -> centre 76 + 4*16 = 140, jump 16
     ("unet", "center.conv2"): (140, 16),
     ("digits", "conv3"): (10, 2),      # 3, 5, pool -> 6 (jump 2), 6 + 2*2
+    # conv1 3/2 -> 3 (jump 2); maxpool 3/2 -> 7 (jump 4); a stride-2 unit's depthwise 3x3/2
+    # adds 2 jumps, a stride-1 unit's 3x3 2 jumps (the split's passthrough half is smaller):
+    # 15 (jump 8), + 3*16 = 63; 79 (jump 16), + 7*32 = 303; 335 (jump 32), + 3*64 = 527
+    ("shufflenet_v2_x1_0", "stage2.0.shuffle"): (15, 8),
+    ("shufflenet_v2_x1_0", "stage2.3.shuffle"): (63, 8),
+    ("shufflenet_v2_x1_0", "stage4.3.shuffle"): (527, 32),
 }
 
 SHAPES = {
@@ -114,6 +125,11 @@ SHAPES = {
     ("unet", "dec1.relu2"): (64, 388, 388),
     ("autoencoder", "encoder.4"): (64, 1, 1),
     ("autoencoder", "decoder.2"): (16, 14, 14),
+    ("shufflenet_v2_x1_0", "maxpool"): (24, 56, 56),
+    ("shufflenet_v2_x1_0", "stage2.1.x2"): (58, 28, 28),
+    ("shufflenet_v2_x1_0", "stage3.7.shuffle"): (232, 14, 14),
+    ("shufflenet_v2_x1_0", "stage4.0.branch1.2"): (232, 7, 7),
+    ("shufflenet_v2_x1_0", "conv5.2"): (1024, 7, 7),
 }
 
 _CACHE: dict = {}
@@ -249,6 +265,23 @@ def test_googlenet_names():
     eps = {l.attrs["eps"] for l in report("googlenet").layers if l.type == "batchnorm"}
     assert eps == {0.001}
     assert all(l.attrs["ceil_mode"] for l in report("googlenet").layers if l.type == "maxpool")
+
+
+def test_shufflenet_names_are_torchvision():
+    """torchvision shufflenet_v2_x1_0 state_dict keys (without num_batches_tracked)."""
+    bn = ["weight", "bias", "running_mean", "running_var"]
+    expect = ["conv1.0.weight"] + [f"conv1.1.{s}" for s in bn]
+    for st, n in ((2, 4), (3, 8), (4, 4)):
+        for u in range(n):
+            branches = (("branch1", (0, 2)), ("branch2", (0, 3, 5))) if u == 0 else (("branch2", (0, 3, 5)),)
+            for br, convs in branches:
+                for c in convs:
+                    expect += [f"stage{st}.{u}.{br}.{c}.weight"] + \
+                        [f"stage{st}.{u}.{br}.{c + 1}.{s}" for s in bn]
+    expect += ["conv5.0.weight"] + [f"conv5.1.{s}" for s in bn] + ["fc.weight", "fc.bias"]
+    assert state_names(report("shufflenet_v2_x1_0")) == expect
+    types = {l.type for l in report("shufflenet_v2_x1_0").layers}
+    assert {"channel_shuffle", "channel_slice"} <= types
 
 
 def test_lenet5_names():

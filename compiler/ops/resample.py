@@ -1,4 +1,5 @@
-"""Resampling / reshaping ops: upsample, center_crop, shortcut_pad.
+"""Resampling / reshaping ops: upsample, center_crop, shortcut_pad, channel_shuffle,
+channel_slice.
 
 upsample matches torch.nn.functional.interpolate(size=out_size) -- or, with attr ``scale``
 (set by lowering when floor(in*scale) is not exact), interpolate(scale_factor=scale), whose
@@ -7,8 +8,8 @@ nearest: src = min(floor(dst * in/out), in - 1), in float32 as torch computes it
 "bilinear" (align_corners true: src = dst*(in-1)/(out-1); false: src = max((dst+0.5)*in/out
 - 0.5, 0); PyTorch's index/lambda guards).  Per-axis index and weight tables are tiny and
 cached per (sizes, mode, dtype); the njit loops (templates/resample.py.j2) only gather and
-scatter.  center_crop and shortcut_pad are strided copies done with numpy slice assignment
-(no temporaries, nothing to compile).
+scatter.  center_crop, shortcut_pad, channel_shuffle and channel_slice are strided copies
+done with numpy slice assignment (no temporaries, nothing to compile).
 """
 from __future__ import annotations
 
@@ -219,3 +220,77 @@ class ShortcutPad(Op):
             sl, lo = self._parts(dx.shape[1], attrs)
             dx[...] = 0
             dx[sl] = dy[:, lo:lo + dx.shape[1]]
+
+
+def _shuffle_views(src, dst, groups):
+    """(source, destination) 4-D views for channel_shuffle with ``groups``: y[n, j*g + i, s] =
+    x[n, i*(C/g) + j, s] is dst (N, C/g, g, S) = src (N, g, C/g, S) transposed on axes 1, 2."""
+    N, C = src.shape[:2]
+    S = src.size // (N * C) if N * C else 0
+    g = int(groups)
+    return src.reshape(N, g, C // g, S).transpose(0, 2, 1, 3), dst.reshape(N, C // g, g, S)
+
+
+@register_op
+class ChannelShuffle(Op):
+    """channel_shuffle: x (N, C, ...) -> same shape, torch.nn.functional.channel_shuffle:
+    x.view(N, g, C/g, ...).transpose(1, 2).reshape(N, C, ...); attr groups g (divides C).
+    The backward is the inverse permutation: a shuffle with C/g groups."""
+    name = "channel_shuffle"
+
+    def out_shape(self, in_shapes, attrs):
+        return tuple(in_shapes[0])
+
+    def ref_forward(self, xs, attrs, train=False, rng=None):
+        x = xs[0]
+        N, C = x.shape[:2]
+        g = int(attrs["groups"])
+        y = x.reshape(N, g, C // g, -1).transpose(0, 2, 1, 3).reshape(x.shape)
+        return np.ascontiguousarray(y), {}
+
+    def ref_backward(self, xs, y, saved, dy, attrs):
+        N, C = dy.shape[:2]
+        g = int(attrs["groups"])
+        dx = dy.reshape(N, C // g, g, -1).transpose(0, 2, 1, 3).reshape(dy.shape)
+        return [np.ascontiguousarray(dx)]
+
+    def forward(self, xs, y, saved, ws, attrs, train, rng=None):
+        src, dst = _shuffle_views(xs[0], y, attrs["groups"])
+        np.copyto(dst, src)
+
+    def backward(self, xs, y, saved, dy, dxs, ws, attrs):
+        dx = dxs[0]
+        if dx is not None:
+            src, dst = _shuffle_views(dy, dx, dx.shape[1] // int(attrs["groups"]))
+            np.copyto(dst, src)
+
+
+@register_op
+class ChannelSlice(Op):
+    """channel_slice: x (N, C, ...) -> x[:, start:stop] (N, stop - start, ...); attrs start,
+    stop (0 <= start < stop <= C, resolved by the checker).  The backward writes dy into
+    those channels of dx and zeros elsewhere; two slices of one tensor (ShuffleNet's split)
+    get their gradients summed by autodiff's fan-out accumulation."""
+    name = "channel_slice"
+
+    def out_shape(self, in_shapes, attrs):
+        return (in_shapes[0][0], int(attrs["stop"]) - int(attrs["start"])) + tuple(in_shapes[0][2:])
+
+    def ref_forward(self, xs, attrs, train=False, rng=None):
+        return xs[0][:, int(attrs["start"]):int(attrs["stop"])].copy(), {}
+
+    def ref_backward(self, xs, y, saved, dy, attrs):
+        dx = np.zeros_like(xs[0])
+        dx[:, int(attrs["start"]):int(attrs["stop"])] = dy
+        return [dx]
+
+    def forward(self, xs, y, saved, ws, attrs, train, rng=None):
+        y[...] = xs[0][:, int(attrs["start"]):int(attrs["stop"])]
+
+    def backward(self, xs, y, saved, dy, dxs, ws, attrs):
+        dx = dxs[0]
+        if dx is not None:
+            a, b = int(attrs["start"]), int(attrs["stop"])
+            dx[:, :a] = 0
+            dx[:, b:] = 0
+            dx[:, a:b] = dy

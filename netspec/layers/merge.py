@@ -1,6 +1,7 @@
 """Merging and resampling family: add (residual sum, with automatic shortcut projection),
 multiply (gates: squeeze-and-excitation), concat (along channels), upsample, center_crop (U-Net skip cropping), shortcut_pad
-(ResNet option A shortcut). No params, no MACs."""
+(ResNet option A shortcut), channel_shuffle and channel_slice (ShuffleNet's shuffle and
+channel split). No params, no MACs."""
 from __future__ import annotations
 
 import math
@@ -243,4 +244,95 @@ class ShortcutPad(LayerDef):
         return rf_window(rfs[0], (1, 1), a["stride"], (0, 0))
 
 
-__all__ = ["Add", "Concat", "Upsample", "CenterCrop", "ShortcutPad"]
+def _divisors(n: int) -> str:
+    return ", ".join(str(d) for d in range(2, n + 1) if n % d == 0 and d <= 64)
+
+
+@register
+class ChannelShuffle(LayerDef):
+    type = "channel_shuffle"
+    family = "merge"
+    doc = ("ShuffleNet's channel shuffle, torch.nn.ChannelShuffle(groups): the C channels, "
+           "seen as (groups, C/groups), are transposed to (C/groups, groups) and flattened, "
+           "so output channel j*groups + i is input channel i*(C/groups) + j. Same shape; "
+           "C must be a multiple of groups. No parameters.")
+    attrs = {"groups": Attr("int", doc="number of channel groups (divides C)", min=1)}
+
+    def output_shape(self, a, in_shapes):
+        s = tuple(in_shapes[0])
+        c, g = int(s[0]), a["groups"]
+        if c % g:
+            raise ShapeError(
+                f"{c} channels do not split into {g} groups",
+                formula=f"C % groups == 0: {c} % {g} = {c % g}",
+                hint=f"use groups dividing {c}" + (f" ({_divisors(c)})" if _divisors(c) else ""),
+                attr="groups")
+        return s
+
+    def receptive_field(self, a, in_shapes, rfs):
+        return rfs[0]
+
+
+@register
+class ChannelSlice(LayerDef):
+    type = "channel_slice"
+    aliases = ("channel_split",)
+    family = "merge"
+    doc = ("Channels [start, stop) of the input, x[:, start:stop] (negative values count from "
+           "the end, stop defaults to C); or, with `chunks`/`index`, torch.chunk(x, chunks, "
+           "1)[index] (chunk size ceil(C/chunks)). ShuffleNet v2's channel split is two "
+           "slices of the same tensor: {chunks: 2, index: 0} and {chunks: 2, index: 1}. "
+           "Backward writes the gradient into those channels, zeros elsewhere. No parameters.")
+    attrs = {
+        "start": Attr("int", None, doc="first channel (negative: from the end; default 0)"),
+        "stop": Attr("int", None, doc="one past the last channel (negative: from the end; "
+                                      "default C)"),
+        "chunks": Attr("int", None, doc="torch.chunk form: number of chunks (with index; "
+                                        "exclusive with start/stop)", min=1),
+        "index": Attr("int", None, doc="torch.chunk form: which chunk, 0-based", min=0),
+    }
+
+    def normalize(self, a, in_shapes):
+        c = int(tuple(in_shapes[0])[0])
+        start, stop, chunks, index = (a.get(k) for k in ("start", "stop", "chunks", "index"))
+        if chunks is not None or index is not None:
+            if start is not None or stop is not None:
+                raise ShapeError("channel_slice takes either start/stop or chunks/index, not both",
+                                 attr="chunks" if chunks is not None else "index")
+            if chunks is None or index is None:
+                raise ShapeError("channel_slice's chunk form needs both chunks and index",
+                                 hint="e.g. {chunks: 2, index: 0} for the first half",
+                                 attr="chunks" if chunks is None else "index")
+            size = ceil_div(c, chunks)
+            start, stop = index * size, min((index + 1) * size, c)
+            if start >= c:
+                raise ShapeError(
+                    f"chunk {index} of {chunks} is empty for {c} channels",
+                    formula=f"index * ceil(C / chunks) < C: {index} * {size} >= {c}",
+                    hint=f"index < {ceil_div(c, size)}", attr="index")
+            return {"start": start, "stop": stop}
+        s0 = 0 if start is None else start
+        s1 = c if stop is None else stop
+        for k, v in (("start", s0), ("stop", s1)):
+            if not -c <= v <= c:
+                raise ShapeError(f"channel_slice {k} {v} is outside the {c} input channels",
+                                 formula=f"-C <= {k} <= C: {v} not in [{-c}, {c}]", attr=k)
+        r0, r1 = s0 + c if s0 < 0 else s0, s1 + c if s1 < 0 else s1
+        if r0 >= r1:
+            raise ShapeError(f"channel_slice selects no channels: start {s0} >= stop {s1}"
+                             + (f" (channels {r0} >= {r1})" if (r0, r1) != (s0, s1) else ""),
+                             formula=f"start < stop: {r0} >= {r1}",
+                             hint=f"the input has {c} channels",
+                             attr="start" if start is not None else "stop")
+        return {"start": r0, "stop": r1}
+
+    def output_shape(self, a, in_shapes):
+        s = tuple(in_shapes[0])
+        return (a["stop"] - a["start"],) + s[1:]
+
+    def receptive_field(self, a, in_shapes, rfs):
+        return rfs[0]
+
+
+__all__ = ["Add", "Concat", "Upsample", "CenterCrop", "ShortcutPad", "ChannelShuffle",
+           "ChannelSlice"]

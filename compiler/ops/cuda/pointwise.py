@@ -2,7 +2,7 @@
 where every flat kernel is printed by one macro from one table).
 
 activation, prelu, add, axpy, fill, dropout, stochastic_depth, concat, center_crop,
-shortcut_pad, upsample, mul (a broadcasting gate).  Same attrs, saved tensors and math as compiler/ops/*.py.
+shortcut_pad, channel_shuffle, channel_slice, upsample, mul (a broadcasting gate).  Same attrs, saved tensors and math as compiler/ops/*.py.
 """
 from __future__ import annotations
 
@@ -243,6 +243,44 @@ class ShortcutPad(CudaOp):
         lo = (attrs["out"] - dx.shape[1]) // 2
         return [fill(dx, 0.0), window(dy, dx, (dx.shape[1], dy.shape[2], dy.shape[3]), s0=(lo, 0, 0),
                                       dstep=(sh, sw))]
+
+
+@register
+class ChannelShuffle(CudaOp):
+    """One flat gather y[n, j*G + i] = x[n, i*(C/G) + j]; the backward is the same kernel
+    with C/G groups (the inverse permutation)."""
+    name = "channel_shuffle"
+
+    @staticmethod
+    def _launch(src, dst, groups):
+        N, C = dst.shape[:2]
+        G = int(groups)
+        return pw("chan_shuffle", dst.size, flat(src), flat(dst), G, C // G, dst.size // (N * C),
+                  dtype=dst.dtype)
+
+    def plan_forward(self, ctx, xs, y, saved, ws, attrs, train):
+        return [self._launch(xs[0], y, attrs["groups"])]
+
+    def plan_backward(self, ctx, xs, y, saved, dy, dxs, ws, attrs):
+        if dxs[0] is None:
+            return []
+        return [self._launch(dy, dxs[0], dy.shape[1] // int(attrs["groups"]))]
+
+
+@register
+class ChannelSlice(CudaOp):
+    name = "channel_slice"
+
+    def plan_forward(self, ctx, xs, y, saved, ws, attrs, train):
+        y4 = as4(y)
+        return [window(as4(xs[0]), y4, y4.shape[1:], s0=(int(attrs["start"]), 0, 0))]
+
+    def plan_backward(self, ctx, xs, y, saved, dy, dxs, ws, attrs):
+        if dxs[0] is None:
+            return []
+        dy4 = as4(dy)
+        return [fill(dxs[0], 0.0),
+                window(dy4, as4(dxs[0]), dy4.shape[1:], d0=(int(attrs["start"]), 0, 0))]
 
 
 @register
