@@ -57,6 +57,16 @@ def prepare_out(out: Path) -> None:
         raise ValueError(f"{ck} is not a file; remove it or choose another --out")
 
 
+def remove_if_empty(out: Path) -> None:
+    """Remove a run directory that holds nothing but its lock file."""
+    try:
+        if set(os.listdir(out)) <= {".lock"}:
+            (out / ".lock").unlink(missing_ok=True)
+            out.rmdir()
+    except OSError:
+        pass
+
+
 class RunLock:
     """An exclusive lock on ``out/.lock`` for the life of a run (no-op where fcntl is missing)."""
 

@@ -34,7 +34,7 @@ import csv
 import math
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
@@ -46,6 +46,11 @@ _FIXED_COLS = ["trial", "stage", "epochs", "score", "status", "train_loss", "sec
 
 class SearchError(ValueError):
     pass
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """A trial was interrupted (Ctrl-C / SIGTERM): the search stops without recording it;
+    rerunning the same command resumes that trial from its checkpoint."""
 
 
 # ----------------------------------------------------------------------------- the space
@@ -225,6 +230,28 @@ def default_train_fn(spec, out_dir, epochs: int) -> dict:
 
 # ----------------------------------------------------------------------------- the search
 
+def _same_search(out: Path, setup: dict) -> None:
+    """``out/search.json`` records the spec, seed, stages and space a search directory was
+    started with; a rerun with other ones would silently reuse trials sampled for them."""
+    import json
+    p = out / "search.json"
+    if p.is_file():
+        try:
+            old = json.loads(p.read_text())
+        except ValueError:
+            old = None
+        if isinstance(old, dict):
+            diff = [k for k in setup if k in old and old[k] != setup[k]]
+            if diff:
+                raise SearchError(f"{out} holds a search started with another {', '.join(diff)} "
+                                  f"({'; '.join(f'{k}: {old[k]}' for k in diff)}); rerun it with "
+                                  f"the same settings to continue, or choose another --out")
+            return
+    tmp = p.with_name(".search.json.tmp")
+    tmp.write_text(json.dumps(setup, indent=2, sort_keys=True) + "\n")
+    tmp.replace(p)
+
+
 def random_search(spec_path, out_dir, space: dict | None = None, stages=DEFAULT_STAGES,
                   top_k: int = 3, seed: int = 0, train_fn: Callable | None = None,
                   log: Callable[[str], None] | None = None) -> list[dict]:
@@ -239,6 +266,9 @@ def random_search(spec_path, out_dir, space: dict | None = None, stages=DEFAULT_
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "results.csv"
+    _same_search(out, {"spec": str(spec_path.resolve()), "seed": int(seed),
+                       "stages": [[int(n), int(e)] for n, e in stages],
+                       "space": {k: str(v) for k, v in space.items()}})
     rows = read_results(csv_path)
     train_fn = train_fn or default_train_fn
     log = log or (lambda s: None)
@@ -257,6 +287,9 @@ def random_search(spec_path, out_dir, space: dict | None = None, stages=DEFAULT_
             try:
                 sp = spec_with(raw, cfg, spec, str(spec_path))
                 summ = train_fn(sp, out / "trials" / tid, int(epochs)) or {}
+                if summ.get("status") == "interrupted":
+                    raise SearchInterrupted(f"trial {tid} interrupted; rerun the same command to "
+                                            f"continue the search")
                 score = float(summ.get("val_accuracy", math.nan))
                 row.update(score=score, status=summ.get("status", "completed"),
                            train_loss=summ.get("train_loss"), seconds=summ.get("seconds"))

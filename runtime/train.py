@@ -33,7 +33,7 @@ from .distributed import DistContext, train_step   # [distributed]
 from .ensemble import evaluate_ensemble
 from .lbfgs import LBFGS, check_lbfgs_config, full_batch_objective
 from .preprocess import Preprocessor
-from .rundir import Interrupt, RunLock, check_resume, clear_run, prepare_out
+from .rundir import Interrupt, RunLock, check_resume, clear_run, prepare_out, remove_if_empty
 from .schedules import make_schedule
 from .train_utils import (EMA, check_data_fits, check_reconstruction, check_trainable, data_config, evaluate,
                           load_weights, loss_name, net_arrays, predicted_class, restore_net, weights_of,
@@ -89,13 +89,19 @@ def train(spec, out_dir, *, epochs: int | None = None, batch_size: int | None = 
     cfg = dict(getattr(spec, "train", None) or {})
     out = Path(out_dir)
     ctx = DistContext.create(distributed)                          # [distributed]
+    created = not out.exists()
     prepare_out(out)
-    with RunLock(out) if ctx.is_root else contextlib.nullcontext():
-        if overwrite and ctx.is_root:
-            clear_run(out)
-        return _train(spec, cfg, out, ctx, t0, epochs=epochs, batch_size=batch_size, data=data,
-                      resume=resume, folds=folds, progress=progress, backend=backend,
-                      net_factory=net_factory, hooks=hooks)
+    try:
+        with RunLock(out) if ctx.is_root else contextlib.nullcontext():
+            if overwrite and ctx.is_root:
+                clear_run(out)
+            return _train(spec, cfg, out, ctx, t0, epochs=epochs, batch_size=batch_size, data=data,
+                          resume=resume, folds=folds, progress=progress, backend=backend,
+                          net_factory=net_factory, hooks=hooks)
+    except BaseException:
+        if created:               # failed before writing anything: leave no empty directory
+            remove_if_empty(out)
+        raise
 
 
 def _train(spec, cfg, out, ctx, t0, *, epochs, batch_size, data, resume, folds, progress, backend,

@@ -141,3 +141,19 @@ def test_train_values_that_only_failed_at_run_time_are_spec_errors(line, msg):
     with pytest.raises(SpecError, match=msg) as e:
         netspec.load(text)
     assert e.value.line == 7
+
+
+def test_unwritable_kernel_cache_is_named_and_a_failed_run_leaves_no_directory(tmp_path, monkeypatch):
+    """NETSPEC_CACHE_DIR pointing at a file: one message naming the cache and the variable;
+    the run directory the failed run created is removed again."""
+    from compiler.codegen import kernel_cache
+    (tmp_path / "f").write_text("x")
+    monkeypatch.setenv("NETSPEC_CACHE_DIR", str(tmp_path / "f"))
+    with pytest.raises(OSError, match="cannot write generated code to the kernel cache .*NETSPEC_CACHE_DIR"):
+        kernel_cache.write_module("x = 1\n", "probe")
+
+    def boom(spec, batch_size):
+        raise OSError("cannot write generated code to the kernel cache")
+    with pytest.raises(OSError):
+        train(make_spec(), tmp_path / "new", epochs=1, net_factory=boom, progress=False)
+    assert not (tmp_path / "new").exists()

@@ -145,3 +145,29 @@ def test_search_command_real_training(spec_path, tmp_path, capsys):
     assert _cli("search", [str(spec_path), "--out", str(out), "--param", "lr=log:1"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("netspec search: bad --param 'lr=log:1'") and "Traceback" not in err
+
+
+def test_an_interrupted_trial_is_not_recorded_and_the_setup_is_fixed(spec_path, tmp_path):
+    """A trial whose training came back "interrupted" (Ctrl-C / SIGTERM saved its checkpoint)
+    stops the search (SearchInterrupted, a KeyboardInterrupt: exit 130) without a results
+    row, so a rerun trains it again (resuming its checkpoint); a rerun with another seed,
+    space or stages is refused instead of reusing trials sampled for the first."""
+    from runtime.search import SearchError, SearchInterrupted
+    out = tmp_path / "s"
+
+    class Interrupted(FakeTrain):
+        def __call__(self, spec, out_dir, epochs):
+            if len(self.calls) == 2:
+                self.calls.append(None)
+                return {"status": "interrupted"}
+            return super().__call__(spec, out_dir, epochs)
+    with pytest.raises(SearchInterrupted, match="trial s0t002 interrupted"):
+        random_search(spec_path, out, stages=[(4, 1)], train_fn=Interrupted(), seed=1)
+    assert [r["trial"] for r in _rows(out / "results.csv")] == ["s0t000", "s0t001"]
+    rest = FakeTrain()
+    random_search(spec_path, out, stages=[(4, 1)], train_fn=rest, seed=1)
+    assert len(rest.calls) == 2                      # s0t002 (again) and s0t003
+    with pytest.raises(SearchError, match="started with another seed .seed: 1"):
+        random_search(spec_path, out, stages=[(4, 1)], train_fn=FakeTrain(), seed=2)
+    with pytest.raises(SearchError, match="another stages"):
+        random_search(spec_path, out, stages=[(5, 1)], train_fn=FakeTrain(), seed=1)

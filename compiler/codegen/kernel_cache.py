@@ -69,14 +69,32 @@ def write_module(source: str, stem: str, subdir: str = "kernels") -> Path:
     """Write ``source`` to ``<cache>/<subdir>/<stem>_<sha>.py`` atomically (if absent)."""
     digest = hashlib.sha256(source.encode()).hexdigest()[:16]
     d = cache_root() / subdir
-    d.mkdir(parents=True, exist_ok=True)
-    path = d / f"{stem}_{digest}.py"
-    if not path.exists() or path.read_text() != source:
-        fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            f.write(source)
-        os.replace(tmp, path)
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+        path = d / f"{stem}_{digest}.py"
+        if not path.exists() or path.read_text() != source:
+            fd, tmp = tempfile.mkstemp(dir=d, suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                f.write(source)
+            os.replace(tmp, path)
+    except OSError as e:
+        raise OSError(f"cannot write generated code to the kernel cache {d}: {e.strerror or e}; "
+                      f"set NETSPEC_CACHE_DIR to a writable directory") from None
+    _warn_read_only(d)
     return path
+
+
+_warned: set = set()
+
+
+def _warn_read_only(d: Path) -> None:
+    """A cache that is readable but not writable (a shared, read-only install) still works,
+    but numba cannot store its compiled code there: every process compiles again (~20 s)."""
+    if d not in _warned and not os.access(d, os.W_OK):
+        _warned.add(d)
+        import sys
+        print(f"note: the kernel cache {d} is read-only, so kernels are compiled again in every "
+              f"process; set NETSPEC_CACHE_DIR to a writable directory", file=sys.stderr)
 
 
 def import_path(path: Path) -> ModuleType:
