@@ -144,7 +144,8 @@ class LRN(_Norm):
     doc = ("Local response normalisation across channels (Krizhevsky et al. 2012), "
            "torch nn.LocalResponseNorm semantics: b_c = a_c / (k + alpha/size * "
            "sum_{c' in window of `size` channels centred at c} a_c'^2)^beta "
-           "(AlexNet: size 5, alpha 1e-4, beta 0.75, k 2).")
+           "(Caffe's and torch's AlexNet setting: size 5, alpha 1e-4, beta 0.75, k 2; the "
+           "paper's alpha = 1e-4 has no /size, i.e. alpha: 5e-4 here).")
     attrs = {"size": Attr("int", doc="channels in the window", min=1),
              "alpha": Attr("float", 1e-4, doc="scale"),
              "beta": Attr("float", 0.75, doc="exponent"),
