@@ -203,6 +203,13 @@ def load_checkpoint(path: str | Path, expect_fingerprint: Any = None
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read: {e.strerror or e}") from None
+    if head[:2] != b"PK":       # np.load would try it as a pickle and advise allow_pickle=
+        raise CheckpointError(f"{path}: not a netspec checkpoint (not an .npz file)")
+    try:
         z = np.load(path, allow_pickle=False)
         if not isinstance(z, np.lib.npyio.NpzFile):
             raise CheckpointError(f"{path}: not a netspec checkpoint (a bare .npy array)")

@@ -47,8 +47,8 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
     return rc, out, err
 
 
-def assert_clean_failure(rc, err, *must):
-    assert rc == 1, (rc, err)
+def assert_clean_failure(rc, err, *must, code=1):
+    assert rc == code, (rc, err)
     assert "Traceback" not in err and err.strip(), err
     assert "internal error" not in err, err
     for m in must:
@@ -321,14 +321,14 @@ def test_predict_bad_inputs(case, must, files, capsys):
 
 def test_compile_bad_options(files, capsys):
     rc, _, err = run_cli(capsys, "compile", DIGITS, "--batch-size", "-3")
-    assert_clean_failure(rc, err, "batch-size")
+    assert_clean_failure(rc, err, "argument --batch-size", code=2)        # usage error, as train
     rc, _, err = run_cli(capsys, "compile", DIGITS, "--emit", files["bad_spec"])   # a file
     assert_clean_failure(rc, err, "bad.yaml")
 
 
 def test_compile_batch_size_zero(capsys):
     rc, _, err = run_cli(capsys, "compile", DIGITS, "--batch-size", "0")
-    assert_clean_failure(rc, err, "batch-size")
+    assert_clean_failure(rc, err, "argument --batch-size", code=2)
 
 
 def test_compile_memory_limit(capsys, monkeypatch):

@@ -220,7 +220,7 @@ def test_import_torch_state_dict(small, tmp_path, capsys):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a zip")
     assert _cli("import_weights", [str(small.path), str(bad), "-o", str(out)]) == 1
-    assert "not a loadable torch state_dict" in capsys.readouterr().err
+    assert "neither an .npz nor a torch state_dict file" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- ensembles

@@ -4,14 +4,15 @@ Compiles the spec (training graph: forward, generated backward and optimizer ste
 the inference graph), loads the generated modules from the cache, and prints node counts,
 the planned activation-arena size beside the unplanned sum, and the compile time.
 ``--emit DIR`` also writes the generated step sources and the formatted IR for reading.
+``--batch-size`` < 1 is a usage error (exit 2, as for ``netspec train``).
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
+from ._common import positive_int
 from .check import _shape
 
 
@@ -20,7 +21,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               description="Compile a spec; print memory planning figures.")
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--emit", metavar="DIR", help="write generated sources and IR listings here")
-    p.add_argument("--batch-size", type=int, default=None, help="default: train.batch_size or 64")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="default: train.batch_size or 64")
     p.add_argument("--inference", action="store_true", help="compile the inference graph only")
     p.add_argument("--input-shape", type=_shape, metavar="C,H,W", default=None)
     p.add_argument("--backend", choices=["cpu", "cuda"], default="cpu")
@@ -33,16 +34,18 @@ def _mb(n: int) -> str:
 
 def run(args) -> int:
     import netspec
-    from ._common import fail, known_errors
+    from ._common import error_message, fail, known_errors
+    if args.emit and Path(args.emit).exists() and not Path(args.emit).is_dir():
+        return fail(f"netspec compile: cannot write to {args.emit!r}: it is a file, not a directory")
     try:
         spec = netspec.load(Path(args.spec))
         B = args.batch_size if args.batch_size is not None else int((spec.train or {}).get("batch_size") or 64)
-        if B < 1:
-            return fail("netspec compile: --batch-size must be at least 1")
+        if B < 1:                           # --batch-size is checked by argparse (exit 2)
+            return fail("netspec compile: train.batch_size must be at least 1")
         import compiler
         if args.emit:
-            info = compiler.emit(spec, args.emit, batch_size=B, train=not args.inference,
-                                 input_shape=args.input_shape)
+            compiler.emit(spec, args.emit, batch_size=B, train=not args.inference,
+                          input_shape=args.input_shape)
             print(f"wrote generated sources and IR to {args.emit}/")
         t0 = time.perf_counter()
         net = compiler.compile(spec, backend=args.backend, batch_size=B, train=not args.inference,
@@ -52,7 +55,7 @@ def run(args) -> int:
         net.forward(x)                      # first call triggers / loads the numba kernels
         dt = time.perf_counter() - t0
     except known_errors() as e:
-        return fail(f"netspec compile: {e}")
+        return fail(error_message("compile", e, writes=[args.emit] if args.emit else []))
     print(f"{spec.name}: compiled for batch size {B} in {dt:.2f} s (kernels cold or from cache)")
     mem = net.memory_report()
     for mode, g in net.graphs.items():

@@ -4,7 +4,8 @@ Transfer learning's "CNN features off the shelf": runs the trained net (eval mod
 ``--layer`` on the preprocessed images of the chosen split(s) and saves the activations:
 ``<split>_features`` (N, *layer shape) and ``<split>_labels`` (N,) per split, plus
 ``layer`` and ``class_names``.  A linear classifier on top is the seeds' recipe for a small
-dataset similar to the one the net was trained on.
+dataset similar to the one the net was trained on.  The output may not be the
+``--checkpoint`` file (exit 2) nor a directory (exit 1).
 """
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import argparse
 
 import numpy as np
 
-from ._common import fail, known_errors, load_spec, load_splits, preprocessor, read_checkpoint
+from ._common import (error_message, fail, fail_output, known_errors, load_spec, load_splits,
+                      positive_int, preprocessor, read_checkpoint)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -25,12 +27,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", required=True, metavar="FILE", help="output .npz")
     p.add_argument("--split", choices=("train", "val", "test", "all"), default="all")
     p.add_argument("--data", metavar="SOURCE_OR_PATH", default=None, help="override train.data")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=positive_int, default=64)
     return p
 
 
 def run(args) -> int:
     from runtime.transfer import TransferError, feature_net
+    bad = fail_output("features", args.out, {"--checkpoint": args.checkpoint}, "features.npz")
+    if bad is not None:
+        return bad
     try:
         spec = load_spec(args.spec)
         arrays, _ = read_checkpoint(args.checkpoint)
@@ -47,7 +52,7 @@ def run(args) -> int:
         with open(args.out, "wb") as fh:
             np.savez(fh, **out)
     except known_errors() + (TransferError,) as e:
-        return fail(f"netspec features: {e}")
+        return fail(error_message("features", e, writes=[args.out]))
     shp = "x".join(map(str, net.output_shape))
     print(f"wrote {args.out}: layer {args.layer} ({shp}) for "
           + ", ".join(f"{s} {len(out[s + '_labels'])}" for s in names))

@@ -7,6 +7,7 @@ is reported by name with both shapes and nothing is written (exit 1).  ``--skip 
 ignores a layer's tensors in the file and initialises them fresh (e.g. a new classifier for
 transfer learning); ``--allow-missing`` initialises absent tensors fresh instead of failing.
 The checkpoint then serves ``init: {checkpoint: CKPT}``, ``netspec eval`` or ``export``.
+CKPT may not be FILE itself (exit 2: the weights being read would be replaced) nor a directory.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import argparse
 
 import numpy as np
 
-from ._common import fail, known_errors, load_spec
+from ._common import check_npz, error_message, fail, fail_output, known_errors, load_spec
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -80,14 +81,49 @@ def import_weights(spec, file, out, skip=(), allow_missing=False, seed=0):
     return out, [], {"imported": len(ok), "fresh": len(fresh_names)}
 
 
+def check_weights_file(path, error) -> None:
+    """Raise ``error(message)`` for a FILE that is plainly neither an .npz (a zip) nor a torch
+    file (a zip, or a legacy pickle starting with 0x80): torch.load's complaint about such
+    files ends with the advice to retry with ``weights_only=False`` -- never to be followed."""
+    from pathlib import Path
+    p = Path(path)
+    if p.suffix.lower() == ".npz" or p.is_dir():
+        check_npz(p, error)
+        return
+    if not p.is_file():
+        return
+    try:
+        with open(p, "rb") as f:
+            head = f.read(4)
+    except OSError:
+        return
+    if not (head.startswith(b"PK") or head.startswith(b"\x80")):
+        raise error(f"{p} is neither an .npz nor a torch state_dict file (.pt/.pth)")
+
+
+def _concise(e: Exception, file) -> str:
+    """torch.load's weights_only refusal, without its advice to unpickle arbitrary code."""
+    s = str(e)
+    if "weights_only" in s or "Weights only load failed" in s:
+        return (f"{file}: not a plain torch state_dict: it holds pickled objects other than "
+                f"tensors, which netspec never unpickles (save model.state_dict() instead)")
+    return s
+
+
 def run(args) -> int:
     from runtime.export import ExportError
+    bad = fail_output("import-weights", args.out, {"input weights": args.file}, "checkpoint.npz")
+    if bad is not None:
+        return bad
     try:
         spec = load_spec(args.spec)
+        check_weights_file(args.file, ExportError)
         path, problems, n = import_weights(spec, args.file, args.out, args.skip,
                                            args.allow_missing, args.seed)
-    except known_errors() + (ExportError,) as e:
-        return fail(f"netspec import-weights: {e}")
+    except ExportError as e:
+        return fail(f"netspec import-weights: {_concise(e, args.file)}")
+    except known_errors() as e:
+        return fail(error_message("import-weights", e, writes=[args.out]))
     if problems:
         return fail(f"netspec import-weights: {args.file} does not fit {spec.name} "
                     f"({len(problems)} problems):\n  " + "\n  ".join(problems)

@@ -12,7 +12,7 @@ import argparse
 import math
 import sys
 
-from ._common import fail, known_errors
+from ._common import error_message, fail, int_range, known_errors, positive_int
 
 
 def _stages(text: str):
@@ -30,15 +30,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                               description="Random search over train: hyperparameters with short "
                               "runs scored on the validation split; resumable.")
     p.add_argument("spec", metavar="SPEC", help="the spec file (.yaml)")
-    p.add_argument("--trials", type=int, default=12, help="trials in all (2/3 coarse, 1/3 fine)")
+    p.add_argument("--trials", type=positive_int, default=12, help="trials in all (2/3 coarse, 1/3 fine)")
     p.add_argument("--out", "-o", required=True, metavar="DIR")
-    p.add_argument("--epochs", type=int, default=1, help="epochs per coarse trial (fine: twice)")
+    p.add_argument("--epochs", type=int_range(0, 10**6, "--epochs"), default=1, help="epochs per coarse trial (fine: twice)")
     p.add_argument("--stages", type=_stages, default=None, metavar="NxE,...",
                    help="explicit stages, e.g. 8x1,4x3 (overrides --trials/--epochs)")
     p.add_argument("--param", action="append", default=[], metavar="NAME=KIND:A,B",
                    help="a searched hyperparameter, e.g. lr=log:1e-4,1e-1, momentum=uniform:0.8,0.99,"
                         " batch_size=choice:32,64 (default: lr and weight_decay, log-uniform)")
-    p.add_argument("--top-k", type=int, default=3, help="best trials that set the next ranges")
+    p.add_argument("--top-k", type=positive_int, default=3, help="best trials that set the next ranges")
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -50,15 +50,13 @@ def run(args) -> int:
         if args.stages:
             stages = args.stages
         else:
-            if args.trials < 1:
-                raise ValueError("--trials must be at least 1")
             coarse = max(1, math.ceil(2 * args.trials / 3))
             stages = [(coarse, args.epochs)] + ([(args.trials - coarse, 2 * args.epochs)]
                                                 if args.trials > coarse else [])
         rows = random_search(args.spec, args.out, space, stages, top_k=args.top_k, seed=args.seed,
                              log=lambda s: print(s, file=sys.stderr))
     except known_errors() + (SearchError,) as e:
-        return fail(f"netspec search: {e}")
+        return fail(error_message("search", e, writes=[args.out]))
     good = [r for r in rows if not math.isnan(r["score"])]
     if not good:
         return fail("netspec search: every trial diverged; lower the learning-rate range")

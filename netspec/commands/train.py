@@ -15,21 +15,11 @@ import argparse
 import math
 from pathlib import Path
 
-from ._common import fail, known_errors
-
-
-def _pos(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return v
+from ._common import fail, known_errors, positive_int
 
 
 def _folds(text: str) -> int:
-    v = _pos(text)
+    v = positive_int(text)
     if v < 2:
         raise argparse.ArgumentTypeError(f"K-fold cross-validation needs K >= 2, got {text!r}")
     return v
@@ -42,8 +32,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("spec", metavar="SPEC", help="the spec file (.yaml)")
     p.add_argument("--out", metavar="DIR", default=None,
                    help="run directory (default: runs/<spec name>)")
-    p.add_argument("--epochs", type=_pos, default=None, help="override train.epochs")
-    p.add_argument("--batch-size", type=_pos, default=None, help="override train.batch_size")
+    p.add_argument("--epochs", type=positive_int, default=None, help="override train.epochs")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="override train.batch_size")
     p.add_argument("--data", metavar="SOURCE_OR_PATH", default=None,
                    help="data source name (digits) or path (.npz, CIFAR-10/MNIST/image folder)")
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.npz")

@@ -5,7 +5,8 @@ Pictures of a trained net (runtime/viz.py): ``filters`` -- the first conv layer'
 the first four conv layers) for one image (``--index`` in ``--split``); ``occlusion`` --
 how much the true class's probability drops when a grey patch (``--patch``, ``--stride``)
 hides each part of that image (Zeiler & Fergus 2014); ``confusion`` -- the confusion
-matrix over ``--split``.  Exit 0, or 1 with one message.
+matrix over ``--split``.  ``--patch``/``--stride`` < 1 are usage errors (exit 2), as is an
+output that is the ``--checkpoint`` file.  Exit 0, or 1 with one message.
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import argparse
 import numpy as np
 
 from compiler.outputs import main_output
-from ._common import fail, known_errors, load_spec, load_splits, preprocessor, read_checkpoint
+from ._common import (error_message, fail, fail_output, known_errors, load_spec, load_splits,
+                      positive_int, preprocessor, read_checkpoint)
 
 WHAT = ("filters", "activations", "occlusion", "confusion")
 
@@ -32,8 +34,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--index", type=int, default=0, help="which image of the split")
     p.add_argument("--split", choices=("train", "val", "test"), default="test")
     p.add_argument("--data", metavar="SOURCE_OR_PATH", default=None, help="override train.data")
-    p.add_argument("--patch", type=int, default=None, help="occlusion patch size (pixels)")
-    p.add_argument("--stride", type=int, default=None, help="occlusion stride (pixels)")
+    p.add_argument("--patch", type=positive_int, default=None, help="occlusion patch size (pixels)")
+    p.add_argument("--stride", type=positive_int, default=None, help="occlusion stride (pixels)")
     return p
 
 
@@ -72,6 +74,9 @@ def run(args) -> int:
     import netspec
     from runtime import viz
     from runtime.transfer import TransferError, feature_net
+    bad = fail_output("viz", args.out, {"--checkpoint": args.checkpoint}, f"{args.what}.png")
+    if bad is not None:
+        return bad
     try:
         spec = load_spec(args.spec)
         report = netspec.check(spec)
@@ -106,6 +111,6 @@ def run(args) -> int:
                                               if len(splits.class_names) == k else None,
                                               title=f"{spec.name} ({args.split})")
     except known_errors() + (TransferError,) as e:
-        return fail(f"netspec viz: {e}")
+        return fail(error_message("viz", e, writes=[args.out]))
     print(f"wrote {path}")
     return 0
