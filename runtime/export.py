@@ -162,9 +162,9 @@ def inference_graph(spec, batch_size: int = 1):
 
 
 class _Emitter:
-    def __init__(self, graph, consts):
+    def __init__(self, graph, consts, opset: int = OPSET):
         from onnx import helper
-        self.h, self.g = helper, graph
+        self.h, self.g, self.opset = helper, graph, int(opset)
         self.nodes, self.inits, self.used = [], {}, set()
         self.consts = consts          # IR value name -> ndarray (weights and folded values)
         self._k = 0
@@ -185,6 +185,9 @@ class _Emitter:
         return v
 
     def add(self, op, inputs, out=None, **attrs):
+        if op in ("ReduceMean", "ReduceMax", "ReduceMin") and "axes" in attrs and self.opset >= 18:
+            # opset 18 moved these reductions' axes from an attribute to an int64 input
+            inputs = [*inputs, self.const(np.asarray(attrs.pop("axes"), np.int64), "axes", np.int64)]
         out = out or self.name(op.lower())
         self.nodes.append(self.h.make_node(op, [i if i is not None else "" for i in inputs],
                                            [out], **attrs))
@@ -222,7 +225,7 @@ def build_onnx(spec, weights: Mapping[str, np.ndarray], opset: int = OPSET):
         raise ExportError("ONNX export needs the onnx package (pip install onnx, or "
                           "pip install -e \".[onnx]\")") from e
     consts = {k: np.asarray(v, np.float64) for k, v in ok.items()}
-    e = _Emitter(g, consts)
+    e = _Emitter(g, consts, opset)
     for n in g.nodes:
         (out,) = n.outputs
         if n.op in _FOLDABLE and all(i is None or i in consts for i in n.inputs):
