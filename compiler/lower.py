@@ -249,11 +249,12 @@ LOSS_TARGET = {"softmax_cross_entropy": "int64", "hinge": "int64",
 def lower(report, batch_size: int, loss: dict | None = None) -> Graph:
     """Forward graph of a checked spec.  ``loss`` ({name: {attrs}}) appends a loss node
     taking the first output and a ``target`` input (plus, for ``train.loss_weights``, one per
-    weighted output, summed into "loss"); the graph outputs are then (net outputs, "loss")."""
+    weighted output, summed into "loss"); the graph outputs are then (net outputs, "loss").
+    Class losses see the output flattened to (N, K) and targets (N,), except
+    softmax_cross_entropy with ``spatial``: output (N, K, *S), targets (N, *S)."""
     b = _Builder(batch_size)
     N = batch_size
     b.value((N, *report.input_shape), kind="input", name="x")
-    trainable = {}
     for L in report.layers:
         for full, ps in L.param_specs:
             kind = "param" if ps.kind == "param" else "buffer"
@@ -271,12 +272,17 @@ def lower(report, batch_size: int, loss: dict | None = None) -> Graph:
         (lname, lattrs), = loss.items()
         weights = dict((getattr(report.spec, "train", None) or {}).get("loss_weights") or {})
         heads = [outputs[0]] + [env[o] for o in weights]
+        spatial = lname == "softmax_cross_entropy" and bool((lattrs or {}).get("spatial"))
         ys = []
         for y in heads:
-            if lname in ("softmax_cross_entropy", "hinge"):
+            if lname in ("softmax_cross_entropy", "hinge") and not spatial:
                 y = _flat(b, y, "loss")
             ys.append(y)
-        tshape = (N,) if lname in ("softmax_cross_entropy", "hinge") else b.values[ys[0]].shape
+        if spatial and len(b.values[ys[0]].shape) < 3:
+            raise LowerError(f"softmax_cross_entropy with spatial: true scores every position of an "
+                             f"output (K, H, W); this net's output is {b.values[ys[0]].shape[1:]}")
+        tshape = ((N, *b.values[ys[0]].shape[2:]) if spatial else
+                  (N,) if lname in ("softmax_cross_entropy", "hinge") else b.values[ys[0]].shape)
         for o, y in zip(weights, ys[1:]):          # netspec.check refuses this with a location
             if b.values[y].shape != b.values[ys[0]].shape:
                 raise ValueError(f"train.loss_weights: output {o!r} is shaped {b.values[y].shape[1:]}, "

@@ -285,7 +285,9 @@ class CompiledNet:
         (name, attrs), = self.loss_cfg.items()
         y = np.asarray(outputs, np.float64)
         target = np.asarray(target)
-        if name in ("softmax_cross_entropy", "hinge"):
+        if name == "softmax_cross_entropy" and (attrs or {}).get("spatial"):
+            target = target.reshape((len(y), *y.shape[2:]))
+        elif name in ("softmax_cross_entropy", "hinge"):
             y = y.reshape(len(y), -1)
         elif target.size == y.size:
             # dense losses: one target per output value, as the training step reads them
@@ -356,6 +358,13 @@ def compile(spec, backend: str = "cpu", batch_size: int = 64, train: bool = True
         raise CompileError("batch_size must be at least 1")
     tcfg = dict(spec.train or {})
     loss_cfg = loss or tcfg.get("loss") or {"softmax_cross_entropy": {"label_smoothing": 0.0}}
+    if train and (loss_cfg.get("softmax_cross_entropy") or {}).get("spatial"):
+        if len(report.output_shape) < 2:
+            raise CompileError(f"softmax_cross_entropy with spatial: true scores every position of an "
+                               f"output (K, H, W); this net's output is {tuple(report.output_shape)}")
+        if backend == "cuda":
+            raise CompileError("softmax_cross_entropy with spatial: true (per-pixel classes) runs on the "
+                               "CPU backend only; train it without --backend cuda")
     frozen = {full for L in report.layers if getattr(L, "freeze", False) for full, ps in L.param_specs
               if ps.kind == "param"}
     graphs = _build_graphs(report, batch_size, train, loss_cfg, frozen, backend)

@@ -155,7 +155,11 @@ TRAIN = Group({
     }, None, "an augmentation"), [], "augmentations applied to training batches, in order"),
     "loss": Choice({
         "softmax_cross_entropy": Group({"label_smoothing": Field("float", 0.0,
-                                                                 "label smoothing", 0.0, 1.0)},
+                                                                 "label smoothing", 0.0, 1.0),
+                                        "spatial": Field("bool", False,
+                                                         "per-position classes (segmentation): "
+                                                         "output (K, H, W), targets (H, W) of "
+                                                         "class indices")},
                                        "softmax + cross-entropy"),
         "hinge": Group({"margin": Field("float", 1.0, "margin", min=0.0)}, "multiclass hinge"),
         "bce_with_logits": _EMPTY, "mse": _EMPTY,

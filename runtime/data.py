@@ -110,10 +110,13 @@ def _resolve(path: Any, base_dir: str | Path | None) -> Any:
     return p
 
 
-def _check_labels(y: np.ndarray, what: str, n_classes: int | None = None) -> np.ndarray:
-    """Validate integer labels >= 0 (and < n_classes) and return them as int64."""
+def _check_labels(y: np.ndarray, what: str, n_classes: int | None = None,
+                  dense: bool = False) -> np.ndarray:
+    """Validate integer labels >= 0 (and < n_classes) and return them as int64.  ``dense``:
+    also per-position labels (N, H, W) -- segmentation masks, softmax_cross_entropy's
+    ``spatial`` form."""
     y = np.asarray(y)
-    if y.ndim != 1:
+    if y.ndim != 1 and not (dense and y.ndim >= 1):
         raise DataError(f"{what}: labels must be 1-D, got shape {y.shape}")
     if y.dtype.kind == "f":
         if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
@@ -370,7 +373,8 @@ def _as_nchw(x: np.ndarray, what: str) -> np.ndarray:
 
 
 def load_npz(path: Path) -> Dataset:
-    """``.npz`` with ``x`` (N, C, H, W) or (N, H, W), ``y`` (N,) integer labels; optional
+    """``.npz`` with ``x`` (N, C, H, W) or (N, H, W), ``y`` (N,) integer labels (or (N, H, W)
+    per-pixel labels for segmentation: softmax_cross_entropy ``spatial``); optional
     ``x_test``/``y_test`` and ``class_names`` (a string array). Never unpickles."""
     path = Path(path)
     try:
@@ -384,7 +388,7 @@ def load_npz(path: Path) -> Dataset:
         if key not in arrays:
             raise DataError(f"{path}: missing array {key!r} (has {sorted(arrays)})")
     x = _as_nchw(arrays["x"], f"{path}[x]")
-    y = _check_labels(arrays["y"], f"{path}[y]")
+    y = _check_labels(arrays["y"], f"{path}[y]", dense=True)
     if x.shape[0] != y.shape[0]:
         raise DataError(f"{path}: x has {x.shape[0]} rows but y has {y.shape[0]}")
     xt = yt = None
@@ -392,7 +396,7 @@ def load_npz(path: Path) -> Dataset:
         raise DataError(f"{path}: x_test and y_test must come together")
     if "x_test" in arrays:
         xt = _as_nchw(arrays["x_test"], f"{path}[x_test]")
-        yt = _check_labels(arrays["y_test"], f"{path}[y_test]")
+        yt = _check_labels(arrays["y_test"], f"{path}[y_test]", dense=True)
         if xt.shape[0] != yt.shape[0] or xt.shape[1:] != x.shape[1:]:
             raise DataError(f"{path}: x_test {xt.shape} / y_test {yt.shape} do not match x {x.shape}")
     k = int(max(y.max(initial=-1), -1 if yt is None else yt.max(initial=-1))) + 1
@@ -492,6 +496,7 @@ def split_dataset(ds: Dataset, val_split: float = 0.1, test_split: float = 0.2, 
     """Split ``ds`` into train / val / test. If the source has its own test set it is used as
     the test split and ``test_split`` is ignored; val is then carved from ``ds.x``."""
     own_test = ds.x_test is not None
+    stratify = stratify and np.ndim(ds.y) == 1       # per-pixel masks: a plain random split
     tr, va, te = split_indices(ds.y, val_split, 0.0 if own_test else test_split, seed, stratify)
     test = (ds.x_test, ds.y_test) if own_test else (ds.x[te], ds.y[te])
     return Splits((ds.x[tr], ds.y[tr]), (ds.x[va], ds.y[va]), test,  # type: ignore[arg-type]

@@ -208,6 +208,9 @@ class _Run:
         # train.target: input (autoencoders): the loss compares the output with the input the
         # net saw; the labels still drive the stratified split
         self.recon = cfg.get("target", "labels") == "input"
+        if self.ytr.ndim > 1 and cfg.get("augment") and not self.recon:
+            raise ValueError("train.augment moves the images' pixels but not the per-pixel targets "
+                             f"(labels of shape {self.ytr.shape[1:]}); remove train.augment")
         self.tva, self.tte = (self.xva, self.xte) if self.recon else (self.yva, self.yte)
         self.ctx.check_same([len(self.ytr), float(np.sum(self.ytr, dtype=np.float64)),    # [distributed]
                              float(np.sum(self.xtr, dtype=np.float64)), len(self.yva), len(self.yte)],
@@ -377,8 +380,8 @@ class _Run:
                 dt = time.perf_counter() - tq
                 pred = None if self.recon else predicted_class(self.net, self.net.train_output())
                 if pred is not None:                 # Keras's running train accuracy
-                    self.correct += int(np.count_nonzero(pred == np.asarray(ys).reshape(-1)))
-                    self.seen += len(pred)
+                    self.correct += int(np.count_nonzero(pred.reshape(-1) == np.asarray(ys).reshape(-1)))
+                    self.seen += pred.size
                 self.batch += 1
                 self._at_boundary = True
                 if self._cold:               # JIT compilation happens on the first call

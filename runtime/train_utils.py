@@ -92,6 +92,11 @@ def loss_name(net) -> str:
     return name
 
 
+def _spatial(net) -> bool:
+    """softmax_cross_entropy with spatial: one class per output position."""
+    return bool((net.loss_cfg.get("softmax_cross_entropy") or {}).get("spatial"))
+
+
 def class_probs(net, out: np.ndarray) -> np.ndarray:
     """(N, K) class probabilities of a net's main output ``out`` under its training loss:
     softmax over the flattened output for softmax_cross_entropy and hinge; for
@@ -99,6 +104,10 @@ def class_probs(net, out: np.ndarray) -> np.ndarray:
     (label 1 is the positive class), with several logits each one's sigmoid (multi-label
     scores, not normalised).  mse has no classes: ValueError."""
     name = loss_name(net)
+    if _spatial(net):
+        raise ValueError("this net classifies every pixel (softmax_cross_entropy spatial): eval and "
+                         "predict report one class per image; its training summary has the pixel "
+                         "accuracy")
     if name == "mse":
         raise ValueError("this net is trained with the mse loss (regression): it has no class "
                          "probabilities; accuracy, eval and predict need softmax_cross_entropy, hinge "
@@ -129,10 +138,13 @@ def check_reconstruction(spec, cfg, input_shape) -> None:
 
 def predicted_class(net, out: np.ndarray):
     """(N,) labels predicted by a main output under the net's loss -- the argmax of
-    ``class_probs`` without computing it (a sigmoid or softmax is monotonic); None for mse."""
+    ``class_probs`` without computing it (a sigmoid or softmax is monotonic); (N, H, W) for
+    per-pixel classification; None for mse."""
     name = loss_name(net)
     if name == "mse":
         return None
+    if _spatial(net):                              # (N, K, H, W) -> (N, H, W)
+        return np.asarray(out).argmax(axis=1)
     z = np.asarray(out).reshape(len(out), -1)
     if name == "bce_with_logits" and z.shape[1] == 1:
         return (z[:, 0] > 0).astype(np.int64)
@@ -146,8 +158,10 @@ def evaluate(net, x: np.ndarray, y: np.ndarray) -> dict:
         return {"loss": math.nan, "accuracy": math.nan, "logits": None}
     out = main_output(net.forward(x, train=False))
     loss = float(net.loss_fn(out, y))
-    pred = predicted_class(net, out) if np.ndim(y) == 1 else None     # dense targets: no classes
-    acc = math.nan if pred is None else float(np.mean(pred == y))
+    pred = predicted_class(net, out)
+    if pred is not None and pred.shape != np.shape(y):      # dense targets (autoencoders): no classes
+        pred = None
+    acc = math.nan if pred is None else float(np.mean(pred == y))     # per pixel for segmentation
     return {"loss": loss, "accuracy": acc, "logits": out}
 
 

@@ -64,6 +64,10 @@ CASES = [
     ("softmax_cross_entropy", [(8, 10), (8,)], {}, dict(int_inputs={1: 10})),
     ("softmax_cross_entropy", [(8, 10), (8,)], {"label_smoothing": 0.1},
      dict(int_inputs={1: 10}, train=True)),
+    # per-position (segmentation): logits (N, K, H, W), targets (N, H, W)
+    ("softmax_cross_entropy", [(2, 4, 3, 5), (2, 3, 5)], {"spatial": True}, dict(int_inputs={1: 4})),
+    ("softmax_cross_entropy", [(2, 3, 4, 4), (2, 4, 4)], {"spatial": True, "label_smoothing": 0.2},
+     dict(int_inputs={1: 3}, train=True)),
     ("hinge", [(8, 10), (8,)], {"margin": 1.0}, dict(int_inputs={1: 10})),
     ("bce_with_logits", [(8, 10), (8, 10)], {},
      dict(inputs={1: np.random.default_rng(3).random((8, 10))})),
@@ -408,3 +412,15 @@ def test_torch_losses():
         lt.backward()
         np.testing.assert_allclose(y[0] * 1.7, lt.item(), rtol=1e-10, err_msg=name)
         np.testing.assert_allclose(dz, zt.grad.numpy(), rtol=1e-9, atol=1e-12, err_msg=name)
+    # per-position cross-entropy = torch's K-dimensional case, mean over N*H*W
+    z4 = rs.standard_normal((2, 5, 3, 4)) * 3
+    t3 = rs.integers(0, 5, (2, 3, 4))
+    op = get_op("softmax_cross_entropy")
+    for ls in (0.0, 0.1):
+        y, saved = op.ref_forward([z4, t3], {"spatial": True, "label_smoothing": ls}, train=True)
+        dz, _ = op.ref_backward([z4, t3], y, saved, np.array([1.7]), {"spatial": True, "label_smoothing": ls})
+        zt = _t(z4)
+        lt = F.cross_entropy(zt, torch.tensor(t3), label_smoothing=ls) * 1.7
+        lt.backward()
+        np.testing.assert_allclose(y[0] * 1.7, lt.item(), rtol=1e-10)
+        np.testing.assert_allclose(dz, zt.grad.numpy(), rtol=1e-9, atol=1e-12)

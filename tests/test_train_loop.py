@@ -574,3 +574,53 @@ def test_reconstruction_target_trains_an_autoencoder(tmp_path):
                      (AE + "  early_stopping: {patience: 2}\n", "no accuracy to watch")):
         with pytest.raises(ValueError, match=msg):
             train(netspec.load(bad), tmp_path / "bad", epochs=1, progress=False)
+
+
+SEG = """netspec: 1
+name: seg
+input: [1, 8, 8]
+layers:
+  - conv: {name: c1, out: 8, kernel: 3, pad: 1}
+  - relu: {}
+  - conv: {name: head, out: 3, kernel: 1}
+train:
+  data: {source: npz, path: PATH}
+  loss: {softmax_cross_entropy: {spatial: true}}
+  optimizer: {adam: {lr: 0.03}}
+  batch_size: 16
+"""
+
+
+def test_per_pixel_classification_trains_a_segmentation_net(tmp_path):
+    """softmax_cross_entropy spatial: masks (N, H, W) in the npz, a random (unstratified)
+    split, the loss over every pixel (PyTorch's K-dimensional cross-entropy), pixel accuracy
+    in the metrics; augment (it would not move the masks) and a flat output are refused;
+    eval-style class probabilities say why they do not apply."""
+    import compiler
+    import netspec
+    rng = np.random.default_rng(0)
+    x = rng.random((160, 1, 8, 8)).astype(np.float32)
+    y = (x[:, 0] > 1 / 3).astype(np.int64) + (x[:, 0] > 2 / 3)          # 3 classes by intensity
+    np.savez(tmp_path / "seg.npz", x=x, y=y)
+    text = SEG.replace("PATH", str(tmp_path / "seg.npz"))
+    s = train(netspec.load(text), tmp_path / "run", epochs=15, progress=False)
+    assert s["test_accuracy"] > 0.9 and s["train_accuracy"] > 0.85, s
+    net = compiler.compile(netspec.load(text), batch_size=16, train=True, seed=0)
+    z = rng.standard_normal((16, 3, 8, 8)).astype(np.float32)
+    t = rng.integers(0, 3, (16, 8, 8))
+    zz = z.astype(np.float64).transpose(0, 2, 3, 1).reshape(-1, 3)
+    lse = np.log(np.exp(zz).sum(1))
+    want = float(np.mean(lse - zz[np.arange(len(zz)), t.reshape(-1)]))
+    assert net.loss_fn(z, t) == pytest.approx(want, rel=1e-9)
+    loss, _ = net.loss_and_grads(z[:, :1], t)          # the compiled step's loss on a batch
+    assert np.isfinite(loss)
+    from runtime.train_utils import class_probs
+    with pytest.raises(ValueError, match="classifies every pixel"):
+        class_probs(net, z)
+    with pytest.raises(ValueError, match="does not move|not the per-pixel targets"):
+        train(netspec.load(text + "  augment: [{flip: horizontal}]\n"), tmp_path / "a", epochs=1,
+              progress=False)
+    flat = text.replace("  - conv: {name: head, out: 3, kernel: 1}",
+                        "  - flatten: {}\n  - linear: {name: head, out: 3}")
+    with pytest.raises(compiler.CompileError, match="spatial: true scores every position"):
+        compiler.compile(netspec.load(flat), batch_size=16, train=True)

@@ -39,19 +39,52 @@ class _ClassLoss(_Loss):
             raise ValueError(f"{self.name}: need logits (N, K) and target (N,), got {in_shapes}")
 
 
+def _rows(z):
+    """(N, K, *S) -> (N*prod(S), K): one row of K class scores per position."""
+    N, K = z.shape[:2]
+    return np.ascontiguousarray(z.reshape(N, K, -1).transpose(0, 2, 1).reshape(-1, K))
+
+
+def _unrows(r, shape):
+    """Inverse of _rows: (N*S, K) -> ``shape`` (N, K, *S)."""
+    N, K = shape[:2]
+    return r.reshape(N, -1, K).transpose(0, 2, 1).reshape(shape)
+
+
 @register_op
 class SoftmaxCrossEntropy(_ClassLoss):
     """mean_n [ -sum_k q_nk log softmax(z_n)_k ], q = (1-ls)*onehot(t) + ls/K
     (PyTorch CrossEntropyLoss(label_smoothing=ls), no class weights, no ignore_index;
     targets must lie in [0, K)).  attrs label_smoothing (0.0).
-    saved "prob" (N, K): softmax(z), written by forward whenever the buffer is given."""
+    Per-position form (semantic segmentation, torch's "K-dimensional" case): logits
+    (N, K, *S) and targets (N, *S), the mean over all N*prod(S) positions; the kernels see
+    the positions as rows (``_rows``, through the workspace).
+    saved "prob" (rows, K): softmax(z), written by forward whenever the buffer is given."""
     name = "softmax_cross_entropy"
 
+    def validate(self, in_shapes):
+        x, t = in_shapes
+        if len(x) < 2 or tuple(t) != (x[0], *x[2:]):
+            raise ValueError(f"{self.name}: need logits (N, K, ...) and target (N, ...), got {in_shapes}")
+
+    @staticmethod
+    def _rows_shape(shape):
+        n = 1
+        for s in shape[2:]:
+            n *= s
+        return (shape[0] * n, shape[1])
+
     def saved_specs(self, in_shapes, attrs):
-        return {"prob": (tuple(in_shapes[0]), "float")}
+        return {"prob": (self._rows_shape(tuple(in_shapes[0])), "float")}
+
+    def workspace(self, in_shapes, attrs):
+        x = tuple(in_shapes[0])
+        return {} if len(x) == 2 else {"zt": self._rows_shape(x), "dt": self._rows_shape(x)}
 
     def ref_forward(self, xs, attrs, train=False, rng=None):
         z, t = xs
+        if z.ndim > 2:
+            return self.ref_forward([_rows(z), t.reshape(-1)], attrs)
         N, K = z.shape
         ls = attrs.get("label_smoothing", 0.0)
         zm = z - z.max(axis=1, keepdims=True)
@@ -62,6 +95,9 @@ class SoftmaxCrossEntropy(_ClassLoss):
 
     def ref_backward(self, xs, y, saved, dy, attrs):
         z, t = xs
+        if z.ndim > 2:
+            return [_unrows(self.ref_backward([_rows(z), t.reshape(-1)], y, saved, dy, attrs)[0], z.shape),
+                    None]
         N, K = z.shape
         ls = attrs.get("label_smoothing", 0.0)
         q = np.full(z.shape, ls / K) + (1.0 - ls) * np.eye(K)[t]
@@ -69,16 +105,30 @@ class SoftmaxCrossEntropy(_ClassLoss):
         p = np.exp(zm) / np.exp(zm).sum(axis=1, keepdims=True)
         return [dy[0] / N * (p - q), None]
 
+    @staticmethod
+    def _as_rows(z, t, ws):
+        """The kernels' (rows, K) logits and (rows,) targets: z itself, or its positions
+        copied into the workspace."""
+        if z.ndim == 2:
+            return z, t
+        zt = ws["zt"].reshape(-1, z.shape[1])
+        zt.reshape(z.shape[0], -1, z.shape[1])[...] = z.reshape(z.shape[0], z.shape[1], -1).transpose(0, 2, 1)
+        return zt, t.reshape(-1)
+
     def forward(self, xs, y, saved, ws, attrs, train, rng=None):
-        z, t = xs
+        z, t = self._as_rows(*xs, ws)
         kernels("loss").ce_fwd(z, t, float(attrs.get("label_smoothing", 0.0)), y,
                                saved.get("prob", empty(z.dtype, 2)))
 
     def backward(self, xs, y, saved, dy, dxs, ws, attrs):
-        if dxs[0] is not None:
-            z, t = xs
+        dx = dxs[0]
+        if dx is not None:
+            z, t = self._as_rows(*xs, ws)
+            d = dx if dx.ndim == 2 else ws["dt"].reshape(-1, dx.shape[1])
             kernels("loss").ce_bwd(z, t, float(attrs.get("label_smoothing", 0.0)),
-                                   saved.get("prob", empty(z.dtype, 2)), dy, dxs[0])
+                                   saved.get("prob", empty(z.dtype, 2)), dy, d)
+            if d is not dx:
+                dx.reshape(dx.shape[0], dx.shape[1], -1)[...] = d.reshape(dx.shape[0], -1, dx.shape[1]).transpose(0, 2, 1)
 
 
 @register_op
