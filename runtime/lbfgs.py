@@ -197,3 +197,10 @@ def full_batch_objective(net, x, y, B: int, nb: int, weight_decay: float):
             g += weight_decay * decay * w
         return f, g
     return fun, penalty
+
+
+def random_layers(net) -> list[str]:
+    """Layers whose training-mode forward draws random numbers (dropout & co.)."""
+    from compiler.ops import OPS
+    g = getattr(net, "graphs", {}).get("train")
+    return [n.layer for n in (g.nodes if g is not None else ()) if n.phase == "fwd" and OPS[n.op].random]

@@ -31,13 +31,14 @@ from . import data as D
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint
 from .distributed import DistContext, train_step   # [distributed]
 from .ensemble import evaluate_ensemble
-from .lbfgs import LBFGS, check_lbfgs_config, full_batch_objective
+from .lbfgs import LBFGS, check_lbfgs_config, full_batch_objective, random_layers
+from .metrics import write_summary
 from .preprocess import Preprocessor
 from .rundir import Interrupt, RunLock, check_resume, clear_run, prepare_out, remove_if_empty
 from .schedules import make_schedule
 from .train_utils import (EMA, check_data_fits, check_reconstruction, check_trainable, data_config, evaluate,
-                          load_weights, loss_name, net_arrays, predicted_class, restore_net, weights_of,
-                          write_metrics)
+                          fold_summary, load_weights, loss_name, net_arrays, predicted_class, restore_net,
+                          weights_of, write_metrics)
 
 PLOT_EVERY_S = 20.0   # curves.png is redrawn at most this often during a run, and at its end
 
@@ -133,43 +134,17 @@ def _train(spec, cfg, out, ctx, t0, *, epochs, batch_size, data, resume, folds, 
             per.append(_Run(spec, cfg, fdir, sp, **run_kw).run())
             if per[-1].get("status") != "completed":
                 return per[-1]
-        summary = _fold_summary(per) if ctx.is_root else {"status": "completed"}   # [distributed]
+        summary = fold_summary(per) if ctx.is_root else {"status": "completed"}   # [distributed]
     summary["seconds"] = time.perf_counter() - t0
     if not ctx.is_root:                                            # [distributed]
         return {"status": summary.get("status"), "distributed_rank": ctx.rank}
-    _write_json(out / "summary.json", summary)
+    write_summary(out / "summary.json", summary)
     return summary
 
 
 def _spec_dir(spec):
     f = getattr(spec, "file", None)
     return Path(f).parent if f and not str(f).startswith("<") else None
-
-
-def _fold_summary(per: list[dict]) -> dict:
-    va = np.array([p["val_accuracy"] for p in per], np.float64)
-    te = np.array([p["test_accuracy"] for p in per], np.float64)
-    s = {k: per[-1][k] for k in ("epochs", "status") if k in per[-1]}
-    s.update(folds=len(per), val_accuracy=float(va.mean()), val_accuracy_std=float(va.std()),
-             test_accuracy=float(te.mean()), test_accuracy_std=float(te.std()),
-             train_loss=float(np.mean([p["train_loss"] for p in per])),
-             images_per_second=float(np.mean([p["images_per_second"] for p in per])),
-             compile_seconds=float(sum(p.get("compile_seconds", 0.0) for p in per)),
-             fold_val_accuracy=va.tolist())
-    return s
-
-
-def _random_layers(net) -> list[str]:
-    """Layers whose training-mode forward draws random numbers (dropout & co.)."""
-    from compiler.ops import OPS
-    g = getattr(net, "graphs", {}).get("train")
-    return [n.layer for n in (g.nodes if g is not None else ()) if n.phase == "fwd" and OPS[n.op].random]
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    """summary.json as strict JSON (NaN -> null: a run without a test split, a regression)."""
-    from .metrics import write_summary
-    write_summary(path, obj)
 
 
 class _Run:
@@ -250,7 +225,7 @@ class _Run:
             if self.ctx.distributed:                               # [distributed]
                 raise ValueError("L-BFGS (full-batch) does not support --distributed")
             check_lbfgs_config(self.opt_cfg, cfg, getattr(self.net, "param_info", {}),
-                               _random_layers(self.net))
+                               random_layers(self.net))
             self.lbfgs = LBFGS(int(self.opt_cfg.hyper["history"]), self.opt_cfg.lr)
         # bookkeeping (all in checkpoint meta)
         self.epoch, self.batch, self.rows = 0, 0, []
@@ -335,7 +310,7 @@ class _Run:
                   f"checkpoint saved to {self.ckpt_path} (continue with --resume)", file=sys.stderr)
             s = {"status": "interrupted", "epoch": self.epoch, "step": self.batch,
                  "checkpoint": str(self.ckpt_path)}
-            _write_json(self.out / "summary.json", s)
+            write_summary(self.out / "summary.json", s)
             return s
         self.done = True
         return self._finish()
@@ -525,5 +500,5 @@ class _Run:
             s["snapshots"] = list(self.snapshots)
             s["ensemble_test_accuracy"] = evaluate_ensemble(
                 self.net, [self.out / p for p in self.snapshots], self.xte, self.yte)["ensemble"]
-        _write_json(self.out / "summary.json", s)
+        write_summary(self.out / "summary.json", s)
         return s

@@ -280,3 +280,17 @@ def write_metrics(out_dir: Path, rows: list[dict], plot: bool = True) -> None:
         plot_curves(out_dir / "metrics.csv", out_dir / "curves.png")
     except Exception as e:  # a plot must never stop training
         print(f"warning: could not draw curves.png: {e}")
+
+
+def fold_summary(per: list[dict]) -> dict:
+    """The k-fold run's summary: mean/std of the folds' accuracies, fold_val_accuracy."""
+    va = np.array([p["val_accuracy"] for p in per], np.float64)
+    te = np.array([p["test_accuracy"] for p in per], np.float64)
+    s = {k: per[-1][k] for k in ("epochs", "status") if k in per[-1]}
+    s.update(folds=len(per), val_accuracy=float(va.mean()), val_accuracy_std=float(va.std()),
+             test_accuracy=float(te.mean()), test_accuracy_std=float(te.std()),
+             train_loss=float(np.mean([p["train_loss"] for p in per])),
+             images_per_second=float(np.mean([p["images_per_second"] for p in per])),
+             compile_seconds=float(sum(p.get("compile_seconds", 0.0) for p in per)),
+             fold_val_accuracy=va.tolist())
+    return s
