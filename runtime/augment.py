@@ -209,6 +209,9 @@ class Augmenter:
                 raise ValueError(f"augment[{i}].{name}: unknown key(s) {sorted(extra)}; "
                                  f"allowed: {sorted(_OPS[name])}")
             self.ops.append((name, dict(arg or {})))
+        if self.ops and train_x is not None and train_x.ndim != 4:
+            raise ValueError(f"train.augment transforms images (N, C, H, W); this data holds "
+                             f"samples of shape {train_x.shape[1:]}: remove train.augment")
         need_range = any(n in ("color_jitter", "pca_color") and a.get("clip", True)
                          for n, a in self.ops)
         if (need_range or any(n == "pca_color" for n, _ in self.ops)) and train_x is None:

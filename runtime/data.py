@@ -363,19 +363,39 @@ def load_cifar10(path: Path) -> Dataset:
 # ----------------------------------------------------------------------------- npz
 
 def _as_nchw(x: np.ndarray, what: str) -> np.ndarray:
+    """Images (N, C, H, W) (grey (N, H, W) gains the channel axis), or feature vectors (N, F)
+    for a spec with ``input: [F]`` (e.g. ``netspec features`` output)."""
     if x.ndim == 3:
         x = x[:, None]
-    if x.ndim != 4:
-        raise DataError(f"{what}: images must be (N, H, W) or (N, C, H, W), got {x.shape}")
+    if x.ndim not in (2, 4):
+        raise DataError(f"{what}: images must be (N, H, W) or (N, C, H, W) (or feature vectors "
+                        f"(N, F)), got {x.shape}")
     if x.dtype.kind not in "iufb":
         raise DataError(f"{what}: images must be numeric, got dtype {x.dtype}")
     return x.astype(np.float32)
 
 
+def _features_layout(arrays: dict, path) -> dict:
+    """A ``netspec features`` file (train/val/test_features + _labels) as x/y: train and val
+    rows become x (the run carves its own validation split), test stays the test set -- so a
+    linear classifier trains on the extracted features (``input: [F]``)."""
+    parts = [s for s in ("train", "val") if f"{s}_features" in arrays and f"{s}_labels" in arrays]
+    if not parts:
+        raise DataError(f"{path}: a features file needs train_features and train_labels")
+    out = {"x": np.concatenate([arrays[f"{s}_features"] for s in parts]),
+           "y": np.concatenate([arrays[f"{s}_labels"] for s in parts])}
+    if len(arrays.get("test_labels", ())):
+        out["x_test"], out["y_test"] = arrays["test_features"], arrays["test_labels"]
+    if "class_names" in arrays:
+        out["class_names"] = arrays["class_names"]
+    return out
+
+
 def load_npz(path: Path) -> Dataset:
-    """``.npz`` with ``x`` (N, C, H, W) or (N, H, W), ``y`` (N,) integer labels (or (N, H, W)
-    per-pixel labels for segmentation: softmax_cross_entropy ``spatial``); optional
-    ``x_test``/``y_test`` and ``class_names`` (a string array). Never unpickles."""
+    """``.npz`` with ``x`` (N, C, H, W) or (N, H, W) -- or (N, F) feature vectors --, ``y``
+    (N,) integer labels (or (N, H, W) per-pixel labels for segmentation: softmax_cross_entropy
+    ``spatial``); optional ``x_test``/``y_test`` and ``class_names`` (a string array); or a
+    ``netspec features`` file. Never unpickles."""
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -384,6 +404,8 @@ def load_npz(path: Path) -> Dataset:
         raise DataError(f"{path}: no such file") from e
     except (OSError, ValueError, EOFError) as e:
         raise DataError(f"{path}: not a readable .npz without pickled objects ({e})") from e
+    if "x" not in arrays and "train_features" in arrays:
+        arrays = _features_layout(arrays, path)
     for key in ("x", "y"):
         if key not in arrays:
             raise DataError(f"{path}: missing array {key!r} (has {sorted(arrays)})")

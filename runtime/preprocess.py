@@ -82,14 +82,15 @@ class Preprocessor:
         self.fitted = not any(k != "rescale" for k, _ in self.steps)
 
     def fit(self, x: np.ndarray) -> "Preprocessor":
-        """Fit every step on the training images x (N, C, H, W); returns self."""
-        if x.ndim != 4 or x.shape[0] == 0:
-            raise ValueError(f"fit expects a non-empty (N, C, H, W) array, got {x.shape}")
+        """Fit every step on the training images x (N, C, H, W) -- or feature vectors (N, F),
+        where per_channel and per_pixel are per feature --; returns self."""
+        if x.ndim not in (2, 4) or x.shape[0] == 0:
+            raise ValueError(f"fit expects a non-empty (N, C, H, W) or (N, F) array, got {x.shape}")
         cur = x
         for i, (kind, arg) in enumerate(self.steps):
             if kind != "rescale":
-                axes = {"per_channel": (0, 2, 3), "global": (0, 1, 2, 3),
-                        "per_pixel": (0,)}[arg]
+                axes = ({"per_channel": (0, 2, 3), "global": (0, 1, 2, 3), "per_pixel": (0,)} if x.ndim == 4
+                        else {"per_channel": (0,), "global": (0, 1), "per_pixel": (0,)})[arg]
                 mean = _moments(cur, axes)
                 p = {"mean": mean[0].astype(np.float32)}          # (C,1,1), (1,1,1) or (C,H,W)
                 if kind == "standardize":
@@ -107,9 +108,9 @@ class Preprocessor:
             scale, shift = arg
             return x * np.float32(scale) + np.float32(shift)
         p = self.params[i]
-        if arg == "per_pixel" and p["mean"].shape != x.shape[-3:]:
-            raise ValueError(f"per-pixel mean of shape {p['mean'].shape} does not fit images "
-                             f"of shape {x.shape[-3:]}")
+        if arg == "per_pixel" and p["mean"].shape != x.shape[-p["mean"].ndim:]:
+            raise ValueError(f"per-pixel mean of shape {p['mean'].shape} does not fit samples "
+                             f"of shape {x.shape[1:]}")
         out = x - p["mean"]
         if kind == "standardize":
             out = out / p["std"]

@@ -95,5 +95,46 @@ def test_frozen_features_stay_bit_identical(tmp_path):
     assert not np.array_equal(tuned["fc.bias"], base["fc.bias"])
 
 
+def test_linear_classifier_on_extracted_features(tmp_path, capsys):
+    """The lectures' "CNN as a fixed feature extractor": `netspec features` writes a file
+    that `netspec train` reads back for a spec with `input: [F]` (train + val rows as x, the
+    test rows as the test set); per-feature standardisation; augment on vectors is refused."""
+    import argparse
+    import importlib
+
+    def cli(name, argv):
+        mod = importlib.import_module(f"netspec.commands.{name}")
+        p = argparse.ArgumentParser()
+        mod.add_parser(p.add_subparsers(dest="cmd"))
+        return mod.run(p.parse_args([name, *argv]))
+    ds = load_digits()
+    np.savez(tmp_path / "a.npz", x=ds.x[:400], y=ds.y[:400])
+    base = _spec(tmp_path / "base.yaml", tmp_path / "a.npz", classes=10)
+    train(netspec.load(base), tmp_path / "run1", progress=False)
+    feats = tmp_path / "f.npz"
+    assert cli("features", [str(base), "--checkpoint", str(tmp_path / "run1" / "checkpoint.npz"),
+                            "--layer", "flatten", "--out", str(feats)]) == 0
+    with np.load(feats) as z:
+        n_test = len(z["test_labels"])
+        f_test = z["test_features"]
+    lin = tmp_path / "lin.yaml"
+    lin.write_text(f"netspec: 1\nname: lin\ninput: [8]\nlayers:\n  - linear: {{name: fc, out: 10}}\n"
+                   f"train:\n  data: {{source: npz, path: {feats}}}\n  optimizer: {{sgd: {{lr: 0.1}}}}\n"
+                   f"  batch_size: 16\n  epochs: 3\n")
+    s = train(netspec.load(lin), tmp_path / "lin", progress=False)
+    assert s["status"] == "completed" and s["test_accuracy"] > 0.3, s      # chance: 0.1
+    from runtime.data import load_dataset
+    d = load_dataset({"source": "npz", "path": str(feats)})
+    assert d.x.shape[1:] == (8,) and len(d.y_test) == n_test and np.array_equal(d.x_test, f_test)
+    from runtime.preprocess import Preprocessor
+    p = Preprocessor([{"standardize": "per_channel"}]).fit(d.x)
+    z = p.apply(d.x)
+    np.testing.assert_allclose(z.mean(0), 0, atol=1e-4)
+    assert np.all((np.abs(z.std(0) - 1) < 1e-3) | (d.x.std(0) < 1e-6))     # per feature
+    with pytest.raises(ValueError, match="transforms images"):
+        train(netspec.load(str(lin.read_text()) + "  augment: [{flip: horizontal}]\n"), tmp_path / "lin2",
+              progress=False)
+
+
 if __name__ == "__main__":
     raise SystemExit(pytest.main([__file__, "-q"]))
