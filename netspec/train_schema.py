@@ -125,6 +125,10 @@ TRAIN = Group({
         "rescale": Group({"scale": Field("float", 0.00392156862745098, "multiplier"),
                           "shift": Field("float", -0.5, "added after scaling")},
                          "x * scale + shift"),
+        "zca_whiten": Group({"eps": Field("float", 0.1, "added to the covariance's eigenvalues",
+                                          min=0.0)},
+                            "ZCA whitening (decorrelated pixels, shape kept), fitted on the "
+                            "training split; samples of at most 4096 values"),
     }, None, "a preprocessing step"), [{"standardize": "per_channel"}],
         "preprocessing steps, fitted on the training split, in order"),
     "augment": ListOf(Choice({

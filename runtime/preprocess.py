@@ -7,6 +7,9 @@
 * ``{mean_subtract: per_pixel}`` — x - mean image (C, H, W)   (the "mean image" of the lectures)
 * ``{mean_subtract: per_channel}`` — x - mean_c                (one value per R, G, B)
 * ``{rescale: {scale: s, shift: b}}`` — x * s + b             (nothing fitted)
+* ``{zca_whiten: {eps: 0.1}}`` — (x - mean) W, W = U diag(1/sqrt(S + eps)) Uᵀ from the
+  covariance's eigendecomposition: the lectures' whitening, rotated back so that samples
+  keep their image shape (ZCA); D = C*H*W <= ``ZCA_MAX`` (W is D x D)
 
 Step i is fitted on the training data as transformed by steps 0..i-1, so a list behaves like
 a pipeline. Statistics are accumulated in float64 in chunks (no float64 copy of the data set)
@@ -26,7 +29,8 @@ __all__ = ["Preprocessor", "EPS"]
 
 EPS = 1e-6
 _KINDS = {"standardize": ("per_channel", "global"), "mean_subtract": ("per_pixel", "per_channel"),
-          "rescale": None}
+          "rescale": None, "zca_whiten": None}
+ZCA_MAX = 4096  # values per sample: the D x D covariance and whitening matrix stay small
 _CHUNK = 4096  # rows per chunk when accumulating statistics
 
 
@@ -48,6 +52,15 @@ def _parse(cfg: Iterable[Any] | None) -> list[tuple[str, Any]]:
             if extra:
                 raise ValueError(f"preprocess[{i}].rescale: unknown key(s) {sorted(extra)}")
             steps.append((kind, (float(arg.get("scale", 1.0)), float(arg.get("shift", 0.0)))))
+            continue
+        if kind == "zca_whiten":
+            arg = dict(arg or {})
+            if set(arg) - {"eps"}:
+                raise ValueError(f"preprocess[{i}].zca_whiten: unknown key(s) {sorted(set(arg) - {'eps'})}")
+            eps = float(arg.get("eps", 0.1))
+            if not eps >= 0:
+                raise ValueError(f"preprocess[{i}].zca_whiten: eps must be >= 0, got {eps}")
+            steps.append((kind, eps))
             continue
         if arg is None or arg == {}:
             arg = _KINDS[kind][0]
@@ -72,6 +85,26 @@ def _moments(x: np.ndarray, axes: tuple[int, ...], mean: np.ndarray | None = Non
     return acc / count
 
 
+def _fit_zca(x: np.ndarray, eps: float) -> dict[str, np.ndarray]:
+    """Mean (D,) and ZCA matrix W (D, D) of samples x (N, ...), D = prod(x.shape[1:]):
+    covariance in float64 by chunks, W = U diag(1/sqrt(S + eps)) Uᵀ."""
+    n, d = x.shape[0], int(np.prod(x.shape[1:]))
+    if d > ZCA_MAX:
+        raise ValueError(f"zca_whiten needs a {d} x {d} whitening matrix for samples of shape "
+                         f"{x.shape[1:]} ({d} values; the limit is {ZCA_MAX}): use standardize, or "
+                         f"whiten smaller inputs")
+    flat = x.reshape(n, d)
+    mean = _moments(flat, (0,))[0]
+    cov = np.zeros((d, d))
+    for s in range(0, n, _CHUNK):
+        c = flat[s:s + _CHUNK].astype(np.float64) - mean
+        cov += c.T @ c
+    cov /= max(n, 1)
+    S, U = np.linalg.eigh(cov)
+    w = (U / np.sqrt(np.maximum(S, 0.0) + eps)) @ U.T
+    return {"mean": mean.astype(np.float32), "w": w.astype(np.float32)}
+
+
 class Preprocessor:
     """Fit-once, apply-many preprocessing pipeline (see the module doc)."""
 
@@ -88,7 +121,9 @@ class Preprocessor:
             raise ValueError(f"fit expects a non-empty (N, C, H, W) or (N, F) array, got {x.shape}")
         cur = x
         for i, (kind, arg) in enumerate(self.steps):
-            if kind != "rescale":
+            if kind == "zca_whiten":
+                self.params[i] = _fit_zca(cur, arg)
+            elif kind != "rescale":
                 axes = ({"per_channel": (0, 2, 3), "global": (0, 1, 2, 3), "per_pixel": (0,)} if x.ndim == 4
                         else {"per_channel": (0,), "global": (0, 1), "per_pixel": (0,)})[arg]
                 mean = _moments(cur, axes)
@@ -108,6 +143,9 @@ class Preprocessor:
             scale, shift = arg
             return x * np.float32(scale) + np.float32(shift)
         p = self.params[i]
+        if kind == "zca_whiten":
+            n = x.shape[0]
+            return ((x.reshape(n, -1) - p["mean"]) @ p["w"]).reshape(x.shape)
         if arg == "per_pixel" and p["mean"].shape != x.shape[-p["mean"].ndim:]:
             raise ValueError(f"per-pixel mean of shape {p['mean'].shape} does not fit samples "
                              f"of shape {x.shape[1:]}")
@@ -142,7 +180,8 @@ class Preprocessor:
         pre = cls(cfg)
         want = set()
         for i, (kind, _) in enumerate(pre.steps):
-            keys = {"mean", "std"} if kind == "standardize" else {"mean"} if kind != "rescale" else set()
+            keys = ({"mean", "std"} if kind == "standardize" else {"mean", "w"} if kind == "zca_whiten"
+                    else {"mean"} if kind != "rescale" else set())
             want |= {f"{i}.{k}" for k in keys}
             pre.params[i] = {k: np.asarray(state[f"{i}.{k}"], np.float32)
                              for k in keys if f"{i}.{k}" in state}

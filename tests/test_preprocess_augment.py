@@ -178,3 +178,29 @@ def test_each_op_returns_new_float32_array(item):
     assert out.dtype == np.float32 and out.shape == tr.shape
     assert not np.shares_memory(out, tr)
     np.testing.assert_array_equal(tr, keep)
+
+
+def test_zca_whitening_decorrelates_and_keeps_the_shape():
+    """zca_whiten: the whitened training data has covariance U diag(S/(S+eps)) Uᵀ (identity
+    for eps -> 0 on full-rank data), samples keep their shape, the state round-trips, and
+    samples too large for a D x D matrix are refused with the numbers."""
+    import netspec
+    from runtime.preprocess import Preprocessor
+    rng = np.random.default_rng(0)
+    mix = rng.standard_normal((12, 12))
+    x = (rng.standard_normal((3000, 12)) @ mix).reshape(3000, 3, 2, 2).astype(np.float32) + 5
+    p = Preprocessor([{"zca_whiten": {"eps": 1e-6}}]).fit(x)
+    z = p.apply(x)
+    assert z.shape == x.shape
+    np.testing.assert_allclose(np.cov(z.reshape(3000, -1).T, bias=True), np.eye(12), atol=2e-3)
+    flat = x.reshape(3000, -1).astype(np.float64)
+    S, U = np.linalg.eigh(np.cov(flat.T, bias=True))
+    z1 = Preprocessor([{"zca_whiten": {"eps": 1.0}}]).fit(x).apply(x).reshape(3000, -1)
+    np.testing.assert_allclose(np.cov(z1.T, bias=True), (U * (S / (S + 1.0))) @ U.T, atol=2e-3)
+    q = Preprocessor.from_state([{"zca_whiten": {"eps": 1e-6}}], p.state())
+    np.testing.assert_array_equal(q.apply(x[:4]), z[:4])
+    with pytest.raises(ValueError, match=r"4107 x 4107 whitening matrix .*limit is 4096"):
+        Preprocessor([{"zca_whiten": {}}]).fit(np.zeros((5, 37, 111), np.float32)[:, None])
+    spec = netspec.load("netspec: 1\nname: t\ninput: [4]\nlayers:\n  - linear: {out: 2}\n"
+                        "train:\n  preprocess: [{zca_whiten: {eps: 0.01}}]\n")
+    assert spec.train["preprocess"] == [{"zca_whiten": {"eps": 0.01}}]
