@@ -133,8 +133,12 @@ TRAIN = Group({
         "preprocessing steps, fitted on the training split, in order"),
     "augment": ListOf(Choice({
         "random_crop": Group({"pad": Field("int", 4, "zero padding per side", min=0),
-                              "fill": Field("float", 0.0, "pad value")},
-                             "pad, then crop back at a random offset"),
+                              "fill": Field("float", 0.0, "pad value"),
+                              "size": Field("ints", None, "[h, w] crop size (default: the image "
+                                            "size); smaller crops train on random (h, w) "
+                                            "windows and evaluate on the centre one (AlexNet)",
+                                            min=1, length=2, nullable=True)},
+                             "pad, then crop at a random offset"),
         "random_scale_crop": Group({
             "scale": Field("floats", [0.8, 1.0], "area fraction range", 0.0, 1.0, length=2),
             "ratio": Field("floats", [0.75, 1.3333333333333333], "aspect ratio range",

@@ -3,7 +3,9 @@
 ``cfg`` is the ``train.augment`` list of one-key mappings, applied in the listed order:
 
 * ``{random_crop: {pad: p}}`` — zero-pad each side by p, crop back to (H, W) at a random
-  offset per image (``fill`` sets the pad value, default 0).
+  offset per image (``fill`` sets the pad value, default 0).  With ``size: [h, w]`` the crop
+  is (h, w) (AlexNet's 224 windows of 256 images, ``pad: 0``); evaluation then sees the
+  centre (h, w) window (``Augmenter.eval_crop`` / ``center_crop``).
 * ``{random_scale_crop: {scale: [lo, hi], ratio: [3/4, 4/3], interpolation: bilinear}}`` —
   crop a region of area fraction U(lo, hi) and aspect ratio log-uniform in ``ratio``
   (Inception/RandomResizedCrop style; ``ratio: [1, 1]`` keeps the aspect) at a random place
@@ -32,24 +34,44 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-__all__ = ["Augmenter", "random_crop", "random_scale_crop", "flip", "color_jitter",
-           "pca_color", "fit_pca"]
+__all__ = ["Augmenter", "random_crop", "center_crop", "eval_crop", "random_scale_crop", "flip",
+           "color_jitter", "pca_color", "fit_pca"]
 
 _GREY = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601 luma, as torchvision
 
 
-def random_crop(x: np.ndarray, rng: np.random.Generator, pad: int, fill: float = 0.0) -> np.ndarray:
-    """Pad (N,C,H,W) by ``pad`` on every side with ``fill``; crop (H, W) at random offsets."""
-    if pad <= 0:
-        return x.copy()
+def random_crop(x: np.ndarray, rng: np.random.Generator, pad: int, fill: float = 0.0,
+                size=None) -> np.ndarray:
+    """Pad (N,C,H,W) by ``pad`` on every side with ``fill``; crop ``size`` (default (H, W))
+    at random offsets."""
     n, _, h, w = x.shape
-    xp = np.full((n, x.shape[1], h + 2 * pad, w + 2 * pad), fill, np.float32)  # np.pad is 2x slower
-    xp[:, :, pad:pad + h, pad:pad + w] = x
-    oy = rng.integers(0, 2 * pad + 1, n)
-    ox = rng.integers(0, 2 * pad + 1, n)
-    # a strided view of every (H, W) window; picking one per image copies whole rows at once
-    win = np.lib.stride_tricks.sliding_window_view(xp, (h, w), axis=(2, 3))  # (N,C,2p+1,2p+1,H,W)
-    return win[np.arange(n), :, oy, ox]                                       # (N,C,H,W)
+    ch, cw = (h, w) if size is None else (int(size[0]), int(size[1]))
+    if pad <= 0 and (ch, cw) == (h, w):
+        return x.copy()
+    if ch > h + 2 * pad or cw > w + 2 * pad:
+        raise ValueError(f"random_crop: a {ch}x{cw} crop does not fit {h}x{w} images padded by {pad}")
+    xp = x
+    if pad > 0:
+        xp = np.full((n, x.shape[1], h + 2 * pad, w + 2 * pad), fill, np.float32)  # np.pad is 2x slower
+        xp[:, :, pad:pad + h, pad:pad + w] = x
+    oy = rng.integers(0, h + 2 * pad - ch + 1, n)
+    ox = rng.integers(0, w + 2 * pad - cw + 1, n)
+    # a strided view of every (ch, cw) window; picking one per image copies whole rows at once
+    win = np.lib.stride_tricks.sliding_window_view(xp, (ch, cw), axis=(2, 3))
+    return win[np.arange(n), :, oy, ox]                                       # (N,C,ch,cw)
+
+
+def center_crop(x: np.ndarray, size) -> np.ndarray:
+    """The centre (h, w) window of images (N, C, H, W) (torchvision's CenterCrop offsets,
+    round((H - h) / 2)); images already (h, w) come back as they are."""
+    h, w = int(size[0]), int(size[1])
+    H, W = x.shape[-2:]
+    if (H, W) == (h, w):
+        return x
+    if h > H or w > W:
+        raise ValueError(f"a centre {h}x{w} crop does not fit {H}x{W} images")
+    top, left = int(round((H - h) / 2.0)), int(round((W - w) / 2.0))
+    return np.ascontiguousarray(x[..., top:top + h, left:left + w])
 
 
 def _interp_matrix(start: np.ndarray, length: np.ndarray, size: int, mode: str) -> np.ndarray:
@@ -176,7 +198,17 @@ def pca_color(x: np.ndarray, rng: np.random.Generator, eigvals: np.ndarray, eigv
     return out.astype(np.float32, copy=False)
 
 
-_OPS = {"random_crop": {"pad", "fill"},
+def eval_crop(cfg: Iterable[Any] | None):
+    """The (h, w) of a ``random_crop: {size}`` in a ``train.augment`` list, else None."""
+    for item in cfg or []:
+        if isinstance(item, Mapping) and isinstance(item.get("random_crop"), Mapping):
+            size = item["random_crop"].get("size")
+            if size is not None:
+                return int(size[0]), int(size[1])
+    return None
+
+
+_OPS = {"random_crop": {"pad", "fill", "size"},
         "random_scale_crop": {"scale", "ratio", "interpolation"},
         "flip": {"direction", "p"},
         "color_jitter": {"brightness", "contrast", "saturation", "clip"},
@@ -230,7 +262,7 @@ class Augmenter:
             a = dict(a)
             clip = self.clip_range if a.pop("clip", True) else None
             if name == "random_crop":
-                out = random_crop(out, rng, int(a.get("pad", 4)), float(a.get("fill", 0.0)))
+                out = random_crop(out, rng, int(a.get("pad", 4)), float(a.get("fill", 0.0)), a.get("size"))
             elif name == "random_scale_crop":
                 out = random_scale_crop(out, rng, a.get("scale", (0.08, 1.0)),
                                         a.get("ratio", (3 / 4, 4 / 3)),
@@ -245,6 +277,12 @@ class Augmenter:
                 out = pca_color(out, rng, self.eigvals, self.eigvecs, float(a.get("std", 0.1)),
                                 clip)
         return out.astype(np.float32, copy=False)
+
+    @property
+    def eval_crop(self):
+        """(h, w) when a random_crop picks smaller windows: evaluation (val/test, eval,
+        predict, features) then uses the centre window of that size; else None."""
+        return eval_crop(self.cfg)
 
     def __bool__(self) -> bool:
         return bool(self.ops)

@@ -33,6 +33,7 @@ from .distributed import DistContext, train_step   # [distributed]
 from .ensemble import evaluate_ensemble
 from .lbfgs import LBFGS, check_lbfgs_config, full_batch_objective, random_layers
 from .metrics import write_summary
+from .augment import Augmenter, center_crop, eval_crop
 from .preprocess import Preprocessor
 from .rundir import Interrupt, RunLock, check_resume, clear_run, prepare_out, remove_if_empty
 from .schedules import make_schedule
@@ -180,6 +181,9 @@ class _Run:
         self.xtr, self.ytr = self.pre.apply(xtr), ytr
         self.xva, self.yva = self.pre.apply(xva) if len(yva) else xva.astype(np.float32), yva
         self.xte, self.yte = self.pre.apply(xte) if len(yte) else xte.astype(np.float32), yte
+        crop = eval_crop(cfg.get("augment"))          # random (h, w) training crops: evaluate
+        if crop and self.xva.ndim == 4:               # on the centre window
+            self.xva, self.xte = center_crop(self.xva, crop), center_crop(self.xte, crop)
         # train.target: input (autoencoders): the loss compares the output with the input the
         # net saw; the labels still drive the stratified split
         self.recon = cfg.get("target", "labels") == "input"
@@ -190,7 +194,6 @@ class _Run:
         self.ctx.check_same([len(self.ytr), float(np.sum(self.ytr, dtype=np.float64)),    # [distributed]
                              float(np.sum(self.xtr, dtype=np.float64)), len(self.yva), len(self.yte)],
                             "training data")
-        from .augment import Augmenter
         self.aug = Augmenter(cfg.get("augment"), self.xtr)
         check_data_fits(spec, self.aug(self.xtr[:1], np.random.default_rng(0)).shape[1:], data_desc)
         if self.recon:                                 # before compiling

@@ -204,3 +204,28 @@ def test_zca_whitening_decorrelates_and_keeps_the_shape():
     spec = netspec.load("netspec: 1\nname: t\ninput: [4]\nlayers:\n  - linear: {out: 2}\n"
                         "train:\n  preprocess: [{zca_whiten: {eps: 0.01}}]\n")
     assert spec.train["preprocess"] == [{"zca_whiten": {"eps": 0.01}}]
+
+
+def test_random_crop_to_a_smaller_size_and_the_centre_crop():
+    """random_crop {size: [h, w]} picks (h, w) windows at uniform offsets (pad: 0 -> inside
+    the image); center_crop takes torchvision's centre; eval_crop finds the size in a config."""
+    from runtime.augment import center_crop, eval_crop
+    rng = np.random.default_rng(0)
+    x = np.arange(2 * 1 * 8 * 10, dtype=np.float32).reshape(2, 1, 8, 10)
+    seen = set()
+    for _ in range(200):
+        c = random_crop(x, rng, 0, size=(5, 6))
+        assert c.shape == (2, 1, 5, 6)
+        for n in range(2):
+            oy, ox = divmod(int(c[n, 0, 0, 0] - x[n, 0, 0, 0]), 10)
+            np.testing.assert_array_equal(c[n], x[n, :, oy:oy + 5, ox:ox + 6])
+            seen.add((oy, ox))
+    assert seen == {(a, b) for a in range(4) for b in range(5)}
+    np.testing.assert_array_equal(center_crop(x, (5, 6)), x[..., 2:7, 2:8])   # round(1.5)=2, round(2)=2
+    assert center_crop(x, (8, 10)) is x
+    with pytest.raises(ValueError, match="does not fit"):
+        center_crop(x, (9, 9))
+    assert eval_crop([{"flip": "horizontal"}, {"random_crop": {"pad": 0, "size": [5, 6]}}]) == (5, 6)
+    assert eval_crop([{"random_crop": {"pad": 4}}]) is None
+    a = Augmenter([{"random_crop": {"pad": 0, "size": [5, 6]}}], x)
+    assert a(x, rng).shape == (2, 1, 5, 6) and a.eval_crop == (5, 6)

@@ -624,3 +624,24 @@ def test_per_pixel_classification_trains_a_segmentation_net(tmp_path):
                         "  - flatten: {}\n  - linear: {name: head, out: 3}")
     with pytest.raises(compiler.CompileError, match="spatial: true scores every position"):
         compiler.compile(netspec.load(flat), batch_size=16, train=True)
+
+
+def test_training_on_random_crops_evaluates_the_centre_crop(tmp_path, capsys):
+    """augment random_crop {size}: the net's input is the crop; validation/test (and eval /
+    predict on the checkpoint) see the centre window of the full images, so eval reproduces
+    the run's test accuracy and predict takes full-size images."""
+    import netspec
+    text = ("netspec: 1\nname: crop\ninput: [1, 6, 6]\nlayers:\n  - conv: {name: c1, out: 8, kernel: 3, pad: 1}\n"
+            "  - relu: {}\n  - global_avgpool: {}\n  - flatten: {}\n  - linear: {name: fc, out: 10}\n"
+            "train:\n  augment: [{random_crop: {pad: 0, size: [6, 6]}}, {flip: horizontal}]\n"
+            "  optimizer: {adam: {lr: 0.01}}\n")
+    spec = tmp_path / "crop.yaml"
+    spec.write_text(text)
+    s = train(netspec.load(spec), tmp_path / "run", epochs=2, progress=False)
+    ck = str(tmp_path / "run" / "checkpoint.npz")
+    capsys.readouterr()
+    assert cli("eval", [str(spec), "--checkpoint", ck, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(s["test_accuracy"])
+    from runtime.data import load_dataset
+    np.savez(tmp_path / "few.npz", x=load_dataset({"source": "digits"}).x[:2])        # 8x8 images
+    assert cli("predict", [str(spec), "--checkpoint", ck, str(tmp_path / "few.npz")]) == 0

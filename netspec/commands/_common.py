@@ -59,12 +59,29 @@ def preprocessor(spec, arrays: dict, ckpt_path, splits=None):
             prep = {k[5:]: v for k, v in read_checkpoint(side)[0].items() if k.startswith("prep/")}
     pre = Preprocessor(cfg)
     if prep:
-        return Preprocessor.from_state(cfg, prep)
-    if pre.fitted:
-        return pre
-    if splits is None:
-        splits = load_splits(spec, None)
-    return pre.fit(splits.train[0])
+        pre = Preprocessor.from_state(cfg, prep)
+    elif not pre.fitted:
+        if splits is None:
+            splits = load_splits(spec, None)
+        pre.fit(splits.train[0])
+    from runtime.augment import eval_crop
+    crop = eval_crop((spec.train or {}).get("augment"))
+    return _Cropped(pre, crop) if crop else pre
+
+
+class _Cropped:
+    """A run's evaluation-time input transform when it trained on random (h, w) crops: the
+    preprocessing, then the centre (h, w) window (what validation saw during training)."""
+
+    def __init__(self, pre, crop):
+        self.pre, self.crop = pre, crop
+
+    def apply(self, x):
+        from runtime.augment import center_crop
+        x = self.pre.apply(x)
+        return center_crop(x, self.crop) if x.ndim >= 3 else x
+
+    __call__ = apply
 
 
 def load_splits(spec, data):

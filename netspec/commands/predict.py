@@ -110,7 +110,9 @@ def run(args) -> int:
     try:
         spec = load_spec(args.spec)
         arrays, meta = read_checkpoint(args.checkpoint)
-        x, names = read_inputs(args.inputs, tuple(spec.input_shape))
+        # the training data's sample shape (larger than the net's input when the run trained
+        # on random crops and evaluates the centre one), else the spec's input
+        x, names = read_inputs(args.inputs, tuple(meta.get("input_shape") or spec.input_shape))
         pre = preprocessor(spec, arrays, args.checkpoint)
         net = build_net(spec, arrays, args.backend)
         xs = x * np.float32(args.scale)
