@@ -57,10 +57,11 @@ def _torch():
     return torch
 
 
-def _spec_fields(ps: Any) -> tuple[str, tuple[int, ...], str, str, int]:
+def _spec_fields(ps: Any) -> tuple[str, tuple[int, ...], str, str, tuple[int, int]]:
+    """(name, shape, kind, init, (fan_in, fan_out)) of a ParamSpec-like."""
     return (_get(ps, "name"), tuple(int(x) for x in _get(ps, "shape")),
             _get(ps, "kind", "param") or "param", _get(ps, "init", "zeros") or "zeros",
-            int(_get(ps, "fan_in", 0) or 0))
+            (int(_get(ps, "fan_in", 0) or 0), int(_get(ps, "fan_out", 0) or 0)))
 
 
 # ------------------------------------------------------------------ module tree
@@ -152,10 +153,13 @@ def _node_at(root, path: list[str], Node):
     return m
 
 
-def _init_tensor(torch, shape, init: str, fan_in: int, done: dict):
-    """PyTorch's default initialisers, by the catalogue's init strings."""
+def _init_tensor(torch, shape, init: str, fans: tuple, done: dict):
+    """PyTorch's default initialisers, by the catalogue's init strings (the same statistics
+    as compiler/init.py's; fans = (fan_in, fan_out), 0 = from the shape)."""
     t = torch.empty(shape, dtype=torch.float32)
+    fan_in, fan_out = fans
     fan = fan_in or (math.prod(shape[1:]) if len(shape) > 1 else max(shape[0], 1))
+    fan_out = fan_out or (shape[0] * (math.prod(shape[2:]) if len(shape) > 2 else 1))
     if init == "zeros":
         t.zero_()
     elif init == "ones":
@@ -178,8 +182,14 @@ def _init_tensor(torch, shape, init: str, fan_in: int, done: dict):
     elif init.startswith("uniform:"):
         b = float(init.split(":", 1)[1])
         t.uniform_(-b, b)
+    elif init.startswith("he:"):
+        _, a, mode, dist = init.split(":")
+        std = math.sqrt(2.0 / (1.0 + float(a) ** 2)) / math.sqrt(fan if mode == "fan_in" else fan_out)
+        if dist == "normal":
+            t.normal_(0.0, std)
+        else:
+            t.uniform_(-std * math.sqrt(3.0), std * math.sqrt(3.0))
     elif init in ("xavier_uniform", "xavier_normal"):
-        fan_out = shape[0] * (math.prod(shape[2:]) if len(shape) > 2 else 1)
         if init == "xavier_normal":
             t.normal_(0.0, math.sqrt(2.0 / (fan + fan_out)))
         else:

@@ -469,6 +469,27 @@ layers:
     assert abs(p["lc.weight"].std() / np.sqrt(2 / (64 * 9 + 32 * 9)) - 1) < 0.05
 
 
+@pytest.mark.parametrize("he,fan", [("{a: 0.2}", 16 * 9), ("{mode: fan_out}", 64 * 9),
+                                    ("{a: 0.25, mode: fan_out, distribution: uniform}", 64 * 9)])
+def test_he_init_with_a_slope_and_fan_out(he, fan):
+    """weight_init {he: {a, mode, distribution}}: torch's kaiming_*_ statistics (gain
+    √(2/(1+a²)) over fan_in or fan_out), in the compiled net and in the torch twin."""
+    import compiler
+    from netspec import load
+    a = float(he.split("a: ")[1].split(",")[0].rstrip("}")) if "a: " in he else 0.0
+    want = np.sqrt(2 / (1 + a * a)) / np.sqrt(fan)
+    text = f"netspec: 1\nname: h\ninput: [16, 6, 6]\nlayers:\n  - conv: {{name: c, out: 64, kernel: 3, weight_init: {{he: {he}}}}}\n"
+    net = compiler.compile(load(text), batch_size=1, train=False, seed=0)
+    assert abs(net.params["c.weight"].std() / want - 1) < 0.05
+    torch = pytest.importorskip("torch")
+    from runtime.torch_twin import build_torch_module
+    torch.manual_seed(0)
+    m = build_torch_module(check(load(text)))
+    assert abs(float(m.state_dict()["c.weight"].std()) / want - 1) < 0.05
+    with pytest.raises(SpecError, match="mode must be fan_in or fan_out"):
+        check(load(text.replace(he, "{mode: fan_avg}")))
+
+
 def test_loss_weights_need_the_first_outputs_size():
     """Every weighted head is compared with the first output's targets: a head of another
     size is a located error at check time."""

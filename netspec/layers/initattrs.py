@@ -12,6 +12,8 @@ U(±1/√fan_in)).  ``apply_init`` rewrites the ``init`` string of a layer's Par
                  lecun_normal                      N(0, 1/fan_in)
                  zeros | default
                  {normal: std}  {uniform: bound}  {constant: value}     e.g. DCGAN's {normal: 0.02}
+                 {he: {a: 0.01, mode: fan_in, distribution: normal}}   torch's kaiming_*_ with
+                     a leaky ReLU / PReLU slope a (gain √(2/(1+a²))) and fan_in or fan_out
     bias_init:   a number (constant bias), e.g. 0
 """
 from __future__ import annotations
@@ -32,7 +34,8 @@ INIT_ATTRS = {
     "weight_init": Attr("any", None, doc=(
         "weight initialiser: he_normal (= he, kaiming_normal), he_uniform, xavier_uniform "
         "(glorot_uniform), xavier_normal, lecun_normal, zeros, {normal: std}, {uniform: "
-        "bound} or {constant: value}; default: PyTorch's U(±1/√fan_in)")),
+        "bound}, {constant: value} or {he: {a, mode: fan_in|fan_out, distribution: "
+        "normal|uniform}}; default: PyTorch's U(±1/√fan_in)")),
     "bias_init": Attr("float", None, doc="constant initial bias (default: PyTorch's "
                                          "U(±1/√fan_in))"),
 }
@@ -47,6 +50,8 @@ def init_string(v) -> str | None:
     if isinstance(v, str):
         if v in NAMED:
             return NAMED[v]
+    elif isinstance(v, dict) and len(v) == 1 and isinstance(v.get("he"), dict):
+        return _he_string(v["he"])
     elif isinstance(v, dict) and len(v) == 1:
         (k, x), = v.items()
         if k in PARAMETRIC and isinstance(x, (int, float)) and not isinstance(x, bool) \
@@ -60,6 +65,23 @@ def init_string(v) -> str | None:
     raise ShapeError(f"unknown weight_init {v!r}",
                      hint=f"use one of {choices}, or {{normal: std}}, {{uniform: bound}}, "
                           f"{{constant: value}}", attr="weight_init")
+
+
+def _he_string(o: dict) -> str:
+    """``{he: {a, mode, distribution}}`` -> ``he:<a>:<mode>:<distribution>``."""
+    extra = set(o) - {"a", "mode", "distribution"}
+    if extra:
+        raise ShapeError(f"weight_init he: unknown key(s) {sorted(extra)}",
+                         hint="he takes a (negative slope), mode (fan_in | fan_out) and "
+                              "distribution (normal | uniform)", attr="weight_init")
+    a = o.get("a", 0.0)
+    if isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a) or a < 0:
+        raise ShapeError(f"weight_init he: a must be a finite number >= 0, got {a!r}", attr="weight_init")
+    mode, dist = o.get("mode", "fan_in"), o.get("distribution", "normal")
+    if mode not in ("fan_in", "fan_out") or dist not in ("normal", "uniform"):
+        raise ShapeError(f"weight_init he: mode must be fan_in or fan_out and distribution normal or "
+                         f"uniform, got {mode!r}, {dist!r}", attr="weight_init")
+    return f"he:{float(a)!r}:{mode}:{dist}"
 
 
 def apply_init(pspecs: list[ParamSpec], attrs: dict) -> list[ParamSpec]:
