@@ -230,7 +230,9 @@ def restore_net(net, arrays: Mapping[str, np.ndarray], scalars: Mapping[str, Any
         raise ValueError(f"the checkpoint is for another net: {'; '.join(diff[:6])}{more}. --resume "
                          f"continues a run of the same spec; to start from these weights use "
                          f"init: {{checkpoint: ..., skip: [...]}}")
-    d = {k: v for k, v in arrays.items() if k.split("/", 1)[0] in ("params", "buffers", "opt")}
+    # the net's own state: params/buffers/opt slots and its plain keys (step_count, an
+    # int64 (1,) array -- dropping it restarted Adam's bias correction and the EMA warmup)
+    d = {k: v for k, v in arrays.items() if k.split("/", 1)[0] in ("params", "buffers", "opt") or "/" not in k}
     d.update(scalars)
     net.load_state_dict(d)
 
