@@ -378,8 +378,10 @@ def compile(spec, backend: str = "cpu", batch_size: int = 64, train: bool = True
                                                                   (0, "B")) if b >= 2**e or e == 0)
         parts = ", ".join(f"{k} {gib(v)}" for k, v in need.items() if k != "total" and v)
         raise CompileError(f"net {report.name!r} needs about {gib(need['total'])} at batch size "
-                           f"{batch_size} ({parts}), but only {gib(limit)} is available; lower "
-                           f"the batch size or set NETSPEC_MEMORY_LIMIT")
+                           f"{batch_size} ({parts}), but only {gib(limit)} is available"
+                           + (" (NETSPEC_MEMORY_LIMIT); lower the batch size or raise the limit"
+                              if os.environ.get("NETSPEC_MEMORY_LIMIT") else
+                              "; lower the batch size or set NETSPEC_MEMORY_LIMIT"))
 
     sources = {}
     for mode, g in graphs.items():

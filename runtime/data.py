@@ -398,6 +398,15 @@ def load_npz(path: Path) -> Dataset:
     ``netspec features`` file. Never unpickles."""
     path = Path(path)
     try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except FileNotFoundError as e:
+        raise DataError(f"{path}: no such file") from e
+    except OSError as e:
+        raise DataError(f"{path}: cannot read: {e.strerror or e}") from e
+    if head[:2] != b"PK":       # np.load would try it as a pickle and advise allow_pickle=
+        raise DataError(f"{path}: not an .npz file (write one with numpy.savez(path, x=..., y=...))")
+    try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
     except FileNotFoundError as e:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-THRESHOLDS = ((1e-7, "excellent"), (1e-4, "ok (kinks)"), (1e-2, "uncomfortable"),
+THRESHOLDS = ((1e-7, "excellent"), (1e-4, "ok"), (1e-2, "uncomfortable"),
               (float("inf"), "WRONG"))
 PASS, WARN = 1e-4, 1e-2
 

@@ -37,8 +37,8 @@ from .augment import Augmenter, center_crop, eval_crop
 from .preprocess import Preprocessor
 from .rundir import Interrupt, RunLock, check_resume, clear_run, prepare_out, remove_if_empty
 from .schedules import make_schedule
-from .train_utils import (EMA, check_data_fits, check_reconstruction, check_trainable, data_config, evaluate,
-                          fold_summary, load_weights, loss_name, net_arrays, predicted_class, restore_net,
+from .train_utils import (EMA, check_data_fits, check_targets, check_trainable, data_config, evaluate,
+                          fold_summary, has_class_probs, load_weights, net_arrays, predicted_class, restore_net,
                           weights_of, write_metrics)
 
 PLOT_EVERY_S = 20.0   # curves.png is redrawn at most this often during a run, and at its end
@@ -196,8 +196,7 @@ class _Run:
                             "training data")
         self.aug = Augmenter(cfg.get("augment"), self.xtr)
         check_data_fits(spec, self.aug(self.xtr[:1], np.random.default_rng(0)).shape[1:], data_desc)
-        if self.recon:                                 # before compiling
-            check_reconstruction(spec, cfg, self.xtr.shape[1:])
+        check_targets(spec, cfg, self.xtr, self.ytr, self.recon)     # before compiling
         tc = time.perf_counter()
         self.net = factory(self.spec, self.ctx.local_batch(self.B))   # [distributed] B is global
         self.compile_seconds = time.perf_counter() - tc
@@ -356,8 +355,8 @@ class _Run:
                     ys = yb
                     loss = float(self.net.step(np.ascontiguousarray(xb, np.float32), yb))
                 dt = time.perf_counter() - tq
-                pred = None if self.recon else predicted_class(self.net, self.net.train_output())
-                if pred is not None:                 # Keras's running train accuracy
+                pred = None if self.recon else predicted_class(self.net, self.net.train_output(), ys)
+                if pred is not None and pred.size == np.size(ys):      # Keras's running train accuracy
                     self.correct += int(np.count_nonzero(pred.reshape(-1) == np.asarray(ys).reshape(-1)))
                     self.seen += pred.size
                 self.batch += 1
@@ -499,8 +498,10 @@ class _Run:
                 s["ema_test_accuracy"] = evaluate(self.net, self.xte, self.tte)["accuracy"]
             finally:
                 self.ema.swap_out(self.net)
-        if self.snapshots and len(self.yte) and not self.recon and loss_name(self.net) != "mse":
+        if self.snapshots:
             s["snapshots"] = list(self.snapshots)
+        if self.snapshots and len(self.yte) and not math.isnan(s.get("test_accuracy", math.nan)) \
+                and has_class_probs(self.net):          # one class per image: average probabilities
             s["ensemble_test_accuracy"] = evaluate_ensemble(
                 self.net, [self.out / p for p in self.snapshots], self.xte, self.yte)["ensemble"]
         write_summary(self.out / "summary.json", s)

@@ -57,8 +57,9 @@ def check_data_fits(spec, sample_shape, data_desc: str) -> None:
         return
     raise ValueError(
         f"the training data's samples are {tuple(sample_shape)} but the spec's input is {list(want)}"
-        f" (data: {data_desc}); point --data or train.data at a dataset of that shape, add a"
-        f" crop/resize to train.augment / train.preprocess, or change the spec's input")
+        f" (data: {data_desc}); point --data or train.data at a dataset of that shape, crop larger"
+        f" images with train.augment [{{random_crop: {{pad: 0, size: [h, w]}}}}], or change the"
+        f" spec's input")
 
 
 def check_trainable(net) -> None:
@@ -97,6 +98,11 @@ def _spatial(net) -> bool:
     return bool((net.loss_cfg.get("softmax_cross_entropy") or {}).get("spatial"))
 
 
+def has_class_probs(net) -> bool:
+    """Whether ``class_probs`` applies: one class per image (not mse, not per pixel)."""
+    return loss_name(net) != "mse" and not _spatial(net)
+
+
 def class_probs(net, out: np.ndarray) -> np.ndarray:
     """(N, K) class probabilities of a net's main output ``out`` under its training loss:
     softmax over the flattened output for softmax_cross_entropy and hinge; for
@@ -105,9 +111,9 @@ def class_probs(net, out: np.ndarray) -> np.ndarray:
     scores, not normalised).  mse has no classes: ValueError."""
     name = loss_name(net)
     if _spatial(net):
-        raise ValueError("this net classifies every pixel (softmax_cross_entropy spatial): eval and "
-                         "predict report one class per image; its training summary has the pixel "
-                         "accuracy")
+        raise ValueError("eval and predict report one class per image, and this net classifies every "
+                         "pixel (softmax_cross_entropy spatial): there is no per-image class to "
+                         "report; the run's summary.json has its pixel accuracies")
     if name == "mse":
         raise ValueError("this net is trained with the mse loss (regression): it has no class "
                          "probabilities; accuracy, eval and predict need softmax_cross_entropy, hinge "
@@ -119,36 +125,88 @@ def class_probs(net, out: np.ndarray) -> np.ndarray:
     return softmax(out)
 
 
-def check_reconstruction(spec, cfg, input_shape) -> None:
-    """train.target: input needs a dense loss and an output shaped like the input."""
-    (name, _), = (cfg.get("loss") or {"softmax_cross_entropy": {}}).items()
-    if name not in ("mse", "bce_with_logits"):
-        raise ValueError(f"train.target: input compares the output with the input, which needs the "
-                         f"mse or bce_with_logits loss, not {name}; set train.loss")
+def check_targets(spec, cfg, x: np.ndarray, y: np.ndarray, recon: bool) -> None:
+    """Before compiling: the training targets fit the loss and the net (ValueError naming the
+    fix).  recon (train.target: input): a dense loss, an output shaped like the input, bce's
+    [0, 1] range, no accuracy to watch.  Labels: classes inside the output, 0/1 for a
+    one-logit bce, per-pixel masks only with softmax_cross_entropy's ``spatial``."""
     import netspec
-    rep = netspec.check(spec)
-    if tuple(rep.output_shape) != tuple(input_shape):
-        raise ValueError(f"train.target: input needs the output shaped like the input: the net gives "
-                         f"{tuple(rep.output_shape)}, the input is {tuple(input_shape)}")
-    es = cfg.get("early_stopping") or {}
-    if "accuracy" in str(es.get("metric", "val_accuracy")) and cfg.get("early_stopping"):
-        raise ValueError("train.target: input has no accuracy to watch: set early_stopping.metric "
-                         "to val_loss (or train_loss)")
+    from netspec.spec import Spec
+    (name, attrs), = (cfg.get("loss") or {"softmax_cross_entropy": {}}).items()
+    if not isinstance(spec, Spec):           # a test double's spec: nothing to check against
+        return
+    out = tuple(netspec.check(spec).output_shape)
+    watched = [str((cfg.get("early_stopping") or {}).get("metric", "val_accuracy"))
+               if cfg.get("early_stopping") else "",
+               str(((cfg.get("schedule") or {}).get("plateau") or {}).get("metric", ""))]
+    if recon:
+        if name not in ("mse", "bce_with_logits"):
+            raise ValueError(f"train.target: input compares the output with the input, which needs the "
+                             f"mse or bce_with_logits loss, not {name}; set train.loss")
+        if out != tuple(x.shape[1:]):
+            raise ValueError(f"train.target: input needs the output shaped like the input: the net gives "
+                             f"{out}, the input is {tuple(x.shape[1:])}")
+        if any("accuracy" in m for m in watched):
+            raise ValueError("train.target: input has no accuracy to watch: set early_stopping.metric "
+                             "and the plateau metric to val_loss (or train_loss)")
+        lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 1.0)
+        if name == "bce_with_logits" and (lo < 0 or hi > 1):
+            raise ValueError(f"bce_with_logits compares with targets in [0, 1], but the preprocessed "
+                             f"inputs span [{lo:.3g}, {hi:.3g}]: rescale them into [0, 1] (train.preprocess: "
+                             f"[{{rescale: {{scale: ..., shift: 0}}}}]) or use mse")
+        return
+    if y.dtype.kind not in "iub" or not y.size:
+        return
+    per_sample = int(np.prod(y.shape[1:])) if y.ndim > 1 else 1
+    if name in ("mse", "bce_with_logits") and int(np.prod(out)) != per_sample:
+        raise ValueError(f"{name} compares every output value with a target, but the net gives {out} "
+                         f"per image and the data {per_sample} label(s): class labels need "
+                         f"softmax_cross_entropy (or a one-value output)")
+    top = int(y.max())
+    spatial = name == "softmax_cross_entropy" and bool((attrs or {}).get("spatial"))
+    if y.ndim > 1 and name in ("softmax_cross_entropy", "hinge") and not spatial:
+        raise ValueError(f"the labels are per pixel (shape {y.shape[1:]}): per-pixel classes need "
+                         f"train.loss: {{softmax_cross_entropy: {{spatial: true}}}}")
+    if name in ("softmax_cross_entropy", "hinge"):
+        k = out[0] if spatial else int(np.prod(out))
+        if spatial and k < 2:
+            raise ValueError(f"softmax_cross_entropy spatial needs an output with >= 2 class channels; "
+                             f"the net's output {out} has {k} (binary masks: bce_with_logits)")
+        if top >= k:
+            raise ValueError(f"the data has label {top}, but the net's output {out} scores {k} classes: "
+                             f"give the last layer {top + 1} outputs")
+    if name == "bce_with_logits" and top > 1:
+        raise ValueError(f"bce_with_logits needs 0/1 targets, but the labels go up to {top}: use "
+                         f"softmax_cross_entropy for {top + 1} classes")
 
 
-def predicted_class(net, out: np.ndarray):
+def predicted_class(net, out: np.ndarray, labels=None):
     """(N,) labels predicted by a main output under the net's loss -- the argmax of
     ``class_probs`` without computing it (a sigmoid or softmax is monotonic); (N, H, W) for
-    per-pixel classification; None for mse."""
+    per-pixel classification; for bce_with_logits with one 0/1 label per output value
+    (binary masks, multi-label; ``labels`` given) the per-value decisions; None for mse."""
     name = loss_name(net)
     if name == "mse":
         return None
+    out = np.asarray(out)
     if _spatial(net):                              # (N, K, H, W) -> (N, H, W)
-        return np.asarray(out).argmax(axis=1)
-    z = np.asarray(out).reshape(len(out), -1)
-    if name == "bce_with_logits" and z.shape[1] == 1:
-        return (z[:, 0] > 0).astype(np.int64)
+        return out.argmax(axis=1)
+    z = out.reshape(len(out), -1)
+    if name == "bce_with_logits":
+        if z.shape[1] == 1:
+            return (z[:, 0] > 0).astype(np.int64)
+        if labels is not None and np.size(labels) == z.size:
+            return (out > 0).astype(np.int64)
     return z.argmax(axis=1)
+
+
+def accuracy_of(pred, y) -> float:
+    """Fraction of equal values (per pixel for masks); NaN without predictions, or when y
+    is not labels (a reconstruction target) or does not match them."""
+    y = np.asarray(y)
+    if pred is None or y.dtype.kind not in "iub" or pred.size != y.size:
+        return math.nan
+    return float(np.mean(pred.reshape(-1) == y.reshape(-1)))
 
 
 def evaluate(net, x: np.ndarray, y: np.ndarray) -> dict:
@@ -158,10 +216,7 @@ def evaluate(net, x: np.ndarray, y: np.ndarray) -> dict:
         return {"loss": math.nan, "accuracy": math.nan, "logits": None}
     out = main_output(net.forward(x, train=False))
     loss = float(net.loss_fn(out, y))
-    pred = predicted_class(net, out)
-    if pred is not None and pred.shape != np.shape(y):      # dense targets (autoencoders): no classes
-        pred = None
-    acc = math.nan if pred is None else float(np.mean(pred == y))     # per pixel for segmentation
+    acc = accuracy_of(predicted_class(net, out, y), y)       # per pixel for masks
     return {"loss": loss, "accuracy": acc, "logits": out}
 
 

@@ -126,8 +126,12 @@ def test_export_opset_out_of_range_is_a_usage_error(f, capsys, opset, tmp_path):
     err = usage_error(capsys, "export", DIGITS, "--checkpoint", f["ckpt"], "--format", "onnx",
                       "--opset", opset, "-o", tmp_path / "m.onnx", flag="--opset")
     if opset != "x":
-        from onnx import defs
-        assert f"13..{defs.onnx_opset_version()}" in err
+        try:
+            from onnx import defs
+        except ImportError:                # without the onnx extra: the documented fallback range
+            assert "13.." in err
+        else:
+            assert f"13..{defs.onnx_opset_version()}" in err
     assert not (tmp_path / "m.onnx").exists()
 
 

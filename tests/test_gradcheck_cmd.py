@@ -74,7 +74,7 @@ def test_kinks_are_detected_and_skipped():
 
 def test_grades_and_rel_error():
     assert rel_error(1.0, 1.0 + 1e-9) < 1e-8 and rel_error(0.0, 1e-13) == 0.0
-    assert [grade(e) for e in (1e-9, 1e-5, 1e-3, 0.5)] == ["excellent", "ok (kinks)",
+    assert [grade(e) for e in (1e-9, 1e-5, 1e-3, 0.5)] == ["excellent", "ok",
                                                           "uncomfortable", "WRONG"]
     r = GradcheckResult("n", 1.0, 2, 1e-5, [ParamCheck("a", (2,), 2, 0, 3e-3, 1e-3)])
     assert r.verdict == "warn" and r.to_json()["params"][0]["grade"] == "uncomfortable"

@@ -615,7 +615,7 @@ def test_per_pixel_classification_trains_a_segmentation_net(tmp_path):
     loss, _ = net.loss_and_grads(z[:, :1], t)          # the compiled step's loss on a batch
     assert np.isfinite(loss)
     from runtime.train_utils import class_probs
-    with pytest.raises(ValueError, match="classifies every pixel"):
+    with pytest.raises(ValueError, match="classifies every"):
         class_probs(net, z)
     with pytest.raises(ValueError, match="does not move|not the per-pixel targets"):
         train(netspec.load(text + "  augment: [{flip: horizontal}]\n"), tmp_path / "a", epochs=1,
@@ -645,3 +645,54 @@ def test_training_on_random_crops_evaluates_the_centre_crop(tmp_path, capsys):
     from runtime.data import load_dataset
     np.savez(tmp_path / "few.npz", x=load_dataset({"source": "digits"}).x[:2])        # 8x8 images
     assert cli("predict", [str(spec), "--checkpoint", ck, str(tmp_path / "few.npz")]) == 0
+
+
+def test_targets_are_checked_against_the_loss_before_compiling(tmp_path, capsys):
+    """Binary masks with bce_with_logits train (pixel accuracy); labels outside the net's
+    classes, multi-class labels for bce, masks without spatial, a 1-class spatial output, a
+    bce autoencoder on inputs outside [0, 1] and an accuracy-watching plateau on a
+    reconstruction are refused with the fix; segmentation with snapshots completes; eval and
+    predict refuse an autoencoder."""
+    import netspec
+    rng = np.random.default_rng(0)
+    x = rng.random((96, 1, 6, 6)).astype(np.float32)
+    mask = (x[:, 0] > 0.5).astype(np.int64)
+    np.savez(tmp_path / "m.npz", x=x, y=mask)
+    np.savez(tmp_path / "l.npz", x=x, y=np.arange(96) % 7)
+    head = ("netspec: 1\nname: t\ninput: [1, 6, 6]\nlayers:\n  - conv: {name: c, out: 4, kernel: 3, pad: 1}\n"
+            "  - relu: {}\n")
+
+    def spec(last, loss, data, extra=""):
+        return netspec.load(head + last + f"train:\n  data: {{source: npz, path: {tmp_path / data}}}\n"
+                            f"  loss: {loss}\n  optimizer: {{adam: {{lr: 0.05}}}}\n  batch_size: 16\n" + extra)
+    s = train(spec("  - conv: {name: o, out: 1, kernel: 1}\n", "{bce_with_logits: {}}", "m.npz"),
+              tmp_path / "bin", epochs=6, progress=False)
+    assert s["test_accuracy"] > 0.9 and s["train_accuracy"] > 0.8, s           # per pixel
+    flat = "  - flatten: {}\n  - linear: {name: o, out: 5}\n"
+    for sp, msg in (
+            (spec(flat, "{softmax_cross_entropy: {}}", "l.npz"), "label 6, but the net's output .5,. scores 5 classes"),
+            (spec(flat.replace("out: 5", "out: 1"), "{bce_with_logits: {}}", "l.npz"),
+             "bce_with_logits needs 0/1 targets"),
+            (spec(flat, "{mse: {}}", "l.npz"), r"mse compares every output value .* \(5,\) per image"),
+            (spec("  - conv: {name: o, out: 2, kernel: 1}\n", "{softmax_cross_entropy: {}}", "m.npz"),
+             "per-pixel classes need .*spatial: true"),
+            (spec("  - conv: {name: o, out: 1, kernel: 1}\n", "{softmax_cross_entropy: {spatial: true}}", "m.npz"),
+             ">= 2 class channels"),
+            (spec("  - conv: {name: o, out: 1, kernel: 1}\n", "{bce_with_logits: {}}", "m.npz", "  target: input\n"),
+             r"targets in \[0, 1\], but the preprocessed inputs span"),
+            (spec("  - conv: {name: o, out: 1, kernel: 1}\n", "{mse: {}}", "m.npz",
+                  "  target: input\n  schedule: {plateau: {metric: val_accuracy}}\n"), "no accuracy to watch")):
+        with pytest.raises(ValueError, match=msg):
+            train(sp, tmp_path / "bad", epochs=1, progress=False)
+    seg = spec("  - conv: {name: o, out: 2, kernel: 1}\n", "{softmax_cross_entropy: {spatial: true}}", "m.npz",
+               "  schedule: {sgdr: {t0: 1, t_mult: 1}}\n  snapshot_ensemble: true\n")
+    s = train(seg, tmp_path / "seg", epochs=2, progress=False)
+    assert s["status"] == "completed" and len(s["snapshots"]) == 2 and "ensemble_test_accuracy" not in s
+    ae = tmp_path / "ae.yaml"
+    ae.write_text(head + "  - conv: {name: o, out: 1, kernel: 1}\ntrain:\n  target: input\n  loss: {mse: {}}\n")
+    for cmd in ("eval", "predict"):
+        capsys.readouterr()
+        argv = [str(ae), "--checkpoint", str(tmp_path / "seg" / "checkpoint.npz")] + (
+            [str(tmp_path / "m.npz")] if cmd == "predict" else [])
+        assert cli(cmd, argv) == 1
+        assert "reconstruct its input" in capsys.readouterr().err

@@ -98,6 +98,13 @@ def load_splits(spec, data):
                            int(dcfg.get("seed", 0)))
 
 
+def refuse_reconstruction(spec, cmd: str) -> None:
+    """eval / predict report classes: a net trained to reconstruct its input has none."""
+    if (getattr(spec, "train", None) or {}).get("target") == "input":
+        raise ValueError(f"this net is trained to reconstruct its input (train.target: input): "
+                         f"{cmd} reports classes; use `netspec features` for its outputs")
+
+
 def build_net(spec, arrays: dict, backend: str = "cpu"):
     """An eval-mode compiled net with the checkpoint's weights loaded."""
     import compiler
@@ -124,11 +131,14 @@ def positive_int(text: str) -> int:
 
 
 def positive_float(text: str) -> float:
-    """A finite float > 0 (``--scale``); nan, inf, 0 and negatives are refused."""
+    """A finite float > 0 (``--scale``), or a fraction ``a/b`` (``16/255``); nan, inf, 0 and
+    negatives are refused."""
     try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+        num, _, den = str(text).partition("/")
+        v = float(num) / float(den) if den else float(num)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(f"expected a positive number (or a fraction like 16/255), "
+                                         f"got {text!r}") from None
     if not (math.isfinite(v) and v > 0):
         raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
     return v

@@ -13,7 +13,7 @@ import json
 import numpy as np
 
 from ._common import (build_net, fail, known_errors, load_spec, load_splits, preprocessor,
-                      read_checkpoint)
+                      read_checkpoint, refuse_reconstruction)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -35,6 +35,7 @@ def evaluate_checkpoints(spec, paths, data=None, split="test", backend="cpu") ->
     """Evaluate one checkpoint (or the probability average of several) -> result dict."""
     from runtime.ensemble import ensemble_probs, mean_nll
     from runtime.train_utils import confusion
+    refuse_reconstruction(spec, "eval")
     members = [read_checkpoint(p) for p in paths]          # fail early on a bad file
     splits = load_splits(spec, data)
     x, y = getattr(splits, split)

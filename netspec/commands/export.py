@@ -25,13 +25,14 @@ from ._common import (error_message, fail, fail_output, known_errors, load_spec,
 MIN_OPSET = 13
 
 
-def max_opset() -> int:
-    """The newest ONNX opset the installed onnx package knows (17 without onnx)."""
+def max_opset() -> tuple[int, str]:
+    """(the newest ONNX opset the installed onnx package knows, where that bound comes
+    from); (17, ...) without onnx."""
     try:
         from onnx import defs
-        return int(defs.onnx_opset_version())
+        return int(defs.onnx_opset_version()), "the installed onnx supports up to"
     except ImportError:
-        return 17
+        return 17, "without the onnx package the default is"
 
 
 def _opset(text: str) -> int:
@@ -40,10 +41,9 @@ def _opset(text: str) -> int:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    hi = max_opset()
+    hi, why = max_opset()
     if not MIN_OPSET <= v <= hi:
-        raise argparse.ArgumentTypeError(f"ONNX opset must be in {MIN_OPSET}..{hi} (the installed "
-                                         f"onnx supports up to {hi}), got {v}")
+        raise argparse.ArgumentTypeError(f"ONNX opset must be in {MIN_OPSET}..{hi} ({why} {hi}), got {v}")
     return v
 
 

@@ -20,7 +20,7 @@ from compiler.outputs import main_output
 from runtime.train_utils import class_probs
 
 from ._common import (build_net, error_message, fail, known_errors, load_spec, positive_float,
-                      positive_int, preprocessor, read_checkpoint)
+                      positive_int, preprocessor, read_checkpoint, refuse_reconstruction)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -109,6 +109,7 @@ def read_inputs(paths, input_shape) -> tuple[np.ndarray, list[str]]:
 def run(args) -> int:
     try:
         spec = load_spec(args.spec)
+        refuse_reconstruction(spec, "predict")
         arrays, meta = read_checkpoint(args.checkpoint)
         # the training data's sample shape (larger than the net's input when the run trained
         # on random crops and evaluates the centre one), else the spec's input

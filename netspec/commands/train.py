@@ -85,7 +85,7 @@ def run(args) -> int:
         return 130
     if "distributed_rank" in s:                                       # [distributed] rank > 0
         return 0
-    line = (f"{spec.name}: {s['epochs']} epochs, train loss {s['train_loss']:.4f}, "
+    line = (f"{spec.name}: {s['epochs']} epoch{'' if s['epochs'] == 1 else 's'}, train loss {s['train_loss']:.4f}, "
             f"{_metric(s, 'val')}, {_metric(s, 'test')}, "
             f"{s['images_per_second']:.0f} img/s, {s['seconds']:.1f} s -> {out}")
     if "folds" in s:
