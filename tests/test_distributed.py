@@ -92,7 +92,7 @@ def test_cli_train_distributed_rank0_writes(tmp_path):
            "--distributed", "--epochs", "1", "--out", str(tmp_path / "run")]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180, cwd=ROOT)
     assert p.returncode == 0, p.stderr[-3000:]
-    assert p.stdout.count("dist_loop: 1 epochs") == 1, p.stdout
+    assert p.stdout.count("dist_loop: 1 epoch,") == 1, p.stdout
     assert p.stderr.count("epoch 1/1") == 1                # epoch line from rank 0 only
     import json
     s = json.loads((tmp_path / "run" / "summary.json").read_text())

@@ -368,7 +368,7 @@ def test_train_section(fake):
     assert t["optimizer"] == {"sgd": {"lr": 0.1, "momentum": 0.9, "nesterov": True}}
     assert t["regularization"]["weight_decay"] == 5e-4
     assert t["augment"] == [{"flip": {"direction": "horizontal", "p": 0.5}},
-                            {"random_crop": {"pad": 2, "fill": 0.0}}]
+                            {"random_crop": {"pad": 2, "fill": 0.0, "size": None}}]
     assert t["loss"] == {"mse": {}} and t["schedule"] == {"step": {"step_size": 10,
                                                                    "gamma": 0.5}}
     assert t["early_stopping"] == {"metric": "val_accuracy", "patience": 10,
