@@ -190,7 +190,8 @@ def lower_upsample(b, L, ins, out):
         # a scale whose output size is not exact (e.g. 1.3 on 16 -> 20): PyTorch's
         # scale_factor maps coordinates with 1/scale, not in/out
         attrs["scale"] = tuple(float(s) for s in sc)
-    return b.node("upsample", ins, out, attrs, L.name)
+    # a second input only gives the size (from: [x, ref]): the op reads the first
+    return b.node("upsample", ins[:1], out, attrs, L.name)
 
 
 def lower_center_crop(b, L, ins, out):

@@ -241,10 +241,12 @@ def _op(torch, net, layer) -> Callable:
         # a `scale` -> scale_factor (coordinates map with 1/scale, as nn.Upsample(scale_factor))
         kw = {"size": tuple(out_shape[1:])} if sc is None else \
             {"scale_factor": tuple(float(s) for s in (sc if isinstance(sc, (list, tuple)) else (sc, sc)))}
+        if len(in_shapes) == 2:               # from: [x, ref]: ref's spatial size
+            kw = {"size": tuple(out_shape[1:])}
         if mode in ("bilinear", "bicubic"):
             ac = bool(a.get("align_corners", False))
-            return lambda x: F.interpolate(x, mode=mode, align_corners=ac, **kw)
-        return lambda x: F.interpolate(x, mode=mode, **kw)
+            return lambda x, *ref: F.interpolate(x, mode=mode, align_corners=ac, **kw)
+        return lambda x, *ref: F.interpolate(x, mode=mode, **kw)
     if t == "center_crop":
         return _center_crop(a, in_shapes, out_shape)
     if t == "shortcut_pad":

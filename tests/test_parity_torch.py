@@ -324,3 +324,51 @@ def test_shufflenet_small_parity():
             for b in (("branch1.1.bias", "branch2.4.bias", "branch1.3.running_mean",
                        "branch2.6.running_mean") if u == 0 else ("branch2.4.bias", "branch2.6.running_mean"))]
     parity(spec, 2, {"softmax_cross_entropy": {}}, labels, zero_grads=zero)
+
+
+ASPP = """
+netspec: 1
+name: aspp_small
+input: [3, 13, 11]
+layers:
+  - conv: {name: stem, out: 8, kernel: 3, stride: 2, pad: 1}               # 8x7x6
+  - relu: {name: feat}
+  - conv: {name: b0, out: 4, kernel: 1, from: feat}
+  - conv: {name: b1, out: 4, kernel: 3, pad: 2, dilation: 2, from: feat}
+  - global_avgpool: {name: gp, from: feat}
+  - conv: {name: gpc, out: 4, kernel: 1}
+  - upsample: {name: gpu, mode: bilinear, from: [gpc, feat]}             # ref's size: 7x6
+  - concat: {name: cat, from: [b0, b1, gpu]}
+  - conv: {name: proj, out: 5, kernel: 1}
+  - upsample: {name: up, mode: bilinear, align_corners: false, from: [proj, input]}   # 13x11
+"""
+
+
+def test_upsample_to_a_reference_layers_size_parity():
+    """upsample from: [x, ref] takes ref's spatial size (F.interpolate(x, size=ref.shape[-2:])):
+    a DeepLab-style ASPP with an image-pooling branch and a final upsample to the input size,
+    against the torch twin in float64 and float32, with per-pixel cross-entropy."""
+    spec = netspec.load(ASPP)
+    rep = netspec.check(spec)
+    assert rep.layer("gpu").output_shape == (4, 7, 6) and rep.output_shape == (5, 13, 11)
+    net = compiler.compile(spec, batch_size=2, dtype=np.float64,
+                           loss={"softmax_cross_entropy": {"spatial": True}})
+    assert [len(n.inputs) for n in net.graphs["eval"].nodes if n.op == "upsample"] == [1, 1]
+    x = np.random.default_rng(0).standard_normal((2, 3, 13, 11))
+    tm = build_torch_module(rep).double()
+    tm.load_state_dict({k: torch.tensor(v) for k, v in net.params.items()}, strict=False)
+    tm.eval()
+    with torch.no_grad():
+        ref = tm(torch.tensor(x)).numpy()
+    assert rel_err(net.forward(x), ref) < 1e-12
+    t = np.random.default_rng(1).integers(0, 5, (2, 13, 11))
+    loss, grads = net.loss_and_grads(x, t)
+    tm.train()
+    lt = torch.nn.functional.cross_entropy(tm(torch.tensor(x)), torch.tensor(t))
+    lt.backward()
+    assert abs(loss - lt.item()) < 1e-12
+    tg = dict(tm.named_parameters())
+    for k, g in grads.items():
+        assert rel_err(g, tg[k].grad.numpy()) < 1e-9, k
+    with pytest.raises(netspec.SpecError, match="takes its size from input 1; remove `size`"):
+        netspec.check(netspec.load(ASPP.replace("from: [gpc, feat]}", "size: [7, 6], from: [gpc, feat]}")))

@@ -121,7 +121,10 @@ class Concat(LayerDef):
 class Upsample(LayerDef):
     type = "upsample"
     family = "merge"
-    doc = ("Spatial upsampling, nn.Upsample semantics: output floor(H*scale) or `size`. "
+    arity = None
+    doc = ("Spatial upsampling, nn.Upsample semantics: output floor(H*scale) or `size`, or "
+           "(with two inputs, `from: [x, ref]`) the spatial size of input 1, whose values are "
+           "not used (F.interpolate(x, size=ref.shape[-2:]): FPN / DeepLab pooling branches). "
            "Receptive field (nominal): jump/scale; bilinear reads 2 neighbours per axis "
            "(size + 1 input jump), nearest one.")
     attrs = {
@@ -138,8 +141,19 @@ class Upsample(LayerDef):
         if mode not in ("nearest", "bilinear"):
             raise ShapeError(f"mode must be nearest or bilinear, got {mode!r}", attr="mode")
         scale, size = a.get("scale"), a.get("size")
-        if (scale is None) == (size is None):
-            raise ShapeError("upsample needs exactly one of scale and size", attr="scale")
+        if len(in_shapes) == 2:
+            if scale is not None or size is not None:
+                raise ShapeError("upsample takes its size from input 1; remove "
+                                 + ("`scale`" if scale is not None else "`size`"),
+                                 attr="scale" if scale is not None else "size")
+            _, rh, rw = need_image(in_shapes[1], "upsample (input 1)")
+            size = (rh, rw)
+        elif len(in_shapes) != 1:
+            raise ShapeError(f"upsample takes 1 input (or 2: from: [x, ref] for ref's size), got "
+                             f"{len(in_shapes)}")
+        elif (scale is None) == (size is None):
+            raise ShapeError("upsample needs exactly one of scale and size",
+                             hint="or take the size of another layer: from: [x, ref]", attr="scale")
         if scale is not None:
             sc = scale if isinstance(scale, (list, tuple)) else [scale, scale]
             if len(sc) != 2:
