@@ -3,7 +3,8 @@ declarations and defaults. Expansion of block instances lives in netspec/loader.
 
 ``parse_blocks(doc, node, reserved) -> {name: BlockDef}``. Arguments are declared as
 ``name: TYPE`` or ``name: {type: TYPE, default: VALUE, doc: TEXT}`` with TYPE one of
-int, float, bool, str; defaults are type-checked here, at their definition.
+int, float, bool, str, ints, floats (a list such as ``kernel: [1, 7]``, or one number);
+defaults are type-checked here, at their definition.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from .values import choice_hint, coerce
 from .yamlsrc import Document, YMap, YNode, YScalar, YSeq, show
 
 IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-ARG_TYPES = ("int", "float", "bool", "str")
+ARG_TYPES = ("int", "float", "bool", "str", "ints", "floats")   # ints/floats: a list (or one number)
 INSTANCE_KEYS = ("name", "from", "repeat", "first", "freeze", "lr_mult")
 
 
@@ -49,6 +50,13 @@ def _keys(doc: Document, node: YNode, what: str, keys) -> YMap:
             raise doc.error(node.key_loc(k), f"unknown key {k!r} in {what}",
                             did_you_mean(k, keys), k)
     return node
+
+
+def coerce_arg(doc: Document, node: YNode, t: str, what: str):
+    """An argument value of type t (ints / floats also take one number) -> plain value."""
+    if t in ("ints", "floats") and isinstance(node, YScalar):
+        return coerce(doc, node, t[:-1], what)
+    return coerce(doc, node, t, what)
 
 
 def parse_blocks(doc: Document, node: YNode, reserved) -> dict[str, BlockDef]:
@@ -107,7 +115,7 @@ def _arg(doc: Document, bname: str, aname: str, kloc: Loc, node: YNode) -> Block
         if _is_null(default):  # null is not a value of int/float/bool/str
             raise doc.error(default, f"argument {aname!r}: default cannot be null",
                             "remove `default` to make the argument required")
-        coerce(doc, default, t, f"default of argument {aname!r}")
+        coerce_arg(doc, default, t, f"default of argument {aname!r}")
     return BlockArg(aname, t, default, kloc)
 
 

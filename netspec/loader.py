@@ -25,7 +25,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .blocks import INSTANCE_KEYS, BlockArg, BlockDef, check_bodies, parse_blocks
+from .blocks import INSTANCE_KEYS, BlockArg, BlockDef, check_bodies, coerce_arg, parse_blocks
 from .errors import Loc, SpecError, did_you_mean, layer_type_hint
 from .scope import Resolver, Scope, _name_hint
 from .spec import INPUT, LayerSpec, Spec
@@ -433,7 +433,10 @@ class _Expander(Resolver):
         return node.value
 
     def _argval(self, arg: BlockArg, node: YNode, bd: BlockDef) -> YNode:
-        v = coerce(self.doc, node, arg.type, f"argument {arg.name!r} of block {bd.name!r}")
+        v = coerce_arg(self.doc, node, arg.type, f"argument {arg.name!r} of block {bd.name!r}")
+        if isinstance(node, YSeq):           # a list argument (ints / floats): substituted as a list
+            return YSeq(node.loc, [YScalar(x.loc, e, x.text if isinstance(x, YScalar) else str(e))
+                                   for x, e in zip(node.items, v)])
         return YScalar(node.loc, v, node.text if isinstance(node, YScalar) else str(v))
 
 

@@ -488,3 +488,30 @@ def test_loss_weights(fake):
     assert "loss_weights.aux" in e.message
     e = err(body + "outputs: [main, aux]\ntrain:\n  loss_weights: [aux]\n")
     assert "must be a mapping {output: weight}" in e.message
+
+
+def test_list_block_arguments():
+    """Block arguments of type ints / floats take a list (Inception's 1x7 / 7x1 kernels as one
+    block) or one number; elements are type-checked with their location; arithmetic on a
+    list argument is refused."""
+    import netspec
+    text = """netspec: 1
+name: la
+input: [8, 17, 17]
+blocks:
+  bc:
+    args: {out: int, kernel: ints, pad: {type: ints, default: 0}}
+    layers:
+      - conv: {name: conv, out: $out, kernel: $kernel, pad: $pad, bias: false}
+layers:
+  - bc: {name: a, out: 8, kernel: [1, 7], pad: [0, 0, 3, 3]}
+  - bc: {name: c, out: 8, kernel: 3, pad: 1}
+"""
+    rep = netspec.check(netspec.load(text))
+    assert rep.layer("a.conv").attrs["kernel"] == (1, 7) and rep.layer("a.conv").params == 8 * 8 * 7
+    assert rep.layer("c.conv").attrs["kernel"] == (3, 3) and rep.output_shape == (8, 17, 17)
+    with pytest.raises(SpecError, match="argument 'kernel' of block 'bc' must be .*integer") as e:
+        netspec.load(text.replace("kernel: [1, 7]", "kernel: [1, 7.5]"))
+    assert e.value.line == 10
+    with pytest.raises(SpecError, match="invalid argument expression"):
+        netspec.load(text.replace("out: $out,", "out: $kernel * 2,"))
