@@ -76,9 +76,9 @@ class SpecError(Exception):
 # Layer types and attributes users bring from other frameworks that netspec spells
 # differently or does not have: the hint names the equivalent instead of a near-miss spelling
 # (difflib offered 'max_pool' for 'max_unpool').
-_SEPARABLE = ("write a depthwise conv as `conv` with `groups:` equal to its input channels (and "
-              "`out:` a multiple of them for a channel multiplier); a separable conv is that "
-              "followed by a 1x1 `conv`")
+_SEPARABLE = ("write a depthwise conv as `conv: {kernel: 3, groups: depthwise}` (one group per "
+              "input channel; `out:` a multiple of them for a channel multiplier); a separable "
+              "conv is that followed by a 1x1 `conv`")
 FOREIGN_LAYERS = {
     **dict.fromkeys(("max_unpool", "maxunpool", "maxunpool2d", "max_unpool2d", "unpool"),
                     "netspec has no max-unpooling with indices (SegNet); upsample the decoder with "

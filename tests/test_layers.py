@@ -356,3 +356,33 @@ def test_multi_input_errors():
         check(net("center_crop", [(6, 2, 2)] * 3))
     with pytest.raises(SpecError, match=r"takes 1 input\(s\), got 2"):
         check(net("relu", [(6, 2, 2)] * 2))
+
+
+def test_depthwise_groups_need_no_channel_count():
+    """conv groups: depthwise is one group per input channel (out defaults to the input
+    channels; a multiple gives a channel multiplier), so a MobileNet / Xception block needs no
+    input-channel argument; the same block body fits any width."""
+    import netspec
+    text = """netspec: 1
+name: dw
+input: [3, 16, 16]
+blocks:
+  sep:
+    args: {out: int}
+    layers:
+      - conv: {name: dw, kernel: 3, pad: 1, groups: depthwise, bias: false}
+      - conv: {name: pw, out: $out, kernel: 1, bias: false}
+layers:
+  - conv: {name: stem, out: 12, kernel: 3, pad: 1}
+  - sep: {name: a, out: 24}
+  - sep: {name: b, out: 40}
+  - conv: {name: m, out: 80, kernel: 3, groups: depthwise}
+"""
+    rep = netspec.check(netspec.load(text))
+    assert rep.layer("a.dw").attrs["groups"] == 12 and rep.layer("a.dw").params == 12 * 9
+    assert rep.layer("b.dw").attrs["groups"] == 24 and rep.layer("b.dw").output_shape == (24, 16, 16)
+    assert rep.layer("m").params == 80 * 9 + 80 and rep.layer("m").attrs["groups"] == 40
+    with pytest.raises(netspec.SpecError, match="conv needs `out`"):
+        netspec.check(netspec.load(text.replace("groups: depthwise}", "groups: 2}", 1)
+                                   .replace("  - conv: {name: m, out: 80, kernel: 3, groups: 2}",
+                                            "  - conv: {name: m, kernel: 3}")))

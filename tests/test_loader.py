@@ -166,8 +166,8 @@ def test_required_and_unknown_type(fake):
 
 @pytest.mark.parametrize("layer,want", [
     ("max_unpool: {kernel: 2}", "no max-unpooling"), ("PixelShuffle: {r: 2}", "no pixel shuffle"),
-    ("separable_conv: {out: 4}", "`groups:` equal to its input channels"),
-    ("conv: {out: 3, kernel: 3, depthwise: true}", "`groups:` equal to its input channels"),
+    ("separable_conv: {out: 4}", "groups: depthwise"),
+    ("conv: {out: 3, kernel: 3, depthwise: true}", "groups: depthwise"),
     ("lstm: {}", "no recurrent"), ("chunk: {chunks: 2}", "channel_slice"),
     ("transpose: {}", "no general tensor transpose"), ("ChannelShuffle: {groups: 2}", "channel_shuffle")])
 def test_other_frameworks_names_get_the_netspec_equivalent(fake, layer, want):

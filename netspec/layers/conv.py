@@ -71,22 +71,38 @@ class Conv(LayerDef):
            "weight (out, in/groups, kh, kw), bias (out,). weight_norm: true reparametrises "
            "the weight as g * v/||v|| per output channel (torch.nn.utils.weight_norm).")
     attrs = {
-        "out": Attr("int", doc="output channels", min=1),
+        "out": Attr("int", None, doc="output channels (required; with groups: depthwise the "
+                                     "default is the input channels)", min=1),
         "kernel": _KERNEL, "stride": _STRIDE, "pad": _PAD, "dilation": _DIL,
-        "groups": Attr("int", 1, doc="channel groups (in and out must be divisible)", min=1),
+        "groups": Attr("any", 1, doc="channel groups (in and out must be divisible), or "
+                                     "`depthwise`: one group per input channel, whatever their "
+                                     "number (MobileNet / Xception blocks need no channel argument)"),
         "bias": _BIAS,
         "weight_norm": Attr("bool", False, doc="weight normalisation (Salimans & Kingma 2016)"),
         **INIT_ATTRS,
     }
 
     def normalize(self, a, in_shapes):
-        _, h, w = need_image(in_shapes[0], "conv")
+        cin, h, w = need_image(in_shapes[0], "conv")
         k = pair(a["kernel"], "kernel")
         s = pair(a.get("stride", 1), "stride")
         d = pair(a.get("dilation", 1), "dilation")
-        return {"out": a["out"], "kernel": k, "stride": s,
+        g = a.get("groups", 1)
+        if g == "depthwise":
+            g = cin
+        elif isinstance(g, bool) or not isinstance(g, int) or g < 1:
+            raise ShapeError(f"groups must be a positive integer or `depthwise`, got {g!r}",
+                             hint="depthwise: one group per input channel", attr="groups")
+        out = a.get("out")
+        if out is None:
+            if a.get("groups") != "depthwise":
+                raise ShapeError("conv needs `out` (output channels)",
+                                 hint="e.g. `conv: {out: 64, kernel: 3}`; only a depthwise conv "
+                                      "(groups: depthwise) defaults to its input channels")
+            out = cin
+        return {"out": out, "kernel": k, "stride": s,
                 "pad": pad4(a.get("pad", 0), k, s, d, (h, w)), "dilation": d,
-                "groups": a.get("groups", 1), "bias": bool(a.get("bias", True)),
+                "groups": g, "bias": bool(a.get("bias", True)),
                 "weight_norm": bool(a.get("weight_norm", False))}
 
     def output_shape(self, a, in_shapes):
