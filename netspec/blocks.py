@@ -132,6 +132,15 @@ def _check_list(doc: Document, bd: BlockDef, seq: YSeq, known: set) -> None:
         if not isinstance(entry, YMap) or len(entry.items) != 1:
             continue   # reported with full context when the block is expanded
         (t, body), = entry.items.items()
+        if isinstance(t, str) and t.startswith("$"):
+            # a layer type chosen by a str argument (`- $act: {}`): checked on expansion
+            a = bd.args.get(t[1:])
+            if a is None or a.type != "str":
+                raise doc.error(entry.key_loc(t), f"layer type {t!r} in block {bd.name!r} is not "
+                                f"one of its str arguments",
+                                f"declare it: `args: {{{t[1:]}: str}}`", t)
+            _check_refs(doc, bd, body)
+            continue
         if t not in known:
             raise doc.error(entry.key_loc(t), f"unknown layer type {t!r} in block {bd.name!r}",
                             layer_type_hint(t, known), t)

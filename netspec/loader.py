@@ -269,6 +269,9 @@ class _Expander(Resolver):
                            f"found {keys[1]!r} after {first!r}", hint, keys[1], scope)
         tname, tloc = keys[0], node.key_loc(keys[0])
         body = node.items[tname]
+        if isinstance(tname, str) and tname.startswith("$") and scope.env is not None \
+                and tname[1:] in scope.env:          # `- $act: {}`: the type is a str argument
+            tname = str(scope.env[tname[1:]].value)
         if _is_null(body):
             body = YMap(body.loc)
         if not isinstance(body, YMap):

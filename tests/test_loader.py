@@ -515,3 +515,31 @@ layers:
     assert e.value.line == 10
     with pytest.raises(SpecError, match="invalid argument expression"):
         netspec.load(text.replace("out: $out,", "out: $kernel * 2,"))
+
+
+def test_layer_type_from_a_str_argument():
+    """`- $act: {}` in a block takes its layer type from a str argument (MobileNetV3's ReLU /
+    hardswish variants as one block); an undeclared or non-str `$type` is an error at the
+    definition, an unknown type at the use with the usual hint."""
+    import netspec
+    text = """netspec: 1
+name: ta
+input: [3, 8, 8]
+blocks:
+  cba:
+    args: {out: int, act: {type: str, default: relu}}
+    layers:
+      - conv: {name: conv, out: $out, kernel: 3, pad: 1}
+      - $act: {name: act}
+layers:
+  - cba: {name: a, out: 8}
+  - cba: {name: b, out: 8, act: hardswish}
+"""
+    rep = netspec.check(netspec.load(text))
+    assert [rep.layer(n).type for n in ("a.act", "b.act")] == ["relu", "hardswish"]
+    with pytest.raises(SpecError, match="did you mean 'hardswish'"):
+        netspec.load(text.replace("act: hardswish}", "act: hardswitch}"))
+    with pytest.raises(SpecError, match=r"layer type '\$acts' in block 'cba' is not one of its str arguments"):
+        netspec.load(text.replace("- $act:", "- $acts:"))
+    with pytest.raises(SpecError, match="is not one of its str arguments"):
+        netspec.load(text.replace("act: {type: str, default: relu}", "act: {type: int, default: 1}"))
