@@ -208,7 +208,7 @@ def lower_shortcut_pad(b, L, ins, out):
 LOWER: dict[str, Callable] = {
     "conv": lower_conv, "conv_transpose": lower_conv_transpose, "locally_connected": lower_local,
     "linear": lower_linear, "dropconnect": lower_dropconnect,
-    "flatten": lower_reshape, "reshape": lower_reshape,
+    "flatten": lower_reshape, "reshape": lower_reshape, "identity": lower_reshape,
     "maxpool": lower_maxpool, "avgpool": lower_avgpool,
     "global_avgpool": lower_global("avg"), "global_maxpool": lower_global("max"),
     "fractional_maxpool": lower_fracpool, "maxout": lower_maxout,
@@ -230,7 +230,7 @@ LOWER: dict[str, Callable] = {
 LAYER_OPS: dict[str, tuple[str, ...]] = {
     "conv": ("conv2d", "weight_norm"), "conv_transpose": ("conv_transpose2d",),
     "locally_connected": ("local2d",), "linear": ("linear", "weight_norm"),
-    "dropconnect": ("dropconnect_linear",), "flatten": (), "reshape": (),
+    "dropconnect": ("dropconnect_linear",), "flatten": (), "reshape": (), "identity": (),
     "maxpool": ("maxpool2d",), "avgpool": ("avgpool2d",), "global_avgpool": ("global_pool",),
     "global_maxpool": ("global_pool",), "fractional_maxpool": ("fractional_maxpool2d",),
     "adaptive_avgpool": ("adaptive_avgpool2d",),

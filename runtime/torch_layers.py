@@ -41,7 +41,7 @@ def _pad4(v: Any) -> tuple[int, int, int, int]:
 
 SUPPORTED_TYPES = (
     "conv", "conv_transpose", "locally_connected", "maxpool", "avgpool", "global_avgpool",
-    "global_maxpool", "adaptive_avgpool", "fractional_maxpool", "maxout", "flatten", "reshape", "linear",
+    "global_maxpool", "adaptive_avgpool", "fractional_maxpool", "maxout", "flatten", "reshape", "identity", "linear",
     "dropconnect", "dropout", "stochastic_depth", "batchnorm", "layernorm", "instancenorm",
     "groupnorm", "lrn", "relu", "sigmoid", "tanh", "leaky_relu", "prelu", "elu", "softmax",
     "relu6", "hardsigmoid", "hardswish", "silu", "gelu", "softplus",
@@ -149,7 +149,7 @@ def _op(torch, net, layer) -> Callable:
     if t == "maxout":
         kk = int(a.get("k", 2))
         return lambda x: x.reshape(x.shape[0], x.shape[1] // kk, kk, *x.shape[2:]).amax(2)
-    if t in ("flatten", "reshape"):
+    if t in ("flatten", "reshape", "identity"):
         return lambda x: x.reshape(x.shape[0], *out_shape)
 
     if t in ("linear", "dropconnect"):

@@ -372,3 +372,40 @@ def test_upsample_to_a_reference_layers_size_parity():
         assert rel_err(g, tg[k].grad.numpy()) < 1e-9, k
     with pytest.raises(netspec.SpecError, match="takes its size from input 1; remove `size`"):
         netspec.check(netspec.load(ASPP.replace("from: [gpc, feat]}", "size: [7, 6], from: [gpc, feat]}")))
+
+
+GATED = """
+netspec: 1
+name: se_or_not
+input: [8, 6, 6]
+blocks:
+  se:
+    layers:
+      - global_avgpool: {name: pool}
+      - flatten: {}
+      - linear: {name: fc1, out: 2}
+      - relu: {}
+      - linear: {name: fc2, out: 8}
+      - sigmoid: {}
+      - reshape: {shape: [8, 1, 1]}
+      - multiply: {name: scale, from: [input, -1]}
+  unit:
+    args: {gate: {type: str, default: identity}}
+    layers:
+      - conv: {name: conv, out: 8, kernel: 3, pad: 1}
+      - $gate: {name: gate}
+layers:
+  - unit: {name: a}
+  - unit: {name: b, gate: se}
+  - flatten: {}
+  - linear: {name: fc, out: 3}
+"""
+
+
+def test_layer_type_argument_choosing_a_block_or_identity_parity():
+    """`- $gate: {}` picks `identity` (nn.Identity) in one unit and the `se` block in the
+    other: the checked layers, and float64/float32 parity of the whole net with the twin."""
+    spec = netspec.load(GATED)
+    rep = netspec.check(spec)
+    assert rep.layer("a.gate").type == "identity" and rep.layer("b.gate.scale").type == "multiply"
+    parity(spec, 2, {"softmax_cross_entropy": {}}, labels)

@@ -83,6 +83,21 @@ class Flatten(LayerDef):
 
 
 @register
+class Identity(LayerDef):
+    type = "identity"
+    family = "linear"
+    doc = ("Passes its input through unchanged (nn.Identity): the 'no layer' choice of a "
+           "layer-type argument (`- $se: {}` with se: identity or a block's name).")
+    attrs: dict = {}
+
+    def output_shape(self, a, in_shapes):
+        return tuple(in_shapes[0])
+
+    def receptive_field(self, a, in_shapes, rfs):
+        return rfs[0]
+
+
+@register
 class Reshape(LayerDef):
     type = "reshape"
     aliases = ("view",)
@@ -129,4 +144,4 @@ class Reshape(LayerDef):
         return rf_whole(rfs[0], ins)
 
 
-__all__ = ["Linear", "DropConnect", "Flatten", "Reshape"]
+__all__ = ["Linear", "DropConnect", "Flatten", "Identity", "Reshape"]
