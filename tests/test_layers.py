@@ -80,6 +80,7 @@ CASES = [
     ("center_crop", dict(size=3), [(4, 9, 8)], (4, 3, 3), {}, 0),
     ("shortcut_pad", dict(stride=2, out=8), [(4, 7, 8)], (8, 4, 4), {}, 0),
     ("channel_shuffle", dict(groups=2), [(116, 28, 28)], (116, 28, 28), {}, 0),
+    ("identity", {}, [(4, 3, 5)], (4, 3, 5), {}, 0),
     ("channel_slice", dict(chunks=2, index=1), [(116, 28, 28)], (58, 28, 28), {}, 0),
     ("channel_slice", dict(start=-3), [(8,)], (3,), {}, 0),
     ("channel_slice", dict(chunks=3, index=2), [(8, 2, 2)], (2, 2, 2), {}, 0),   # torch.chunk: 3, 3, 2

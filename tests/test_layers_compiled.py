@@ -108,6 +108,7 @@ layers:
   - channel_slice: {start: 0, stop: 16, from: shuf, name: lo}
   - concat: {from: [lo, br]}
   - channel_shuffle: {groups: 2}
+  - identity: {}
   - global_avgpool: {}
   - linear: {name: fc, out: 6}
 """,

@@ -97,6 +97,7 @@ layers:
   - channel_slice: {name: half0, chunks: 2, index: 0}
   - channel_slice: {name: half1, start: 16, from: shuf}
   - concat: {name: cat2, from: [half1, half0]}
+  - identity: {name: idt}
   - layernorm: {name: ln}
   - tanh: {name: act4}
   - global_avgpool: {name: sqz}
