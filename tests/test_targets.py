@@ -257,3 +257,25 @@ def test_targets_are_checked_against_the_loss_before_compiling(tmp_path, capsys)
             [str(tmp_path / "m.npz")] if cmd == "predict" else [])
         assert cli(cmd, argv) == 1
         assert "reconstruct its input" in capsys.readouterr().err
+
+
+def test_eval_and_predict_use_the_ema_weights_on_request(tmp_path, capsys):
+    """eval --ema / predict --ema score the Polyak/EMA weights the run kept: eval --ema
+    reproduces the run's ema_test_accuracy; without ema/arena the message names the fix."""
+    import netspec
+    text = ("netspec: 1\nname: e\ninput: [1, 8, 8]\nlayers:\n  - flatten: {}\n  - linear: {name: fc, out: 10}\n"
+            "train:\n  optimizer: {sgd: {lr: 0.1}}\n  ema: {decay: 0.95}\n")
+    spec = tmp_path / "e.yaml"
+    spec.write_text(text)
+    s = train(netspec.load(spec), tmp_path / "run", epochs=2, progress=False)
+    ck = str(tmp_path / "run" / "checkpoint.npz")
+    capsys.readouterr()
+    assert cli("eval", [str(spec), "--checkpoint", ck, "--ema", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(s["ema_test_accuracy"])
+    from runtime.data import load_dataset
+    np.savez(tmp_path / "few.npz", x=load_dataset({"source": "digits"}).x[:2])
+    assert cli("predict", [str(spec), "--checkpoint", ck, "--ema", str(tmp_path / "few.npz")]) == 0
+    train(netspec.load(text.replace("  ema: {decay: 0.95}\n", "")), tmp_path / "raw", epochs=1, progress=False)
+    capsys.readouterr()
+    assert cli("eval", [str(spec), "--checkpoint", str(tmp_path / "raw" / "checkpoint.npz"), "--ema"]) == 1
+    assert "no ema/arena (train with `ema:" in capsys.readouterr().err

@@ -98,6 +98,14 @@ def load_splits(spec, data):
                            int(dcfg.get("seed", 0)))
 
 
+def with_ema(spec, arrays: dict) -> dict:
+    """A checkpoint's arrays with its Polyak/EMA weights (``ema/arena``) as ``params/*``
+    (ValueError naming the fix when the run kept none)."""
+    import netspec
+    from runtime.ensemble import ema_weights
+    return {**arrays, **ema_weights(netspec.check(spec), arrays)}
+
+
 def refuse_reconstruction(spec, cmd: str) -> None:
     """eval / predict report classes: a net trained to reconstruct its input has none."""
     if (getattr(spec, "train", None) or {}).get("target") == "input":

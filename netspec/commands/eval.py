@@ -13,7 +13,7 @@ import json
 import numpy as np
 
 from ._common import (build_net, fail, known_errors, load_spec, load_splits, preprocessor,
-                      read_checkpoint, refuse_reconstruction)
+                      read_checkpoint, refuse_reconstruction, with_ema)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -27,16 +27,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="more checkpoints to average probabilities with")
     p.add_argument("--split", choices=("test", "val", "train"), default="test")
     p.add_argument("--backend", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--ema", action="store_true",
+                   help="evaluate the Polyak/EMA weights the run kept (train.ema) instead of the raw ones")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p
 
 
-def evaluate_checkpoints(spec, paths, data=None, split="test", backend="cpu") -> dict:
-    """Evaluate one checkpoint (or the probability average of several) -> result dict."""
+def evaluate_checkpoints(spec, paths, data=None, split="test", backend="cpu", ema=False) -> dict:
+    """Evaluate one checkpoint (or the probability average of several) -> result dict;
+    ``ema``: each checkpoint's Polyak/EMA weights (``ema/arena``) instead of the raw ones."""
     from runtime.ensemble import ensemble_probs, mean_nll
     from runtime.train_utils import confusion
     refuse_reconstruction(spec, "eval")
     members = [read_checkpoint(p) for p in paths]          # fail early on a bad file
+    if ema:
+        members = [(with_ema(spec, arrays), meta) for arrays, meta in members]
     splits = load_splits(spec, data)
     x, y = getattr(splits, split)
     if len(y) == 0:
@@ -60,7 +65,7 @@ def run(args) -> int:
     try:
         spec = load_spec(args.spec)
         r = evaluate_checkpoints(spec, [args.checkpoint, *args.ensemble], args.data,
-                                 args.split, args.backend)
+                                 args.split, args.backend, ema=args.ema)
     except known_errors() as e:
         return fail(f"netspec eval: {e}")
     if args.json:

@@ -20,7 +20,7 @@ from compiler.outputs import main_output
 from runtime.train_utils import class_probs
 
 from ._common import (build_net, error_message, fail, known_errors, load_spec, positive_float,
-                      positive_int, preprocessor, read_checkpoint, refuse_reconstruction)
+                      positive_int, preprocessor, read_checkpoint, refuse_reconstruction, with_ema)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -35,6 +35,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         "image files are read as 0..255, so a model trained on the built-in "
                         "digits (0..16) wants --scale 0.0627 (16/255)")
     p.add_argument("--backend", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--ema", action="store_true", help="use the Polyak/EMA weights the run kept (train.ema)")
     p.add_argument("--json", action="store_true")
     return p
 
@@ -111,6 +112,8 @@ def run(args) -> int:
         spec = load_spec(args.spec)
         refuse_reconstruction(spec, "predict")
         arrays, meta = read_checkpoint(args.checkpoint)
+        if args.ema:
+            arrays = with_ema(spec, arrays)
         # the training data's sample shape (larger than the net's input when the run trained
         # on random crops and evaluates the centre one), else the spec's input
         x, names = read_inputs(args.inputs, tuple(meta.get("input_shape") or spec.input_shape))
