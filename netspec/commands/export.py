@@ -124,7 +124,9 @@ def run(args) -> int:
             raise ExportError(f"the net cannot be written as ONNX opset {kw.get('opset', 17)}: "
                               f"{_first_line(e)} (the default opset 17 works for every "
                               f"exportable layer)") from e
-        msg = f"wrote {path} ({args.format}, {len(weights)} tensors)"
+        extra = sum(k.endswith(".running_mean") for k in weights) if args.format == "torch" else 0
+        msg = f"wrote {path} ({args.format}, {len(weights)} tensors" + (
+            f" + {extra} num_batches_tracked, as nn.BatchNorm2d has them)" if extra else ")")
         if args.verify and args.format == "onnx":
             try:
                 d = verify_onnx(spec, weights, path)
