@@ -269,9 +269,16 @@ class _Expander(Resolver):
                            f"found {keys[1]!r} after {first!r}", hint, keys[1], scope)
         tname, tloc = keys[0], node.key_loc(keys[0])
         body = node.items[tname]
-        if isinstance(tname, str) and tname.startswith("$") and scope.env is not None \
-                and tname[1:] in scope.env:          # `- $act: {}`: the type is a str argument
-            tname = str(scope.env[tname[1:]].value)
+        if isinstance(tname, str) and tname.startswith("$"):     # `- $act: {}`: a str argument
+            if scope.env is None:
+                raise self.err(tloc, f"layer type {tname!r} outside a block",
+                               "a `$name` layer type is a str argument of the block it is in", tname, scope)
+            if tname[1:] in scope.env:
+                tname = str(scope.env[tname[1:]].value)
+                if tname == "identity" and isinstance(body, YMap):
+                    # the "no layer" choice: the attributes belong to the other choices
+                    body = YMap(body.loc, {k: v for k, v in body.items.items() if k in ("name", "from")},
+                                body.key_locs)
         if _is_null(body):
             body = YMap(body.loc)
         if not isinstance(body, YMap):

@@ -72,6 +72,13 @@ class Resolver:
         if scope.env is None:
             raise self.err(node, f"argument expression {v!r} outside a block",
                            "`$name` can only be used in the layers of a block", v)
+        lists = [k for k in argexpr.refs(v) if isinstance(scope.env.get(k), YSeq)]
+        if lists:
+            k = lists[0]
+            raise self.err(node, f"invalid argument expression {v!r}: ${k} is a list "
+                           f"{list(x.value for x in scope.env[k].items)}, not a number",
+                           "arithmetic works on int / float arguments; give the list argument "
+                           "itself (`kernel: $k`) or add a number argument", v, scope)
         try:
             val = argexpr.evaluate(v, {k: getattr(x, "value", None) for k, x in scope.env.items()})
         except argexpr.ExprError as e:

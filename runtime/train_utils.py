@@ -158,12 +158,17 @@ def check_targets(spec, cfg, x: np.ndarray, y: np.ndarray, recon: bool) -> None:
     if y.dtype.kind not in "iub" or not y.size:
         return
     per_sample = int(np.prod(y.shape[1:])) if y.ndim > 1 else 1
+    spatial = name == "softmax_cross_entropy" and bool((attrs or {}).get("spatial"))
+    got = out[1:] if spatial else out[-len(y.shape[1:]):] if y.ndim > 1 else ()
+    if y.ndim > 1 and tuple(got) != tuple(y.shape[1:]) and (spatial or name in ("mse", "bce_with_logits")):
+        raise ValueError(f"the per-pixel labels are {tuple(y.shape[1:])} per image, but the net's output "
+                         f"is {out}: its spatial size must match; resize the last layer to the input "
+                         f"with `upsample: {{mode: bilinear, from: [x, input]}}` (or crop the masks)")
     if name in ("mse", "bce_with_logits") and int(np.prod(out)) != per_sample:
         raise ValueError(f"{name} compares every output value with a target, but the net gives {out} "
                          f"per image and the data {per_sample} label(s): class labels need "
                          f"softmax_cross_entropy (or a one-value output)")
     top = int(y.max())
-    spatial = name == "softmax_cross_entropy" and bool((attrs or {}).get("spatial"))
     if y.ndim > 1 and name in ("softmax_cross_entropy", "hinge") and not spatial:
         raise ValueError(f"the labels are per pixel (shape {y.shape[1:]}): per-pixel classes need "
                          f"train.loss: {{softmax_cross_entropy: {{spatial: true}}}}")

@@ -543,3 +543,35 @@ layers:
         netspec.load(text.replace("- $act:", "- $acts:"))
     with pytest.raises(SpecError, match="is not one of its str arguments"):
         netspec.load(text.replace("act: {type: str, default: relu}", "act: {type: int, default: 1}"))
+
+
+def test_type_argument_identity_ignores_the_other_choices_attributes():
+    """`- $gate: {c: $c}` with gate: identity drops the attributes meant for the block it
+    stands in for; arithmetic on a list argument says so; `$type` outside a block is named."""
+    import netspec
+    text = """netspec: 1
+name: g
+input: [8, 4, 4]
+blocks:
+  se:
+    args: {c: int}
+    layers:
+      - global_avgpool: {name: pool}
+      - conv: {name: fc, out: $c, kernel: 1}
+      - sigmoid: {}
+      - multiply: {name: scale, from: [input, -1]}
+  unit:
+    args: {gate: {type: str, default: identity}, k: {type: ints, default: [3, 3]}}
+    layers:
+      - conv: {name: conv, out: 8, kernel: $k, pad: 1}
+      - $gate: {name: gate, c: 8}
+layers:
+  - unit: {name: a}
+  - unit: {name: b, gate: se}
+"""
+    rep = netspec.check(netspec.load(text))
+    assert rep.layer("a.gate").type == "identity" and rep.layer("b.gate.fc").params == 8 * 8 + 8
+    with pytest.raises(SpecError, match=r"\$k is a list \[3, 3\], not a number"):
+        netspec.load(text.replace("pad: 1}", "pad: $k // 2}"))
+    with pytest.raises(SpecError, match=r"layer type '\$gate' outside a block"):
+        netspec.load(text.replace("  - unit: {name: a}\n", "  - $gate: {}\n"))

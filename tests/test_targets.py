@@ -279,3 +279,18 @@ def test_eval_and_predict_use_the_ema_weights_on_request(tmp_path, capsys):
     capsys.readouterr()
     assert cli("eval", [str(spec), "--checkpoint", str(tmp_path / "raw" / "checkpoint.npz"), "--ema"]) == 1
     assert "no ema/arena (train with `ema:" in capsys.readouterr().err
+
+
+def test_mask_size_mismatch_is_refused_with_the_upsample_hint(tmp_path):
+    """Per-pixel labels whose size differs from the output's (an unpadded conv shrank it):
+    refused before compiling, naming both and the `upsample: {from: [x, input]}` fix."""
+    import netspec
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 1, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "m.npz", x=x, y=(x[:, 0] > 0.5).astype(np.int64))
+    text = (f"netspec: 1\nname: s\ninput: [1, 8, 8]\nlayers:\n  - conv: {{name: c, out: 2, kernel: 3}}\n"
+            f"train:\n  data: {{source: npz, path: {tmp_path / 'm.npz'}}}\n"
+            f"  loss: {{softmax_cross_entropy: {{spatial: true}}}}\n  batch_size: 8\n")
+    with pytest.raises(ValueError, match=r"labels are \(8, 8\) per image, but the net's output is \(2, 6, 6\).*"
+                                         r"upsample: \{mode: bilinear, from: \[x, input\]\}"):
+        train(netspec.load(text), tmp_path / "r", epochs=1, progress=False)

@@ -45,7 +45,10 @@ def weight_params(prefix_shape: tuple, fan_in: int, weight_norm: bool, bias: boo
     return out
 
 
-def _groups_hint(cin: int, out: int) -> str:
+def _groups_hint(cin: int, out: int, g: int | None = None) -> str:
+    if g == cin:              # a depthwise conv: out is what to change
+        return (f"a depthwise conv ({cin} groups) needs `out` a multiple of its {cin} input "
+                f"channels: {cin}, {2 * cin}, {3 * cin}, ...")
     both = [d for d in range(1, min(cin, out) + 1) if cin % d == 0 and out % d == 0]
     return (f"groups must divide both {cin} input and {out} output channels: one of "
             f"{', '.join(map(str, both[-8:]))}" + (f" (depthwise: groups = {cin})" if out % cin == 0 else ""))
@@ -59,7 +62,7 @@ def _groups_ok(cin: int, out: int, g: int) -> None:
     if out % g:
         raise ShapeError(f"groups {g} does not divide output channels {out}",
                          formula=f"out % groups = {out} % {g} = {out % g} != 0",
-                         hint=_groups_hint(cin, out), attr="groups")
+                         hint=_groups_hint(cin, out, g), attr="out" if g == cin else "groups")
 
 
 @register
