@@ -185,7 +185,7 @@ def lower_prelu(b, L, ins, out):
 def lower_upsample(b, L, ins, out):
     attrs = {"mode": L.attrs["mode"], "out_size": tuple(out[2:]),
              "align_corners": bool(L.attrs.get("align_corners", False))}
-    sc = L.attrs.get("scale")
+    sc = None if L.attrs.get("by_size") else L.attrs.get("scale")
     if sc is not None and any(float(s) * i != o for s, i, o in zip(sc, b.values[ins[0]].shape[2:], out[2:])):
         # a scale whose output size is not exact (e.g. 1.3 on 16 -> 20): PyTorch's
         # scale_factor maps coordinates with 1/scale, not in/out

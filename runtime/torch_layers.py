@@ -237,7 +237,7 @@ def _op(torch, net, layer) -> Callable:
         return lambda *xs: torch.cat(xs, dim=1)
     if t == "upsample":
         mode = str(a.get("mode", "nearest"))
-        sc = a.get("scale")
+        sc = None if a.get("by_size") else a.get("scale")
         # a `scale` -> scale_factor (coordinates map with 1/scale, as nn.Upsample(scale_factor))
         kw = {"size": tuple(out_shape[1:])} if sc is None else \
             {"scale_factor": tuple(float(s) for s in (sc if isinstance(sc, (list, tuple)) else (sc, sc)))}

@@ -161,13 +161,17 @@ class Upsample(LayerDef):
                                  attr="scale")
             sc = tuple(as_float(x, "scale", 0.0, lo_open=True) for x in sc)
             size = (int(math.floor(h * sc[0])), int(math.floor(w * sc[1])))
+            by_size = False
         else:
             size = pair(size, "size")
             sc = (size[0] / h, size[1] / w)
+            by_size = True
         ac = bool(a.get("align_corners", False))
         if ac and mode == "nearest":
             raise ShapeError("align_corners only applies to mode bilinear", attr="align_corners")
-        return {"mode": mode, "scale": sc, "size": size, "align_corners": ac}
+        # by_size: the output size was given (size, or a reference input): coordinates map
+        # with in/out as F.interpolate(size=...) does; `scale` is then only nominal (the RF)
+        return {"mode": mode, "scale": sc, "size": size, "align_corners": ac, "by_size": by_size}
 
     def output_shape(self, a, in_shapes):
         c, _, _ = need_image(in_shapes[0], "upsample")
