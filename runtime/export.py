@@ -8,7 +8,7 @@ generating or compiling any kernels.  Each IR node becomes one ONNX node or a sh
 [Pad +] MaxPool/AveragePool [+ Slice], global_pool -> GlobalAveragePool/GlobalMaxPool,
 batchnorm -> BatchNormalization [+ Relu], layernorm/groupnorm/instancenorm -> Reshape +
 ReduceMean/Sub/Mul/Sqrt/Div + affine (opset-17 safe and exactly our formula), lrn -> LRN
-(odd sizes; even sizes decomposed, PyTorch's window), upsample -> Resize, center_crop ->
+(odd sizes; even sizes decomposed, PyTorch's window), upsample -> Resize (bilinear) or two Gathers on the nearest index tables, center_crop ->
 Slice, shortcut_pad -> Slice + Pad, conv_transpose2d -> ConvTranspose, prelu -> PRelu,
 maxout -> Reshape + ReduceMax + Reshape, channel_shuffle -> Reshape + Transpose + Reshape,
 channel_slice -> Slice, dropout -> Identity, stochastic_depth -> Mul(1-p).

@@ -161,17 +161,20 @@ def _prelu(e, n, out):
 def _upsample(e, n, out):
     a, x = n.a, e.inp(n.inputs[0])
     if a.get("mode", "nearest") == "nearest":
-        kw = dict(mode="nearest", coordinate_transformation_mode="asymmetric", nearest_mode="floor")
-    else:
-        # half_pixel, not pytorch_half_pixel: the latter reads source 0 for an output axis
-        # of length 1, where PyTorch (and our kernels) read in/2 - 0.5
-        kw = dict(mode="linear", coordinate_transformation_mode="align_corners"
-                  if a.get("align_corners") else "half_pixel")
+        # two Gathers on the kernels' own index tables (torch's nearest_idx, float32): exact,
+        # where Resize recomputed the ratio (16/14 read source 6 for output 8, torch reads 7)
+        from compiler.ops.resample import nearest_index
+        (ih, iw), (oh, ow) = e.shape(n.inputs[0])[2:], a["out_size"]
+        sh, sw = a.get("scale") or (None, None)
+        y = e.add("Gather", [x, e.i64(nearest_index(ih, oh, sh).tolist())], axis=2)
+        return e.add("Gather", [y, e.i64(nearest_index(iw, ow, sw).tolist())], out, axis=3)
+    # bilinear: half_pixel, not pytorch_half_pixel: the latter reads source 0 for an output
+    # axis of length 1, where PyTorch (and our kernels) read in/2 - 0.5
+    kw = dict(mode="linear", coordinate_transformation_mode="align_corners"
+              if a.get("align_corners") else "half_pixel")
     if a.get("scale"):     # inexact scale: Resize by scales (coordinates map with 1/scale)
-        # ... except where torch (and our kernels) shortcut: an axis of unchanged size is
-        # copied, and nearest maps a doubled axis by o >> 1 -- whatever the scale says
-        near = a.get("mode", "nearest") == "nearest"
-        sc = [1.0 if o == i else 2.0 if near and o == 2 * i else float(s)
+        # ... except where torch (and our kernels) leave an axis of unchanged size alone
+        sc = [1.0 if o == i else float(s)
               for s, i, o in zip(a["scale"], e.shape(n.inputs[0])[2:], a["out_size"])]
         scales = e.const(np.array([1.0, 1.0, *sc], np.float32), "scales")
         return e.add("Resize", [x, "", scales], out, **kw)

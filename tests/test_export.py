@@ -189,6 +189,7 @@ def test_onnx_inexact_upsample_matches_the_compiled_net(mode, hw, scale, tmp_pat
     ("upsample: {mode: bilinear, size: [1, 3]}", (4, 5)),       # an output axis of length 1
     ("upsample: {mode: nearest, size: [3, 30]}", (3, 29)),      # size/in not exact in floating point:
     ("upsample: {mode: bilinear, size: [13, 9]}", (6, 7)),      # Resize by sizes, never by scales
+    ("upsample: {mode: nearest, size: [16, 5]}", (14, 3)),      # nearest: torch's index table, exactly
     ("upsample: {mode: bilinear, scale: 0.3}", (4, 5)),
     ("conv_transpose: {name: t, out: 3, kernel: 1, dilation: 2, output_padding: 1}", (3, 3)),
     ("conv_transpose: {name: t, out: 3, kernel: 3, stride: 2, pad: [1, 0, 1, 0], output_padding: 1}", (3, 4)),
