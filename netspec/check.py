@@ -337,13 +337,20 @@ def check(spec: Spec, input_shape: Shape | None = None) -> Report:
 
 def _warnings(st: _State, outputs: list[str]) -> list[str]:
     used: dict[str, list[str]] = {}
+    values: set = set()           # layers whose values (not only their size) something reads
     for r in st.reports:
-        for i in r.inputs:
+        for k, i in enumerate(r.inputs):
             used.setdefault(i, []).append(r.type)
+            if not (k == 1 and r.type in ("center_crop", "upsample")):
+                values.add(i)
     out = []
     for r in st.reports:
         if r.name not in used and r.name not in outputs:
             out.append(f"{r.loc}: layer '{r.name}' ({r.type}) is not used by any layer or output")
+        elif r.name not in values and r.name not in outputs:
+            out.append(f"{r.loc}: layer '{r.name}' ({r.type}) only gives its size to a center_crop / "
+                       f"upsample reference: it is not computed (a BatchNorm there keeps its running "
+                       f"statistics); use an earlier layer of that size as the reference")
         if r.type == "stochastic_depth" and "add" not in used.get(r.name, []):
             out.append(f"{r.loc}: stochastic_depth '{r.name}' should end a residual branch "
                        f"(feed an add); elsewhere it drops the whole signal")

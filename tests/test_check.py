@@ -515,3 +515,15 @@ def test_warning_for_a_squashing_layer_before_a_loss_that_squashes():
     assert len(w) == 1 and "(sigmoid) feeds the bce_with_logits loss" in w[0]
     assert check(load(base % ("sigmoid", "train:\n  loss: {mse: {}}\n"))).warnings == []
     assert check(load(base % ("relu", ""))).warnings == []
+
+
+def test_warning_for_a_layer_that_only_gives_a_reference_size():
+    """A layer read only as the size reference of center_crop / upsample is not computed by
+    the compiled net (torch's module would run it: a BatchNorm's running statistics differ):
+    check says so; a reference that is also used for its values gets no warning."""
+    from netspec import load
+    text = ("netspec: 1\nname: r\ninput: [2, 4, 4]\nlayers:\n- batchnorm: {name: bn}\n"
+            "- center_crop: {name: crop, from: [input, bn]}\n- conv: {name: c, out: 2, kernel: 1}\n")
+    w = check(load(text)).warnings
+    assert len(w) == 1 and "'bn' (batchnorm) only gives its size" in w[0]
+    assert check(load(text.replace("from: [input, bn]", "from: [bn, input]"))).warnings == []
