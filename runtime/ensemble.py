@@ -49,22 +49,33 @@ def _own(net) -> dict:
             **{k: v.copy() for k, v in getattr(net, "buffers", {}).items()}}
 
 
-def member_probs(net, sources: Sequence, x: np.ndarray) -> list[np.ndarray]:
+def pixel_probs(out: np.ndarray) -> np.ndarray:
+    """Per-position class probabilities of a per-pixel classifier's output (N, K, *S):
+    the softmax over K, one row per position (N*prod(S), K), in the labels' flat order."""
+    z = np.asarray(out, np.float64)
+    z = np.moveaxis(z.reshape(z.shape[0], z.shape[1], -1), 1, 2).reshape(-1, z.shape[1])
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def member_probs(net, sources: Sequence, x: np.ndarray, per_pixel: bool = False) -> list[np.ndarray]:
     """[class probabilities (N, K) of each member (train_utils.class_probs: softmax, or
-    sigmoid for a bce_with_logits net)]; the net's weights are restored."""
+    sigmoid for a bce_with_logits net); with ``per_pixel`` (softmax_cross_entropy spatial)
+    one row per pixel (``pixel_probs``)]; the net's weights are restored."""
     own = _own(net)
     try:
         out = []
         for s in sources:
             _load(net, _arrays(s))
-            out.append(class_probs(net, main_output(net.forward(x, train=False))))
+            y = main_output(net.forward(x, train=False))
+            out.append(pixel_probs(y) if per_pixel else class_probs(net, y))
         return out
     finally:
         net.load_params(own)
 
 
-def ensemble_probs(net, sources: Sequence, x: np.ndarray) -> np.ndarray:
-    return np.mean(member_probs(net, sources, x), axis=0)
+def ensemble_probs(net, sources: Sequence, x: np.ndarray, per_pixel: bool = False) -> np.ndarray:
+    return np.mean(member_probs(net, sources, x, per_pixel), axis=0)
 
 
 def evaluate_ensemble(net, sources: Sequence, x: np.ndarray, y: np.ndarray) -> dict:

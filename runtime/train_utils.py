@@ -111,9 +111,9 @@ def class_probs(net, out: np.ndarray) -> np.ndarray:
     scores, not normalised).  mse has no classes: ValueError."""
     name = loss_name(net)
     if _spatial(net):
-        raise ValueError("eval and predict report one class per image, and this net classifies every "
-                         "pixel (softmax_cross_entropy spatial): there is no per-image class to "
-                         "report; the run's summary.json has its pixel accuracies")
+        raise ValueError("predict reports one class per image, and this net classifies every pixel "
+                         "(softmax_cross_entropy spatial): there is no per-image class to report; "
+                         "`netspec eval` scores it per pixel (accuracy, IoU)")
     if name == "mse":
         raise ValueError("this net is trained with the mse loss (regression): it has no class "
                          "probabilities; accuracy, eval and predict need softmax_cross_entropy, hinge "

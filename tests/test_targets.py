@@ -294,3 +294,30 @@ def test_mask_size_mismatch_is_refused_with_the_upsample_hint(tmp_path):
     with pytest.raises(ValueError, match=r"labels are \(8, 8\) per image, but the net's output is \(2, 6, 6\).*"
                                          r"upsample: \{mode: bilinear, from: \[x, input\]\}"):
         train(netspec.load(text), tmp_path / "r", epochs=1, progress=False)
+
+
+def test_eval_scores_a_segmentation_net_per_pixel(tmp_path, capsys):
+    """eval on a softmax_cross_entropy spatial net: pixel accuracy (= the run's test
+    accuracy), a per-pixel confusion matrix, IoU per class and their mean; ensembles average
+    per-pixel probabilities."""
+    import netspec
+    rng = np.random.default_rng(0)
+    x = rng.random((96, 1, 8, 8)).astype(np.float32)
+    y = (x[:, 0] > 1 / 3).astype(np.int64) + (x[:, 0] > 2 / 3)
+    np.savez(tmp_path / "seg.npz", x=x, y=y)
+    spec = tmp_path / "seg.yaml"
+    spec.write_text(SEG.replace("PATH", str(tmp_path / "seg.npz")))
+    s = train(netspec.load(spec), tmp_path / "run", epochs=6, progress=False)
+    ck = str(tmp_path / "run" / "checkpoint.npz")
+    capsys.readouterr()
+    assert cli("eval", [str(spec), "--checkpoint", ck, "--json", "--ensemble", ck]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["accuracy"] == pytest.approx(s["test_accuracy"]) and r["pixels"] == r["n"] * 64
+    cm = np.array(r["confusion_matrix"])
+    assert cm.shape == (3, 3) and cm.sum() == r["pixels"]
+    tp = np.diag(cm)
+    iou = tp / (cm.sum(0) + cm.sum(1) - tp)
+    np.testing.assert_allclose(r["iou"], iou)
+    assert r["mean_iou"] == pytest.approx(iou.mean())
+    assert cli("eval", [str(spec), "--checkpoint", ck]) == 0
+    assert "mean IoU" in capsys.readouterr().out

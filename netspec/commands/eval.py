@@ -49,16 +49,25 @@ def evaluate_checkpoints(spec, paths, data=None, split="test", backend="cpu", em
     pre = preprocessor(spec, members[0][0], paths[0], splits)
     x = pre.apply(x)
     net = build_net(spec, members[0][0], backend)
-    probs = ensemble_probs(net, [arrays for arrays, _ in members], x)
+    pixels = bool(((spec.train or {}).get("loss") or {}).get("softmax_cross_entropy", {}).get("spatial"))
+    probs = ensemble_probs(net, [arrays for arrays, _ in members], x, per_pixel=pixels)
+    n = len(y)
+    y = np.asarray(y).reshape(-1)                # per pixel for a segmentation net
     pred = np.argmax(probs, axis=1)
     k = max(len(splits.class_names), int(probs.shape[1]))
     cm = confusion(y, pred, k)
     per = [float(cm[i, i] / cm[i].sum()) if cm[i].sum() else float("nan") for i in range(k)]
     nll = mean_nll(probs, y)
     names = list(splits.class_names) + [str(i) for i in range(len(splits.class_names), k)]
-    return {"split": split, "n": int(len(y)), "accuracy": float(np.mean(pred == y)), "nll": nll,
-            "members": [str(p) for p in paths], "class_names": names,
-            "per_class_accuracy": per, "confusion_matrix": cm.tolist()}
+    r = {"split": split, "n": int(n), "accuracy": float(np.mean(pred == y)), "nll": nll,
+         "members": [str(p) for p in paths], "class_names": names,
+         "per_class_accuracy": per, "confusion_matrix": cm.tolist()}
+    if pixels:                    # segmentation: IoU per class and its mean over present classes
+        tp = np.diag(cm).astype(np.float64)
+        union = cm.sum(0) + cm.sum(1) - tp
+        iou = [float(t / u) if u else float("nan") for t, u in zip(tp, union)]
+        r.update(pixels=int(y.size), iou=iou, mean_iou=float(np.nanmean(iou)))
+    return r
 
 
 def run(args) -> int:
@@ -73,11 +82,12 @@ def run(args) -> int:
         return 0
     what = "ensemble of %d" % len(r["members"]) if len(r["members"]) > 1 else r["members"][0]
     print(f"{spec.name} ({what}) on the {r['split']} split ({r['n']} images): "
-          f"accuracy {r['accuracy']:.4f}, nll {r['nll']:.4f}")
+          + (f"pixel accuracy {r['accuracy']:.4f}, mean IoU {r['mean_iou']:.4f}, " if "iou" in r
+             else f"accuracy {r['accuracy']:.4f}, ") + f"nll {r['nll']:.4f}")
     w = max(len(n) for n in r["class_names"])
-    print("per-class accuracy:")
-    for n, a in zip(r["class_names"], r["per_class_accuracy"]):
-        print(f"  {n:>{w}}  {a:.4f}")
+    print("per-class accuracy" + (" and IoU:" if "iou" in r else ":"))
+    for i, (n, a) in enumerate(zip(r["class_names"], r["per_class_accuracy"])):
+        print(f"  {n:>{w}}  {a:.4f}" + (f"  {r['iou'][i]:.4f}" if "iou" in r else ""))
     print("confusion matrix (rows: true, columns: predicted):")
     for n, row in zip(r["class_names"], r["confusion_matrix"]):
         print(f"  {n:>{w}} " + " ".join(f"{v:4d}" for v in row))
