@@ -190,6 +190,16 @@ def save_checkpoint(path: str | Path, arrays: Mapping[str, np.ndarray],
     return full
 
 
+ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")   # np.savez files (a zip; the second: empty)
+
+
+def file_head(path, n: int = 6) -> bytes:
+    """The first n bytes of a file (OSError as open raises it): a format check before
+    np.load, which tries anything that is not a zip as a pickle and advises allow_pickle=."""
+    with open(path, "rb") as f:
+        return f.read(n)
+
+
 def load_checkpoint(path: str | Path, expect_fingerprint: Any = None
                     ) -> tuple[dict[str, np.ndarray], dict]:
     """Read and verify a checkpoint -> (arrays, meta).
@@ -203,11 +213,10 @@ def load_checkpoint(path: str | Path, expect_fingerprint: Any = None
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        with open(path, "rb") as f:
-            head = f.read(4)
+        head = file_head(path)
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read: {e.strerror or e}") from None
-    if head[:2] != b"PK":       # np.load would try it as a pickle and advise allow_pickle=
+    if not head.startswith(ZIP_MAGIC):
         raise CheckpointError(f"{path}: not a netspec checkpoint (not an .npz file)")
     try:
         z = np.load(path, allow_pickle=False)

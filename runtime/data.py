@@ -276,14 +276,14 @@ def load_npz(path: Path) -> Dataset:
     ``spatial``); optional ``x_test``/``y_test`` and ``class_names`` (a string array); or a
     ``netspec features`` file. Never unpickles."""
     path = Path(path)
+    from .checkpoint import ZIP_MAGIC, file_head
     try:
-        with open(path, "rb") as f:
-            head = f.read(4)
+        head = file_head(path)
     except FileNotFoundError as e:
         raise DataError(f"{path}: no such file") from e
     except OSError as e:
         raise DataError(f"{path}: cannot read: {e.strerror or e}") from e
-    if head[:2] != b"PK":       # np.load would try it as a pickle and advise allow_pickle=
+    if not head.startswith(ZIP_MAGIC):
         raise DataError(f"{path}: not an .npz file (write one with numpy.savez(path, x=..., y=...))")
     try:
         with np.load(path, allow_pickle=False) as z:

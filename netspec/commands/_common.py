@@ -226,7 +226,6 @@ def fail_output(cmd: str, out, inputs: dict, example: str = "out") -> int | None
     return p[0]
 
 
-_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")      # a zip (np.savez) starts with one of these
 
 
 def check_npz(path, error):
@@ -238,12 +237,12 @@ def check_npz(path, error):
         raise error(f"{p}: is a directory, not an .npz file")
     if not p.is_file():
         return
+    from runtime.checkpoint import ZIP_MAGIC, file_head
     try:
-        with open(p, "rb") as f:
-            head = f.read(6)
+        head = file_head(p)
     except OSError:
         return                          # the loader reports unreadable files
     if head.startswith(b"\x93NUMPY"):
         raise error(f"{p} is not an .npz file (it is a single .npy array)")
-    if not head.startswith(_ZIP_MAGIC):
+    if not head.startswith(ZIP_MAGIC):
         raise error(f"{p} is not an .npz file")

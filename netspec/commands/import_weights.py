@@ -92,12 +92,12 @@ def check_weights_file(path, error) -> None:
         return
     if not p.is_file():
         return
+    from runtime.checkpoint import ZIP_MAGIC, file_head
     try:
-        with open(p, "rb") as f:
-            head = f.read(4)
+        head = file_head(p)
     except OSError:
         return
-    if not (head.startswith(b"PK") or head.startswith(b"\x80")):
+    if not (head.startswith(ZIP_MAGIC) or head.startswith(b"\x80")):   # zip, or a legacy pickle
         raise error(f"{p} is neither an .npz nor a torch state_dict file (.pt/.pth)")
 
 
