@@ -93,14 +93,14 @@ def loss_name(net) -> str:
     return name
 
 
-def _spatial(net) -> bool:
+def per_pixel(net) -> bool:
     """softmax_cross_entropy with spatial: one class per output position."""
     return bool((net.loss_cfg.get("softmax_cross_entropy") or {}).get("spatial"))
 
 
 def has_class_probs(net) -> bool:
     """Whether ``class_probs`` applies: one class per image (not mse, not per pixel)."""
-    return loss_name(net) != "mse" and not _spatial(net)
+    return loss_name(net) != "mse" and not per_pixel(net)
 
 
 def class_probs(net, out: np.ndarray) -> np.ndarray:
@@ -110,7 +110,7 @@ def class_probs(net, out: np.ndarray) -> np.ndarray:
     (label 1 is the positive class), with several logits each one's sigmoid (multi-label
     scores, not normalised).  mse has no classes: ValueError."""
     name = loss_name(net)
-    if _spatial(net):
+    if per_pixel(net):
         raise ValueError("predict reports one class per image, and this net classifies every pixel "
                          "(softmax_cross_entropy spatial): there is no per-image class to report; "
                          "`netspec eval` scores it per pixel (accuracy, IoU)")
@@ -194,7 +194,7 @@ def predicted_class(net, out: np.ndarray, labels=None):
     if name == "mse":
         return None
     out = np.asarray(out)
-    if _spatial(net):                              # (N, K, H, W) -> (N, H, W)
+    if per_pixel(net):                              # (N, K, H, W) -> (N, H, W)
         return out.argmax(axis=1)
     z = out.reshape(len(out), -1)
     if name == "bce_with_logits":

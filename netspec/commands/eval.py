@@ -37,7 +37,7 @@ def evaluate_checkpoints(spec, paths, data=None, split="test", backend="cpu", em
     """Evaluate one checkpoint (or the probability average of several) -> result dict;
     ``ema``: each checkpoint's Polyak/EMA weights (``ema/arena``) instead of the raw ones."""
     from runtime.ensemble import ensemble_probs, mean_nll
-    from runtime.train_utils import confusion
+    from runtime.train_utils import confusion, per_pixel
     refuse_reconstruction(spec, "eval")
     members = [read_checkpoint(p) for p in paths]          # fail early on a bad file
     if ema:
@@ -49,7 +49,7 @@ def evaluate_checkpoints(spec, paths, data=None, split="test", backend="cpu", em
     pre = preprocessor(spec, members[0][0], paths[0], splits)
     x = pre.apply(x)
     net = build_net(spec, members[0][0], backend)
-    pixels = bool(((spec.train or {}).get("loss") or {}).get("softmax_cross_entropy", {}).get("spatial"))
+    pixels = per_pixel(net)
     probs = ensemble_probs(net, [arrays for arrays, _ in members], x, per_pixel=pixels)
     n = len(y)
     y = np.asarray(y).reshape(-1)                # per pixel for a segmentation net
