@@ -85,9 +85,11 @@ def train(spec, out_dir, *, epochs: int | None = None, batch_size: int | None = 
     t0 = time.perf_counter()
     spec = _load_spec(spec)
     from netspec.spec import Spec
+    report = None                    # (a test double's spec has none)
     if isinstance(spec, Spec):       # before the run directory, the data and the compile:
         import netspec               # a spec error leaves no empty directory behind, and a
-        check_trainable(netspec.check(spec))   # net with nothing to train costs no compile
+        report = netspec.check(spec)     # net with nothing to train costs no compile
+        check_trainable(report)
     cfg = dict(getattr(spec, "train", None) or {})
     out = Path(out_dir)
     ctx = DistContext.create(distributed)                          # [distributed]
@@ -99,7 +101,7 @@ def train(spec, out_dir, *, epochs: int | None = None, batch_size: int | None = 
                 clear_run(out)
             return _train(spec, cfg, out, ctx, t0, epochs=epochs, batch_size=batch_size, data=data,
                           resume=resume, folds=folds, progress=progress, backend=backend,
-                          net_factory=net_factory, hooks=hooks)
+                          net_factory=net_factory, hooks=hooks, report=report)
     except BaseException:
         if created:               # failed before writing anything: leave no empty directory
             remove_if_empty(out)
@@ -107,7 +109,7 @@ def train(spec, out_dir, *, epochs: int | None = None, batch_size: int | None = 
 
 
 def _train(spec, cfg, out, ctx, t0, *, epochs, batch_size, data, resume, folds, progress, backend,
-           net_factory, hooks) -> dict:
+           net_factory, hooks, report) -> dict:
     """train() inside the run directory's lock."""
     dcfg = data_config(cfg.get("data"), None if isinstance(data, D.Dataset) else data)
     ds = data if isinstance(data, D.Dataset) else D.load_dataset(dcfg, base_dir=_spec_dir(spec))
@@ -115,7 +117,7 @@ def _train(spec, cfg, out, ctx, t0, *, epochs, batch_size, data, resume, folds, 
                              int(dcfg.get("seed", 0)))
     factory = net_factory or _default_factory(backend)
     run_kw = dict(epochs=epochs, batch_size=batch_size, resume=resume, progress=progress,
-                  factory=factory, hooks=hooks or {}, ctx=ctx,
+                  factory=factory, hooks=hooks or {}, ctx=ctx, report=report,
                   data_desc="the given Dataset" if isinstance(data, D.Dataset) else
                   str(dcfg.get("path") or dcfg.get("source") or "digits (the built-in default)"))
     if not folds:
@@ -152,7 +154,7 @@ class _Run:
     """One training run in one directory (a fold is one run)."""
 
     def __init__(self, spec, cfg, out: Path, splits, *, epochs, batch_size, resume, progress,
-                 factory, hooks, ctx=None, data_desc="the training data"):
+                 factory, hooks, ctx=None, data_desc="the training data", report=None):
         self.spec, self.cfg, self.out, self.hooks = spec, cfg, out, hooks
         self.ctx = ctx or DistContext()                            # [distributed]
         self.class_names = list(splits.class_names)
@@ -196,7 +198,7 @@ class _Run:
                             "training data")
         self.aug = Augmenter(cfg.get("augment"), self.xtr)
         check_data_fits(spec, self.aug(self.xtr[:1], np.random.default_rng(0)).shape[1:], data_desc)
-        check_targets(spec, cfg, self.xtr, self.ytr, self.recon)     # before compiling
+        check_targets(report, cfg, self.xtr, self.ytr, self.recon)     # before compiling
         tc = time.perf_counter()
         self.net = factory(self.spec, self.ctx.local_batch(self.B))   # [distributed] B is global
         self.compile_seconds = time.perf_counter() - tc

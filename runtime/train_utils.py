@@ -125,17 +125,16 @@ def class_probs(net, out: np.ndarray) -> np.ndarray:
     return softmax(out)
 
 
-def check_targets(spec, cfg, x: np.ndarray, y: np.ndarray, recon: bool) -> None:
+def check_targets(report, cfg, x: np.ndarray, y: np.ndarray, recon: bool) -> None:
     """Before compiling: the training targets fit the loss and the net (ValueError naming the
     fix).  recon (train.target: input): a dense loss, an output shaped like the input, bce's
     [0, 1] range, no accuracy to watch.  Labels: classes inside the output, 0/1 for a
-    one-logit bce, per-pixel masks only with softmax_cross_entropy's ``spatial``."""
-    import netspec
-    from netspec.spec import Spec
+    one-logit bce, per-pixel masks only with softmax_cross_entropy's ``spatial``.  report:
+    the spec's checker report (None for a test double's spec: nothing to check against)."""
     (name, attrs), = (cfg.get("loss") or {"softmax_cross_entropy": {}}).items()
-    if not isinstance(spec, Spec):           # a test double's spec: nothing to check against
+    if report is None:
         return
-    out = tuple(netspec.check(spec).output_shape)
+    out = tuple(report.output_shape)
     watched = [str((cfg.get("early_stopping") or {}).get("metric", "val_accuracy"))
                if cfg.get("early_stopping") else "",
                str(((cfg.get("schedule") or {}).get("plateau") or {}).get("metric", ""))]
