@@ -101,6 +101,13 @@ def load_dataset(cfg: Mapping[str, Any] | None, base_dir: str | Path | None = No
     return {"npz": load_npz, "folder": load_folder}[source](_resolve(path, base_dir))
 
 
+def spec_dir(spec) -> Path | None:
+    """The folder of the spec's file, against which its relative paths resolve (None for a
+    spec given as text)."""
+    f = getattr(spec, "file", None)
+    return Path(f).parent if f and not str(f).startswith("<") else None
+
+
 def _resolve(path: Any, base_dir: str | Path | None) -> Any:
     """Resolve a path (or every value of a mapping of paths) against base_dir."""
     if isinstance(path, Mapping):

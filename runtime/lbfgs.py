@@ -204,3 +204,13 @@ def random_layers(net) -> list[str]:
     from compiler.ops import OPS
     g = getattr(net, "graphs", {}).get("train")
     return [n.layer for n in (g.nodes if g is not None else ()) if n.phase == "fwd" and OPS[n.op].random]
+
+
+def lbfgs_epoch(net, lbfgs: LBFGS, x, y, B: int, nb: int, weight_decay: float, max_iter: int) -> float:
+    """``max_iter`` L-BFGS iterations on the full-batch objective of the first ``nb``
+    batches of (x, y); the net's parameters are set to the result.  Returns the data loss
+    (the objective without its L2 penalty)."""
+    fun, penalty = full_batch_objective(net, x, y, B, nb, weight_decay)
+    w, f, _ = lbfgs.minimize(fun, net.param_arena.astype(np.float64), max_iter)
+    net.param_arena[...] = w
+    return f - penalty(w)

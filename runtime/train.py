@@ -31,7 +31,7 @@ from . import data as D
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint
 from .distributed import DistContext, train_step   # [distributed]
 from .ensemble import evaluate_ensemble
-from .lbfgs import LBFGS, check_lbfgs_config, full_batch_objective, random_layers
+from .lbfgs import LBFGS, check_lbfgs_config, lbfgs_epoch, random_layers
 from .metrics import write_summary
 from .augment import Augmenter, center_crop, eval_crop
 from .preprocess import Preprocessor
@@ -112,7 +112,7 @@ def _train(spec, cfg, out, ctx, t0, *, epochs, batch_size, data, resume, folds, 
            net_factory, hooks, report) -> dict:
     """train() inside the run directory's lock."""
     dcfg = data_config(cfg.get("data"), None if isinstance(data, D.Dataset) else data)
-    ds = data if isinstance(data, D.Dataset) else D.load_dataset(dcfg, base_dir=_spec_dir(spec))
+    ds = data if isinstance(data, D.Dataset) else D.load_dataset(dcfg, base_dir=D.spec_dir(spec))
     splits = D.split_dataset(ds, float(dcfg.get("val_split", 0.1)), float(dcfg.get("test_split", 0.2)),
                              int(dcfg.get("seed", 0)))
     factory = net_factory or _default_factory(backend)
@@ -143,11 +143,6 @@ def _train(spec, cfg, out, ctx, t0, *, epochs, batch_size, data, resume, folds, 
         return {"status": summary.get("status"), "distributed_rank": ctx.rank}
     write_summary(out / "summary.json", summary)
     return summary
-
-
-def _spec_dir(spec):
-    f = getattr(spec, "file", None)
-    return Path(f).parent if f and not str(f).startswith("<") else None
 
 
 class _Run:
@@ -404,18 +399,12 @@ class _Run:
 
     def _lbfgs_epoch(self) -> None:
         """One call of ``max_iter`` full-batch L-BFGS iterations (runtime/lbfgs.py
-        ``full_batch_objective``); the logged train loss is the data loss."""
-        net, B, nb = self.net, self.B, self.spe
-        fun, penalty = full_batch_objective(net, self.xtr, self.xtr if self.recon else self.ytr, B, nb,
-                                            self.opt_cfg.weight_decay)
-        w, f, _ = self.lbfgs.minimize(fun, net.param_arena.astype(np.float64),
-                                      int(self.opt_cfg.hyper["max_iter"]))
-        net.param_arena[...] = w
-        f -= penalty(w)
+        ``lbfgs_epoch``); the logged train loss is the data loss."""
+        f = lbfgs_epoch(self.net, self.lbfgs, self.xtr, self.xtr if self.recon else self.ytr, self.B,
+                        self.spe, self.opt_cfg.weight_decay, int(self.opt_cfg.hyper["max_iter"]))
         self._check(f)
-        self.loss_sum, self.loss_n = f, 1
-        self.batch = nb
-        self.train_images += nb * B
+        self.loss_sum, self.loss_n, self.batch = f, 1, self.spe
+        self.train_images += self.spe * self.B
 
     def _end_epoch(self) -> None:
         e = self.epoch + 1

@@ -102,10 +102,10 @@ def apply_spec_init(net, spec, mismatch: str = "error") -> TransferReport | None
     init = getattr(spec, "init", None)
     if not init:
         return None
-    path = Path(init["checkpoint"])
-    f = getattr(spec, "file", None)
-    if not path.is_absolute() and f and not str(f).startswith("<"):
-        path = Path(f).parent / path
+    from .data import spec_dir
+    path, base = Path(init["checkpoint"]), spec_dir(spec)
+    if not path.is_absolute() and base is not None:
+        path = base / path
     return init_from_checkpoint(net, path, init.get("skip") or (), mismatch)
 
 

@@ -89,8 +89,7 @@ def load_splits(spec, data):
     from runtime.train_utils import data_config
     tr = spec.train or {}
     dcfg = data_config(tr.get("data"), data)
-    f = getattr(spec, "file", None)
-    base = Path(f).parent if f and not str(f).startswith("<") else None
+    base = D.spec_dir(spec)
     if dcfg.get("source") == "npz" and isinstance(dcfg.get("path"), (str, Path)):
         check_npz(D._resolve(dcfg["path"], base), D.DataError)
     ds = D.load_dataset(dcfg, base_dir=base)
