@@ -110,9 +110,9 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch)
 @pytest.mark.parametrize("text,want", [("10GB", 10 << 30), ("512MiB", 512 << 20), ("2g", 2 << 30),
                                        ("1000000", 1000000), ("64kb", 64 << 10), ("3b", 3)])
 def test_memory_limit_units(monkeypatch, text, want):
-    from compiler.net import _memory_limit
+    from compiler.memory import memory_limit
     monkeypatch.setenv("NETSPEC_MEMORY_LIMIT", text)
-    assert _memory_limit() == want
+    assert memory_limit() == want
 
 
 def test_spec_reads_are_bounded_for_devices():
