@@ -15,6 +15,23 @@ from runtime.train import train
 from test_train_loop import cli, factory, make_spec
 
 
+def _train_file(tmp_path, name: str, text: str, **kw):
+    """Write ``text`` to tmp_path/name.yaml and train it into tmp_path/run -> (spec path,
+    summary, checkpoint path)."""
+    import netspec
+    spec = tmp_path / f"{name}.yaml"
+    spec.write_text(text)
+    return spec, train(netspec.load(spec), tmp_path / "run", progress=False, **kw), \
+        str(tmp_path / "run" / "checkpoint.npz")
+
+
+def _eval_json(capsys, spec, ck, *extra) -> dict:
+    """`netspec eval SPEC --checkpoint CK --json [extra]` -> its JSON (exit 0 asserted)."""
+    capsys.readouterr()
+    assert cli("eval", [str(spec), "--checkpoint", ck, "--json", *extra]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
 def test_one_logit_bce_classifier_metrics_eval_and_predict(tmp_path, capsys):
     """A binary classifier with one logit and bce_with_logits: labels (N,) are its (N, 1)
     targets; validation/test loss is bce on those (never broadcast to (N, N)), accuracy is
@@ -29,8 +46,7 @@ def test_one_logit_bce_classifier_metrics_eval_and_predict(tmp_path, capsys):
             f"  - linear: {{name: fc, out: 1}}\ntrain:\n  data: {{source: npz, path: {tmp_path / 'bin.npz'}}}\n"
             f"  loss: {{bce_with_logits: {{}}}}\n  optimizer: {{adam: {{lr: 0.05}}}}\n  epochs: 30\n"
             f"  batch_size: 32\n")
-    (tmp_path / "bin.yaml").write_text(text)
-    s = train(netspec.load(tmp_path / "bin.yaml"), tmp_path / "run", progress=False)
+    spec, s, ck = _train_file(tmp_path, "bin", text)
     import compiler
     from runtime.train_utils import class_probs, evaluate
     net = compiler.compile(netspec.load(tmp_path / "bin.yaml"), batch_size=32, train=False)
@@ -48,10 +64,7 @@ def test_one_logit_bce_classifier_metrics_eval_and_predict(tmp_path, capsys):
     assert s["test_accuracy"] > 0.85 and s["train_accuracy"] > 0.85, s
     m = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     assert m[0].split(",")[:4] == ["epoch", "lr", "train_loss", "train_accuracy"]
-    capsys.readouterr()
-    ck = str(tmp_path / "run" / "checkpoint.npz")
-    assert cli("eval", [str(tmp_path / "bin.yaml"), "--checkpoint", ck, "--json"]) == 0
-    r = json.loads(capsys.readouterr().out)
+    r = _eval_json(capsys, spec, ck)
     assert r["accuracy"] == pytest.approx(s["test_accuracy"]) and len(r["confusion_matrix"]) == 2
     np.savez(tmp_path / "few.npz", x=x[:3])
     assert cli("predict", [str(tmp_path / "bin.yaml"), "--checkpoint", ck, str(tmp_path / "few.npz"), "--json",
@@ -191,18 +204,12 @@ def test_training_on_random_crops_evaluates_the_centre_crop(tmp_path, capsys):
     """augment random_crop {size}: the net's input is the crop; validation/test (and eval /
     predict on the checkpoint) see the centre window of the full images, so eval reproduces
     the run's test accuracy and predict takes full-size images."""
-    import netspec
     text = ("netspec: 1\nname: crop\ninput: [1, 6, 6]\nlayers:\n  - conv: {name: c1, out: 8, kernel: 3, pad: 1}\n"
             "  - relu: {}\n  - global_avgpool: {}\n  - flatten: {}\n  - linear: {name: fc, out: 10}\n"
             "train:\n  augment: [{random_crop: {pad: 0, size: [6, 6]}}, {flip: horizontal}]\n"
             "  optimizer: {adam: {lr: 0.01}}\n")
-    spec = tmp_path / "crop.yaml"
-    spec.write_text(text)
-    s = train(netspec.load(spec), tmp_path / "run", epochs=2, progress=False)
-    ck = str(tmp_path / "run" / "checkpoint.npz")
-    capsys.readouterr()
-    assert cli("eval", [str(spec), "--checkpoint", ck, "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(s["test_accuracy"])
+    spec, s, ck = _train_file(tmp_path, "crop", text, epochs=2)
+    assert _eval_json(capsys, spec, ck)["accuracy"] == pytest.approx(s["test_accuracy"])
     from runtime.data import load_dataset
     np.savez(tmp_path / "few.npz", x=load_dataset({"source": "digits"}).x[:2])        # 8x8 images
     assert cli("predict", [str(spec), "--checkpoint", ck, str(tmp_path / "few.npz")]) == 0
@@ -265,13 +272,8 @@ def test_eval_and_predict_use_the_ema_weights_on_request(tmp_path, capsys):
     import netspec
     text = ("netspec: 1\nname: e\ninput: [1, 8, 8]\nlayers:\n  - flatten: {}\n  - linear: {name: fc, out: 10}\n"
             "train:\n  optimizer: {sgd: {lr: 0.1}}\n  ema: {decay: 0.95}\n")
-    spec = tmp_path / "e.yaml"
-    spec.write_text(text)
-    s = train(netspec.load(spec), tmp_path / "run", epochs=2, progress=False)
-    ck = str(tmp_path / "run" / "checkpoint.npz")
-    capsys.readouterr()
-    assert cli("eval", [str(spec), "--checkpoint", ck, "--ema", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(s["ema_test_accuracy"])
+    spec, s, ck = _train_file(tmp_path, "e", text, epochs=2)
+    assert _eval_json(capsys, spec, ck, "--ema")["accuracy"] == pytest.approx(s["ema_test_accuracy"])
     from runtime.data import load_dataset
     np.savez(tmp_path / "few.npz", x=load_dataset({"source": "digits"}).x[:2])
     assert cli("predict", [str(spec), "--checkpoint", ck, "--ema", str(tmp_path / "few.npz")]) == 0
@@ -300,18 +302,12 @@ def test_eval_scores_a_segmentation_net_per_pixel(tmp_path, capsys):
     """eval on a softmax_cross_entropy spatial net: pixel accuracy (= the run's test
     accuracy), a per-pixel confusion matrix, IoU per class and their mean; ensembles average
     per-pixel probabilities."""
-    import netspec
     rng = np.random.default_rng(0)
     x = rng.random((96, 1, 8, 8)).astype(np.float32)
     y = (x[:, 0] > 1 / 3).astype(np.int64) + (x[:, 0] > 2 / 3)
     np.savez(tmp_path / "seg.npz", x=x, y=y)
-    spec = tmp_path / "seg.yaml"
-    spec.write_text(SEG.replace("PATH", str(tmp_path / "seg.npz")))
-    s = train(netspec.load(spec), tmp_path / "run", epochs=6, progress=False)
-    ck = str(tmp_path / "run" / "checkpoint.npz")
-    capsys.readouterr()
-    assert cli("eval", [str(spec), "--checkpoint", ck, "--json", "--ensemble", ck]) == 0
-    r = json.loads(capsys.readouterr().out)
+    spec, s, ck = _train_file(tmp_path, "seg", SEG.replace("PATH", str(tmp_path / "seg.npz")), epochs=6)
+    r = _eval_json(capsys, spec, ck, "--ensemble", ck)
     assert r["accuracy"] == pytest.approx(s["test_accuracy"]) and r["pixels"] == r["n"] * 64
     cm = np.array(r["confusion_matrix"])
     assert cm.shape == (3, 3) and cm.sum() == r["pixels"]
