@@ -41,7 +41,7 @@ import functools
 import numpy as np
 
 from compiler.codegen.kernel_cache import load_kernels
-from compiler.ops import parallel
+from compiler.ops import conv_wino, parallel
 
 WIDE_BUDGET = 1 << 14      # scratch elements (xpad + yw) per chunk: 64 KiB f32 (measured best: 1-3 images)
 MIN_CHANNELS = 1           # measured: even C=1 (rank-1 GEMMs, LeNet conv1) beats im2col and
@@ -188,6 +188,8 @@ def workspace(x_shape, w_shape, attrs) -> dict:
         out["xt"] = (P * s * s * C * (nb * S + tail),)
     if dw_tap_t(C, O, s):
         out["ywt"] = (P * nb * S * O,)
+    if conv_wino.usable(x_shape, w_shape, attrs):
+        out.update(conv_wino.workspace(x_shape, w_shape))
     return out
 
 
@@ -274,7 +276,11 @@ def _fwd_plan(x, w, ws, attrs):
 
 def forward(x, w, b, y, ws, attrs, arg=None, train=False, res=None):
     """y = act(conv(x) + bias (+ res)), max-pooled over attrs["pool"] windows when present
-    (argmax into ``arg`` in train mode)."""
+    (argmax into ``arg`` in train mode).  3x3 stride-1 pad-1 convs go to the row-Winograd
+    kernels (conv_wino.py) where their workspace was planned."""
+    if "wino_v" in ws and conv_wino.usable(x.shape, w.shape, attrs) and conv_wino.planar(x, y, *(
+            () if res is None else (res,))):
+        return conv_wino.forward(x, w, b, y, ws, attrs, res)
     k0, ka, one, no_bias, per_part, (kh, kw, pt, pl, dh, dw, s), (OH, OW, ph, pw), (Hp, Wp, tail), nb = \
         _cached(ws, "_fwd_plan", (x.shape, w.shape, x.dtype.char, _tuning()), attrs,
                 lambda: _fwd_plan(x, w, ws, attrs))
@@ -320,6 +326,11 @@ def backward(x, w, y, dy, dx, dW, db, ws, attrs, arg=None, dres=None):
     """Gradients of ``forward`` (dy: the gradient of its possibly pooled output y; dres,
     when given, receives the residual's gradient)."""
     want_dx, want_dw, want_db = dx is not None, dW is not None, db is not None
+    # dX by row Winograd (conv_wino.py) after this part's dW / db pass, in the same thread
+    wino = (want_dx and "wino_v" in ws and conv_wino.usable(x.shape, w.shape, attrs)
+            and conv_wino.planar(dy, y, dx))
+    wino_run = conv_wino.dx_runner(x, w, y, dy, dx, ws, attrs)[0] if wino else None
+    want_dx = want_dx and not wino
     (k0, ka, fn, one, rows, per_part, dwt, db2, mode, (kh, kw, pt, pl, dh, dw, s), (OH, OW, ph, pw),
      (Hp, Wp, tail), nb) = _cached(ws, "_bwd_plan", (x.shape, w.shape, x.dtype.char, want_dx, _tuning()), attrs,
                                    lambda: _bwd_plan(x, w, ws, attrs, want_dx))
@@ -336,6 +347,8 @@ def backward(x, w, y, dy, dx, dW, db, ws, attrs, arg=None, dres=None):
         ka.wide_bwd_range(fn, x, wtT, y, dy, lo, hi, nb, dxk, want_dx, dwt_p, want_dw, db2[p], want_db,
                           kh, kw, pt, pl, dh, dw, s, xflat, yflat, cflat, rows, one, OH, OW, ph, pw, arg,
                           y if dres is None else dres, dres is not None, Hp, Wp, tail, tflat, yflat_t, offs)
+        if wino_run is not None:
+            wino_run(p)
 
     parallel.run(run, nparts)
     if want_dw:

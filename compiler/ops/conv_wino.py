@@ -1,0 +1,133 @@
+"""Row-Winograd F(4,3) for 3x3, stride-1, pad-1 convs (kernels: templates/conv_wino.py.j2):
+the forward and the dX of backward; dW and the bias gradient stay on the wide-row kernels
+(conv_wide.py), which call in here.
+
+The 1-D Winograd transform along the width computes 4 outputs of a kernel row with 6
+products instead of 12; along the height the three kernel rows stay taps, so each of the six
+transformed problems is a 3-tap, K = 3C-deep tap-GEMM on the existing micro-kernel
+(templates/tapgemm.py.j2).  Measured on ResNet-20's 3x3 layers (B=128, 2 threads, whole
+forward incl. transforms and epilogue, against the wide-row conv): 16 ch 32x32 1.94 -> 1.29
+ms, 32 ch 16x16 1.84 -> 1.07, 64 ch 8x8 2.06 -> 1.09.  The GEMM phase alone ran 1.8-2.3x
+faster than the 9-tap kernel (half the multiplies at the same rate, and only one junk row per
+image where the wide layout has a junk column per row); 2-D F(2x2,3x3) had lost because its
+C-deep GEMMs ran at 110-130 GFLOP/s (docs/architecture.md).  Error: float32 results differ
+from the direct sums by ~1e-6 relative to the largest output (the transform's coefficients
+up to 8 and 1/24 amplify rounding), float64 by ~1e-15.
+
+dX is the same forward on the dY masked by the ReLU (in the input transform), with the
+flipped, transposed taps (wino_weights flip=1).
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from compiler.codegen.kernel_cache import load_kernels
+from compiler.ops import parallel
+
+WINO = True             # off: every 3x3 conv on the wide-row kernels (tests, benchmarks A/B)
+WINO_BUDGET = 1 << 17   # scratch elements (V + M) per chunk: 512 KiB f32, measured best 2-9 images
+MIN_CHANNELS = 4        # K = 3C-deep GEMMs: fewer input channels stay on the wide-row kernels
+SLACK = 16              # columns past LV / LM: the tap-GEMM reads and writes whole vectors
+
+
+@functools.lru_cache(maxsize=None)
+def kernels():
+    from compiler.ops import conv_wide
+    return load_kernels("conv_wino", tapgemm=conv_wide.tapgemm().__name__, rows=conv_wide.row_kernels().__name__)
+
+
+def usable(x_shape, w_shape, attrs) -> bool:
+    """3x3, stride 1, pad 1 on every side, no dilation, no groups, no fused pool, the width
+    a multiple of 4 and at least MIN_CHANNELS input channels (and output channels: dX's K)."""
+    if not WINO or len(x_shape) != 4:
+        return False
+    _, C, _, W = x_shape
+    O, Cg, kh, kw = w_shape
+    return ((kh, kw) == (3, 3) and tuple(attrs.get("stride", (1, 1))) == (1, 1)
+            and tuple(attrs.get("dilation", (1, 1))) == (1, 1) and tuple(attrs.get("pad", ())) == (1, 1, 1, 1)
+            and attrs.get("groups", 1) == 1 and not attrs.get("pool") and W % 4 == 0 and W > 0
+            and min(C, O) >= MIN_CHANNELS)
+
+
+def planar(*arrays) -> bool:
+    """The kernels read and write flat (H, W) planes: each array's last two axes contiguous."""
+    return all(a.strides[3] == a.itemsize and a.strides[2] == a.shape[3] * a.itemsize for a in arrays)
+
+
+def _geometry(N, C, O, H, W):
+    """(nb, LV, LM): images per chunk and the V / M scratch columns for that chunk."""
+    T, R = W // 4, H + 1
+    per_image = 6 * (C + O) * R * T
+    nb = int(max(1, min(-(-N // parallel.WORKERS), WINO_BUDGET // per_image)))
+    return nb, (nb * R + 1) * T, ((nb - 1) * R + H) * T
+
+
+def workspace(x_shape, w_shape) -> dict:
+    """Scratch shared by forward and dX: per thread V (6, K, LV + SLACK) and M (6, K, LM +
+    SLACK), K = max(C, O), and the transformed weights (6, 3, O, C)."""
+    N, C, H, W = x_shape
+    O = w_shape[0]
+    _, LV, LM = _geometry(N, C, O, H, W)
+    K = max(C, O)
+    P = parallel.WORKERS
+    return {"wino_u": (18 * O * C,), "wino_v": (P * 6 * K * (LV + SLACK),), "wino_m": (P * 6 * K * (LM + SLACK),)}
+
+
+def _plan(x_shape, w_shape, ws, dx):
+    """Per-part (lo, hi, V, M, offs) views and nb for the forward (dx=False: V over C, M
+    over O) or dX (V over O, M over C)."""
+    N, C, H, W = x_shape
+    O = w_shape[0]
+    nb, LV, LM = _geometry(N, C, O, H, W)
+    cin, cout = (O, C) if dx else (C, O)
+    from compiler.ops.conv_wide import _parts
+    parts = _parts(N, N * O * C * 9 * H * W)
+    vs, ms = np.split(ws["wino_v"], parallel.WORKERS), np.split(ws["wino_m"], parallel.WORKERS)
+    per_part = [(lo, hi, vs[p][:6 * cin * (LV + SLACK)].reshape(6, cin, LV + SLACK),
+                 ms[p][:6 * cout * (LM + SLACK)].reshape(6, cout, LM + SLACK), np.zeros(4, np.int64))
+                for p, (lo, hi) in enumerate(parts)]
+    u = ws["wino_u"].reshape(6, 3, *((C, O) if dx else (O, C)))
+    return per_part, u, nb
+
+
+def _cached_plan(x, w, ws, attrs, dx):
+    from compiler.ops.conv_wide import _cached, _tuning
+    return _cached(ws, "_wino_dx_plan" if dx else "_wino_plan",
+                   (x.shape, w.shape, x.dtype.char, _tuning(), WINO_BUDGET), attrs,
+                   lambda: _plan(x.shape, w.shape, ws, dx))
+
+
+def forward(x, w, b, y, ws, attrs, res=None):
+    """y = act(conv3x3(x) + bias (+ res)) (x (N, C, H, W), y (N, O, H, W))."""
+    per_part, u, nb = _cached_plan(x, w, ws, attrs, False)
+    k = kernels()
+    k.wino_weights(w, u, 0)
+    one = x.dtype.type(1)
+    bias = b if b is not None else u[0, 0, 0]
+    relu = 1 if attrs.get("act", "none") == "relu" else 0
+
+    def run(p):
+        lo, hi, V, M, offs = per_part[p]
+        k.wino_range(x, lo, hi, nb, u, bias, b is not None, y, V, M, relu, y if res is None else res,
+                     res is not None, x, 0, offs, one)
+
+    parallel.run(run, len(per_part))
+
+
+def dx_runner(x, w, y, dy, dx, ws, attrs):
+    """A per-part callable computing dx[lo:hi] (the conv's input gradient from the output
+    gradient dy, masked by y > 0 under a fused ReLU) and the part count; the caller runs it
+    in its own parallel.run (conv_wide.backward, after its dW / db pass of the same part)."""
+    per_part, u, nb = _cached_plan(x, w, ws, attrs, True)
+    k = kernels()
+    k.wino_weights(w, u, 1)
+    one = x.dtype.type(1)
+    masked = 1 if attrs.get("act", "none") == "relu" else 0
+
+    def run(p):
+        lo, hi, V, M, offs = per_part[p]
+        k.wino_range(dy, lo, hi, nb, u, u[0, 0, 0], False, dx, V, M, 0, dx, False, y, masked, offs, one)
+
+    return run, len(per_part)
