@@ -19,7 +19,7 @@ from .codegen.kernel_cache import import_path, write_module
 from .init import init_array
 from .ir import Graph, format_graph
 from .lower import lower
-from .memory import memory_limit, memory_needed  # noqa: F401  (memory_needed: API)
+from .memory import aligned_zeros, memory_limit, memory_needed  # noqa: F401  (memory_needed: API)
 from .ops import OPS
 from .outputs import main_output
 from .passes import pipeline
@@ -314,8 +314,8 @@ def compile(spec, backend: str = "cpu", batch_size: int = 64, train: bool = True
     rng = np.random.default_rng(net.rng.integers(2**63))
     pspecs = [(full, ps, L) for L in report.layers for full, ps in L.param_specs if ps.kind == "param"]
     sizes = [int(np.prod(ps.shape)) if ps.shape else 1 for _, ps, _ in pspecs]
-    net.param_arena = np.zeros(sum(sizes), dtype)
-    net.grad_arena = np.zeros(sum(sizes), dtype)
+    net.param_arena = aligned_zeros(sum(sizes), dtype)
+    net.grad_arena = aligned_zeros(sum(sizes), dtype)
     net.params, net.grads, net.param_info = {}, {}, {}
     off = 0
     for (full, ps, L), n in zip(pspecs, sizes):
@@ -337,7 +337,7 @@ def compile(spec, backend: str = "cpu", batch_size: int = 64, train: bool = True
     if train:
         from .optim import make_optimizer
         net.optimizer = make_optimizer(opt_cfg, net.param_info, dtype)
-        net.opt_state = {k: np.zeros(n, dtype) for k, n in net.optimizer.state_specs().items()}
+        net.opt_state = {k: aligned_zeros(n, dtype) for k, n in net.optimizer.state_specs().items()}
         if hasattr(net.optimizer, "init_state"):
             net.optimizer.init_state(net.opt_state)
 
@@ -364,7 +364,7 @@ def _allocate(g: Graph, slots, net, dtype) -> list:
     """The V list of one generated module: views into the arenas, persistent arrays,
     or (for non-float saved tensors and graph inputs) arrays of their own."""
     plan = g.meta["plan"]
-    arena = np.zeros(max(plan["arena_size"], 1), dtype)
+    arena = aligned_zeros(max(plan["arena_size"], 1), dtype)
     offsets, views = plan["offsets"], plan["views"]
     pgrad_of = {v: p for p, v in g.param_grads.items()}
     slot_of = {s.key: s.idx for s in slots}

@@ -35,7 +35,8 @@ SLACK = 16              # columns past LV / LM: the tap-GEMM reads and writes wh
 @functools.lru_cache(maxsize=None)
 def kernels():
     from compiler.ops import conv_wide
-    return load_kernels("conv_wino", tapgemm=conv_wide.tapgemm().__name__, rows=conv_wide.row_kernels().__name__)
+    return load_kernels("conv_wino", tapgemm=conv_wide.tapgemm().__name__, rows=conv_wide.row_kernels().__name__,
+                        layout=conv_wide.layout().__name__)
 
 
 def usable(x_shape, w_shape, attrs) -> bool:
@@ -64,15 +65,33 @@ def _geometry(N, C, O, H, W):
     return nb, (nb * R + 1) * T, ((nb - 1) * R + H) * T
 
 
+def dw_wino(C) -> bool:
+    """dW by Winograd too (vec_gemm's column vectors are 16-channel blocks of Vt); else the
+    wide-row kernels compute dW and db, and only dX comes from here."""
+    return C % 16 == 0
+
+
+def _xt_rows(nb, H, W):
+    """Rows of the transposed padded chunk (pad_chunk_t, pitch W + 1, nb*(H+1) + 1 rows
+    read by vt_transform, one row of slack)."""
+    return (nb * (H + 1) + 2) * (W + 1)
+
+
 def workspace(x_shape, w_shape) -> dict:
-    """Scratch shared by forward and dX: per thread V (6, K, LV + SLACK) and M (6, K, LM +
-    SLACK), K = max(C, O), and the transformed weights (6, 3, O, C)."""
+    """Per thread: V (6, K, LV + SLACK) and M (6, K, LM + SLACK), K = max(C, O), for the
+    forward and dX; with dw_wino the dW scratch: dYt (6, O, LM + SLACK), the transposed chunk
+    xt and Vt (6, LV, C), the transformed dW (6, O, 3C).  Shared: the transformed weights
+    (6, 3, O, C)."""
     N, C, H, W = x_shape
     O = w_shape[0]
-    _, LV, LM = _geometry(N, C, O, H, W)
+    nb, LV, LM = _geometry(N, C, O, H, W)
     K = max(C, O)
     P = parallel.WORKERS
-    return {"wino_u": (18 * O * C,), "wino_v": (P * 6 * K * (LV + SLACK),), "wino_m": (P * 6 * K * (LM + SLACK),)}
+    out = {"wino_u": (18 * O * C,), "wino_v": (P * 6 * K * (LV + SLACK),), "wino_m": (P * 6 * K * (LM + SLACK),)}
+    if dw_wino(C):
+        out.update({"wino_dyt": (P * 6 * O * (LM + SLACK),), "wino_xt": (P * _xt_rows(nb, H, W) * C,),
+                    "wino_vt": (P * 6 * LV * C,), "wino_du": (P * 18 * O * C,)})
+    return out
 
 
 def _plan(x_shape, w_shape, ws, dx):
@@ -86,9 +105,15 @@ def _plan(x_shape, w_shape, ws, dx):
     parts = _parts(N, N * O * C * 9 * H * W)
     vs, ms = np.split(ws["wino_v"], parallel.WORKERS), np.split(ws["wino_m"], parallel.WORKERS)
     per_part = [(lo, hi, vs[p][:6 * cin * (LV + SLACK)].reshape(6, cin, LV + SLACK),
-                 ms[p][:6 * cout * (LM + SLACK)].reshape(6, cout, LM + SLACK), np.zeros(4, np.int64))
+                 ms[p][:6 * cout * (LM + SLACK)].reshape(6, cout, LM + SLACK), np.zeros(3 * max(C, O) // 8 + 4, np.int64))
                 for p, (lo, hi) in enumerate(parts)]
     u = ws["wino_u"].reshape(6, 3, *((C, O) if dx else (O, C)))
+    if dx and "wino_du" in ws:          # dW scratch per part (dYt, xt, Vt, du)
+        P = parallel.WORKERS
+        dyts, xts = np.split(ws["wino_dyt"], P), np.split(ws["wino_xt"], P)
+        vts, dus = np.split(ws["wino_vt"], P), np.split(ws["wino_du"], P)
+        per_part = [pp + (dyts[p].reshape(6, O, LM + SLACK), xts[p].reshape(-1, C), vts[p].reshape(6, LV, C),
+                          dus[p].reshape(6, O, 3 * C)) for p, pp in enumerate(per_part)]
     return per_part, u, nb
 
 
@@ -116,6 +141,37 @@ def forward(x, w, b, y, ws, attrs, res=None):
     parallel.run(run, len(per_part))
 
 
+def backward(x, w, y, dy, dx, dW, db, ws, attrs, dres=None):
+    """All gradients by Winograd (dw_wino(C)): dx (the input's), dW, db and dres (a fused
+    residual's: the masked dy); None for those not wanted.  One pass per chunk of images
+    reads dy once for db / dres / dW's transform (wino_bwd_chunk)."""
+    per_part, ut, nb = _cached_plan(x, w, ws, attrs, True)
+    k = kernels()
+    want_dx, want_dw, want_db, want_dres = dx is not None, dW is not None, db is not None, dres is not None
+    if want_dx:
+        k.wino_weights(w, ut, 1)
+    one = x.dtype.type(1)
+    masked = 1 if attrs.get("act", "none") == "relu" else 0
+    O = w.shape[0]
+    db2 = ws["db2"].reshape(-1, O)
+    nparts = len(per_part)
+    db2[:nparts] = 0
+    du = ws["wino_du"].reshape(parallel.WORKERS, 6, O, -1)
+    dxk = dx if want_dx else x
+    dresk = dres if want_dres else dy
+
+    def run(p):
+        lo, hi, V, M, offs, dyt, xt, Vt, du_p = per_part[p]
+        k.wino_bwd_range(x, dy, y, lo, hi, nb, ut, dxk, want_dx, du_p, want_dw, db2[p], want_db, dresk, want_dres,
+                         masked, dyt, xt, Vt, V, M, offs, one)
+
+    parallel.run(run, nparts)
+    if want_dw:
+        k.wino_dw_finish(du, nparts, dW)
+    if want_db:
+        np.sum(db2[:nparts], axis=0, out=db)
+
+
 def dx_runner(x, w, y, dy, dx, ws, attrs):
     """A per-part callable computing dx[lo:hi] (the conv's input gradient from the output
     gradient dy, masked by y > 0 under a fused ReLU) and the part count; the caller runs it
@@ -127,7 +183,7 @@ def dx_runner(x, w, y, dy, dx, ws, attrs):
     masked = 1 if attrs.get("act", "none") == "relu" else 0
 
     def run(p):
-        lo, hi, V, M, offs = per_part[p]
+        lo, hi, V, M, offs = per_part[p][:5]
         k.wino_range(dy, lo, hi, nb, u, u[0, 0, 0], False, dx, V, M, 0, dx, False, y, masked, offs, one)
 
     return run, len(per_part)
