@@ -13,7 +13,8 @@ CPU kernels, chosen per layer (measured; see conv_wide.py for the numbers):
 * ungrouped stride-1 and stride-2 convs (every conv of LeNet and ResNet): "wide-row"
   implicit GEMM in compiler/ops/conv_wide.py (no im2col, no col2im; a register-blocked
   LLVM micro-kernel for forward, dX and, where the channels allow, dW, else BLAS per tap,
-  called from inside nogil kernels; batch split over two threads);
+  called from inside nogil kernels; batch split over two threads); its 3x3 stride-1 pad-1
+  convs run row Winograd F(4,3) (compiler/ops/conv_wino.py: half the multiplies);
 * everything else (grouped, other strides, conv_transpose2d) below: im2col
   over a chunk of images (njit, serial) + one BLAS GEMM per group from Python with a
   preallocated ``out=`` (DESIGN §5: np.dot from Python was 2x faster than inside njit),
