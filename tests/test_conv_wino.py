@@ -75,7 +75,20 @@ CASES = [
     ([(3, 6, 9, 8), (16, 6, 3, 3), (16,)], conv(act="relu")),        # dW on the transposed tap-GEMM
     ([(2, 32, 3, 20), (4, 32, 3, 3), (4,)], conv(act="relu")),       # O < 8: the micro-kernel's row rest
     ([(3, 16, 8, 8), (16, 16, 3, 3), (16,), (3, 16, 8, 8)], conv(act="relu")),    # fused residual
+    ([(2, 12, 5, 8), (20, 12, 3, 3), (20,), (2, 20, 5, 8)], conv(act="relu")),    # dX only (dW wide)
 ]
+
+
+@pytest.mark.parametrize("C,path", [(16, "all"), (32, "all"), (12, "dx"), (20, "dx"), (8, "none")])
+def test_backward_path_by_channels(monkeypatch, C, path):
+    """C a multiple of 16: every gradient by Winograd; 12 <= C otherwise: dX only (dW on the
+    wide kernels); fewer: the wide kernels (measured slower with Winograd's dX)."""
+    used = []
+    for name in ("backward", "dx_runner"):
+        real = getattr(CWI, name)
+        monkeypatch.setattr(CWI, name, lambda *a, _r=real, _n=name, **k: used.append(_n) or _r(*a, **k))
+    check_op("conv2d", [(2, C, 4, 8), (8, C, 3, 3), (8,)], conv(act="relu"), gradcheck=False)
+    assert used == {"all": ["backward"], "dx": ["dx_runner"], "none": []}[path]
 
 
 @pytest.mark.parametrize("split", [False, True])

@@ -331,12 +331,15 @@ def backward(x, w, y, dy, dx, dW, db, ws, attrs, arg=None, dres=None):
         return conv_wino.backward(x, w, y, dy, dx, dW, db, ws, attrs, dres)
     # dX by row Winograd (conv_wino.py) after this part's dW / db pass, in the same thread
     wino = (want_dx and "wino_v" in ws and conv_wino.usable(x.shape, w.shape, attrs)
-            and conv_wino.planar(dy, y, dx))
+            and x.shape[1] >= conv_wino.DX_MIN_CHANNELS and conv_wino.planar(dy, y, dx))
     wino_run = conv_wino.dx_runner(x, w, y, dy, dx, ws, attrs)[0] if wino else None
+    # the plan's dW variant as with dX (the kernel-row dW is for first layers only: with dX
+    # it was measured slower), the kernels' dX only where Winograd does not take it
+    plan_dx = want_dx
     want_dx = want_dx and not wino
     (k0, ka, fn, one, rows, per_part, dwt, db2, mode, (kh, kw, pt, pl, dh, dw, s), (OH, OW, ph, pw),
-     (Hp, Wp, tail), nb) = _cached(ws, "_bwd_plan", (x.shape, w.shape, x.dtype.char, want_dx, _tuning()), attrs,
-                                   lambda: _bwd_plan(x, w, ws, attrs, want_dx))
+     (Hp, Wp, tail), nb) = _cached(ws, "_bwd_plan", (x.shape, w.shape, x.dtype.char, plan_dx, _tuning()), attrs,
+                                   lambda: _bwd_plan(x, w, ws, attrs, plan_dx))
     arg = _NO_ARG if arg is None else arg
     if want_dx:
         k0.taps_weights_t(w, ws["wtT"], s)

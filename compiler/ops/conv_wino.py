@@ -29,6 +29,8 @@ from compiler.ops import parallel
 WINO = True             # off: every 3x3 conv on the wide-row kernels (tests, benchmarks A/B)
 WINO_BUDGET = 1 << 17   # scratch elements (V + M) per chunk: 512 KiB f32, measured best 2-9 images
 MIN_CHANNELS = 4        # K = 3C-deep GEMMs: fewer input channels stay on the wide-row kernels
+DX_MIN_CHANNELS = 12    # dX alone by Winograd (dW on the wide kernels: C not a multiple of 16)
+                        # from this many input channels; measured on 8: 0.90-0.98x, 12: 1.06x
 SLACK = 16              # columns past LV / LM: the tap-GEMM reads and writes whole vectors
 
 
