@@ -159,13 +159,15 @@ def backward(x, w, y, dy, dx, dW, db, ws, attrs, dres=None):
     nparts = len(per_part)
     db2[:nparts] = 0
     du = ws["wino_du"].reshape(parallel.WORKERS, 6, O, -1)
-    dxk = dx if want_dx else x
     dresk = dres if want_dres else dy
 
     def run(p):
         lo, hi, V, M, offs, dyt, xt, Vt, du_p = per_part[p]
-        k.wino_bwd_range(x, dy, y, lo, hi, nb, ut, dxk, want_dx, du_p, want_dw, db2[p], want_db, dresk, want_dres,
-                         masked, dyt, xt, Vt, V, M, offs, one)
+        if want_dw or want_db or want_dres:
+            k.wino_bwd_range(x, dy, y, lo, hi, nb, du_p, want_dw, db2[p], want_db, dresk, want_dres, masked,
+                             dyt, xt, Vt, offs, one)
+        if want_dx:     # the forward kernels on the masked dY (same compiled function)
+            k.wino_range(dy, lo, hi, nb, ut, ut[0, 0, 0], False, dx, V, M, 0, dx, False, y, masked, offs, one)
 
     parallel.run(run, nparts)
     if want_dw:
