@@ -192,3 +192,15 @@ def test_residual_fused_net_equals_unfused_bit_for_bit(monkeypatch):
     b.param_arena[:] = a.param_arena
     x = np.random.default_rng(1).standard_normal((4, 3, 32, 32)).astype(np.float32)
     np.testing.assert_array_equal(a.forward(x), b.forward(x))
+
+
+def test_no_pool_fusion_over_winograd(monkeypatch):
+    """A 3x3 pad-1 conv on an 8-wide input runs row Winograd (conv_wino.usable): its pool stays
+    a separate node (measured faster than the fused wide-row conv), unless OVER_WINOGRAD."""
+    import compiler.passes.fuse_maxpool as FM
+    text = _spec("{kernel: 2}").replace("input: [3, 9, 9]", "input: [4, 8, 8]")
+    ops = _ops(_graph(text))
+    assert ops[0] == ("conv2d", None, "relu") and "maxpool2d" in [o[0] for o in ops]
+    monkeypatch.setattr(FM, "OVER_WINOGRAD", True)
+    ops = _ops(_graph(text))
+    assert ops[0][1] == (2, 2) and "maxpool2d" not in [o[0] for o in ops]
