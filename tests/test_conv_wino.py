@@ -26,7 +26,11 @@ def test_path_choice():
     assert CWI.usable((128, 16, 32, 32), (16, 16, 3, 3), s1)
     assert CWI.usable((2, 4, 5, 12), (4, 4, 3, 3), conv(act="relu"))     # T = 3 tiles per row
     assert not CWI.usable((128, 3, 32, 32), (16, 3, 3, 3), s1)           # K = 3C too shallow
-    assert not CWI.usable((2, 16, 8, 6), (16, 16, 3, 3), s1)             # width not a multiple of 4
+    assert not CWI.usable((2, 16, 8, 6), (16, 16, 3, 3), s1)             # width not a multiple of 4:
+    assert not CWI.usable((2, 16, 14, 14), (16, 16, 3, 3), s1)           # needs many channels (row-wise
+    assert CWI.usable((2, 128, 14, 14), (128, 128, 3, 3), s1)            # transforms) and little junk
+    assert CWI.usable((2, 256, 7, 7), (256, 256, 3, 3), s1)
+    assert not CWI.usable((2, 256, 6, 6), (256, 256, 3, 3), s1)          # 8 columns for 6
     assert not CWI.usable((2, 16, 8, 8), (16, 16, 3, 3), conv(pad=(0, 0, 0, 0)))
     assert not CWI.usable((2, 16, 8, 8), (16, 16, 3, 3), conv(stride=(2, 2)))
     assert not CWI.usable((2, 16, 8, 8), (16, 16, 5, 5), conv(pad=(2, 2, 2, 2)))
@@ -35,25 +39,27 @@ def test_path_choice():
 
 
 def _transform_ref(x, BT):
-    """V[xi, row, t] = sum_j BT[xi, j] * xpad[row, 4t + j] for a (H, W) plane."""
+    """V[xi, row, t] = sum_j BT[xi, j] * xpad[row, 4t + j] for a (H, W) plane (zeros past W)."""
     H, W = x.shape
-    xp = np.pad(x, ((0, 0), (1, 1)))
-    T = W // 4
+    T = -(-W // 4)
+    xp = np.pad(x, ((0, 0), (1, 4 * T + 1 - W)))
     d = np.stack([xp[:, 4 * t:4 * t + 6] for t in range(T)], axis=1)       # (H, T, 6)
     return np.einsum("xj,htj->xht", np.array(BT), d).reshape(6, H * T)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("H,W", [(3, 4), (8, 8), (5, 12), (7, 20), (32, 32), (2, 72)])
+@pytest.mark.parametrize("H,W", [(3, 4), (8, 8), (5, 12), (7, 20), (32, 32), (2, 72),
+                                 (7, 7), (3, 14), (2, 1), (4, 70)])      # row by row: W % 4 != 0
 def test_input_and_output_transforms(dtype, H, W):
     k = CWI.kernels()
     rng = np.random.default_rng(H * W)
     x = rng.standard_normal((H, W)).astype(dtype)
     mask = rng.standard_normal((H, W)).astype(dtype)
-    nt = H * W // 4
+    T = -(-W // 4)
+    nt = H * T
     for masked in (0, 1):
         V = np.full((6, nt + 3), 7, dtype)
-        k.in_plane_at(x.ctypes.data, mask.ctypes.data, masked, nt, W // 4, V.ctypes.data, V.shape[1], dtype(1))
+        k.in_plane_at(x.ctypes.data, mask.ctypes.data, masked, nt, T, W, V.ctypes.data, V.shape[1], dtype(1))
         xm = np.where(mask > 0, x, 0) if masked else x
         np.testing.assert_allclose(V[:, :nt], _transform_ref(xm.astype(np.float64), k.BT), rtol=1e-5, atol=1e-5)
         assert np.all(V[:, nt:] == 7)                                       # nothing written past the plane
@@ -61,8 +67,9 @@ def test_input_and_output_transforms(dtype, H, W):
     res = rng.standard_normal((H, W)).astype(dtype)
     for has_res, relu in ((0, 0), (1, 1), (0, 1)):
         y = np.full((H, W + 1), 9, dtype)        # one more column: nothing written past H*W
-        k.out_plane_at(M.ctypes.data, M.shape[1], nt, y.ctypes.data, res.ctypes.data, has_res, dtype(0.5), relu)
-        ref = np.einsum("ix,xg->gi", np.array(k.AT), M[:, :nt].astype(np.float64)).reshape(H, W) + 0.5
+        k.out_plane_at(M.ctypes.data, M.shape[1], nt, T, W, y.ctypes.data, res.ctypes.data, has_res, dtype(0.5),
+                       relu)
+        ref = np.einsum("ix,xg->gi", np.array(k.AT), M[:, :nt].astype(np.float64)).reshape(H, 4 * T)[:, :W] + 0.5
         ref = ref + res if has_res else ref
         ref = np.maximum(ref, 0) if relu else ref
         np.testing.assert_allclose(y.reshape(-1)[:H * W], ref.reshape(-1), rtol=1e-5, atol=1e-5)
@@ -91,10 +98,18 @@ def test_backward_path_by_channels(monkeypatch, C, path):
     assert used == {"all": ["backward"], "dx": ["dx_runner"], "none": []}[path]
 
 
+ROWWISE = [    # W not a multiple of 4 (ROWWISE_MIN_CHANNELS lowered): the last tile of a row is junk
+    ([(2, 16, 7, 7), (16, 16, 3, 3), (16,)], conv(act="relu")),
+    ([(3, 16, 5, 14), (8, 16, 3, 3), None, (3, 8, 5, 14)], conv(act="relu")),
+    ([(2, 12, 3, 10), (20, 12, 3, 3), (20,)], conv()),
+]
+
+
 @pytest.mark.parametrize("split", [False, True])
-@pytest.mark.parametrize("shapes,attrs", CASES, ids=[str(i) for i in range(len(CASES))])
+@pytest.mark.parametrize("shapes,attrs", CASES + ROWWISE, ids=[str(i) for i in range(len(CASES + ROWWISE))])
 def test_wino_conv_op(monkeypatch, shapes, attrs, split):
     from compiler.ops import conv_wide, parallel
+    monkeypatch.setattr(CWI, "ROWWISE_MIN_CHANNELS", 4)
     assert CWI.usable(shapes[0], shapes[1], attrs)
     calls = []
     real = CWI.kernels()

@@ -29,6 +29,12 @@ from compiler.ops import parallel
 WINO = True             # off: every 3x3 conv on the wide-row kernels (tests, benchmarks A/B)
 WINO_BUDGET = 1 << 17   # scratch elements (V + M) per chunk: 512 KiB f32, measured best 2-9 images
 MIN_CHANNELS = 4        # K = 3C-deep GEMMs: fewer input channels stay on the wide-row kernels
+MAX_JUNK = 1.25         # computed / real output columns when W is not a multiple of 4 (the last
+                        # tile of a row is partly junk): 7 (8/7) and 14 (16/14) pass, 5, 6, 9 not
+ROWWISE_MIN_CHANNELS = 128   # W not a multiple of 4: the transforms go row by row (T of VL lanes
+                        # used); measured against the wide kernels (fwd / bwd, B=16-64): 128 ch
+                        # 14x14 1.20x / 1.10x, 256 ch 7x7 1.37x / 1.29x, but 64 ch 7x7 0.71x /
+                        # 0.88x, 32 ch 14x14 0.98x, 16 ch 14x14 0.77x / 0.73x
 DX_MIN_CHANNELS = 12    # dX alone by Winograd (dW on the wide kernels: C not a multiple of 16)
                         # from this many input channels; measured on 8: 0.90-0.98x, 12: 1.06x
 SLACK = 16              # columns past LV / LM: the tap-GEMM reads and writes whole vectors
@@ -42,16 +48,18 @@ def kernels():
 
 
 def usable(x_shape, w_shape, attrs) -> bool:
-    """3x3, stride 1, pad 1 on every side, no dilation, no groups, no fused pool, the width
-    a multiple of 4 and at least MIN_CHANNELS input channels (and output channels: dX's K)."""
+    """3x3, stride 1, pad 1 on every side, no dilation, no groups, no fused pool, and at
+    least MIN_CHANNELS input and output channels (dX's K); a width that is not a multiple
+    of 4 also needs ROWWISE_MIN_CHANNELS and a last tile that wastes little (MAX_JUNK)."""
     if not WINO or len(x_shape) != 4:
         return False
     _, C, _, W = x_shape
     O, Cg, kh, kw = w_shape
     return ((kh, kw) == (3, 3) and tuple(attrs.get("stride", (1, 1))) == (1, 1)
             and tuple(attrs.get("dilation", (1, 1))) == (1, 1) and tuple(attrs.get("pad", ())) == (1, 1, 1, 1)
-            and attrs.get("groups", 1) == 1 and not attrs.get("pool") and W % 4 == 0 and W > 0
-            and min(C, O) >= MIN_CHANNELS)
+            and attrs.get("groups", 1) == 1 and not attrs.get("pool") and W > 0
+            and min(C, O) >= (MIN_CHANNELS if W % 4 == 0 else ROWWISE_MIN_CHANNELS)
+            and 4 * (-(-W // 4)) <= MAX_JUNK * W)
 
 
 def planar(*arrays) -> bool:
@@ -61,7 +69,7 @@ def planar(*arrays) -> bool:
 
 def _geometry(N, C, O, H, W):
     """(nb, LV, LM): images per chunk and the V / M scratch columns for that chunk."""
-    T, R = W // 4, H + 1
+    T, R = (W + 3) // 4, H + 1
     per_image = 6 * (C + O) * R * T
     nb = int(max(1, min(-(-N // parallel.WORKERS), WINO_BUDGET // per_image)))
     return nb, (nb * R + 1) * T, ((nb - 1) * R + H) * T
@@ -74,9 +82,12 @@ def dw_wino(C) -> bool:
 
 
 def _xt_rows(nb, H, W):
-    """Rows of the transposed padded chunk (pad_chunk_t, pitch W + 1, nb*(H+1) + 1 rows
-    read by vt_transform, one row of slack)."""
-    return (nb * (H + 1) + 2) * (W + 1)
+    """Rows of the transposed padded chunk (pad_chunk_t, pitch W + 1): vt_transform reads
+    nb*(H+1) + 1 tile rows, the last tile of a row up to column 4T + 1 (past the row when
+    W is not a multiple of 4: the next row's values, which only meet junk outputs' zero
+    dY), plus a little slack."""
+    T = -(-W // 4)
+    return (nb * (H + 1) + 1) * (W + 1) + 4 * T + 8
 
 
 def workspace(x_shape, w_shape) -> dict:
