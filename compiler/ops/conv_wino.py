@@ -68,11 +68,14 @@ def planar(*arrays) -> bool:
 
 
 def _geometry(N, C, O, H, W):
-    """(nb, LV, LM): images per chunk and the V / M scratch columns for that chunk."""
+    """(nb, LV, LM, LVp, LMp): images per chunk, the V / M columns for that chunk, and their
+    row pitches (SLACK more, rounded up to whole 64-byte lines so that every row starts on
+    one: the transforms' and the tap-GEMM's full-vector stores then never split a line)."""
     T, R = (W + 3) // 4, H + 1
     per_image = 6 * (C + O) * R * T
     nb = int(max(1, min(-(-N // parallel.WORKERS), WINO_BUDGET // per_image)))
-    return nb, (nb * R + 1) * T, ((nb - 1) * R + H) * T
+    LV, LM = (nb * R + 1) * T, ((nb - 1) * R + H) * T
+    return nb, LV, LM, -(-(LV + SLACK) // 16) * 16, -(-(LM + SLACK) // 16) * 16
 
 
 def dw_wino(C) -> bool:
@@ -91,18 +94,18 @@ def _xt_rows(nb, H, W):
 
 
 def workspace(x_shape, w_shape) -> dict:
-    """Per thread: V (6, K, LV + SLACK) and M (6, K, LM + SLACK), K = max(C, O), for the
-    forward and dX; with dw_wino the dW scratch: dYt (6, O, LM + SLACK), the transposed chunk
+    """Per thread: V (6, K, LVp) and M (6, K, LMp), K = max(C, O), for the forward and dX
+    (pitches from _geometry); with dw_wino the dW scratch: dYt (6, O, LMp), the transposed chunk
     xt and Vt (6, LV, C), the transformed dW (6, O, 3C).  Shared: the transformed weights
     (6, 3, O, C)."""
     N, C, H, W = x_shape
     O = w_shape[0]
-    nb, LV, LM = _geometry(N, C, O, H, W)
+    nb, LV, LM, LVp, LMp = _geometry(N, C, O, H, W)
     K = max(C, O)
     P = parallel.WORKERS
-    out = {"wino_u": (18 * O * C,), "wino_v": (P * 6 * K * (LV + SLACK),), "wino_m": (P * 6 * K * (LM + SLACK),)}
+    out = {"wino_u": (18 * O * C,), "wino_v": (P * 6 * K * LVp,), "wino_m": (P * 6 * K * LMp,)}
     if dw_wino(C):
-        out.update({"wino_dyt": (P * 6 * O * (LM + SLACK),), "wino_xt": (P * _xt_rows(nb, H, W) * C,),
+        out.update({"wino_dyt": (P * 6 * O * LMp,), "wino_xt": (P * _xt_rows(nb, H, W) * C,),
                     "wino_vt": (P * 6 * LV * C,), "wino_du": (P * 18 * O * C,)})
     return out
 
@@ -112,20 +115,20 @@ def _plan(x_shape, w_shape, ws, dx):
     over O) or dX (V over O, M over C)."""
     N, C, H, W = x_shape
     O = w_shape[0]
-    nb, LV, LM = _geometry(N, C, O, H, W)
+    nb, LV, LM, LVp, LMp = _geometry(N, C, O, H, W)
     cin, cout = (O, C) if dx else (C, O)
     from compiler.ops.conv_wide import _parts
     parts = _parts(N, N * O * C * 9 * H * W)
     vs, ms = np.split(ws["wino_v"], parallel.WORKERS), np.split(ws["wino_m"], parallel.WORKERS)
-    per_part = [(lo, hi, vs[p][:6 * cin * (LV + SLACK)].reshape(6, cin, LV + SLACK),
-                 ms[p][:6 * cout * (LM + SLACK)].reshape(6, cout, LM + SLACK), np.zeros(3 * max(C, O) // 8 + 4, np.int64))
+    per_part = [(lo, hi, vs[p][:6 * cin * LVp].reshape(6, cin, LVp), ms[p][:6 * cout * LMp].reshape(6, cout, LMp),
+                 np.zeros(3 * max(C, O) // 8 + 4, np.int64))
                 for p, (lo, hi) in enumerate(parts)]
     u = ws["wino_u"].reshape(6, 3, *((C, O) if dx else (O, C)))
     if dx and "wino_du" in ws:          # dW scratch per part (dYt, xt, Vt, du)
         P = parallel.WORKERS
         dyts, xts = np.split(ws["wino_dyt"], P), np.split(ws["wino_xt"], P)
         vts, dus = np.split(ws["wino_vt"], P), np.split(ws["wino_du"], P)
-        per_part = [pp + (dyts[p].reshape(6, O, LM + SLACK), xts[p].reshape(-1, C), vts[p].reshape(6, LV, C),
+        per_part = [pp + (dyts[p].reshape(6, O, LMp), xts[p].reshape(-1, C), vts[p].reshape(6, LV, C),
                           dus[p].reshape(6, O, 3 * C)) for p, pp in enumerate(per_part)]
     return per_part, u, nb
 
