@@ -198,9 +198,13 @@ def test_no_pool_fusion_over_winograd(monkeypatch):
     """A 3x3 pad-1 conv on an 8-wide input runs row Winograd (conv_wino.usable): its pool stays
     a separate node (measured faster than the fused wide-row conv), unless OVER_WINOGRAD."""
     import compiler.passes.fuse_maxpool as FM
-    text = _spec("{kernel: 2}").replace("input: [3, 9, 9]", "input: [4, 8, 8]")
+    text = _spec("{kernel: 2}").replace("input: [3, 9, 9]", "input: [16, 8, 8]")
     ops = _ops(_graph(text))
     assert ops[0] == ("conv2d", None, "relu") and "maxpool2d" in [o[0] for o in ops]
     monkeypatch.setattr(FM, "OVER_WINOGRAD", True)
     ops = _ops(_graph(text))
+    assert ops[0][1] == (2, 2) and "maxpool2d" not in [o[0] for o in ops]
+    # few input channels (a first layer): the fused wide-row conv stays (measured faster)
+    monkeypatch.setattr(FM, "OVER_WINOGRAD", False)
+    ops = _ops(_graph(text.replace("input: [16, 8, 8]", "input: [4, 8, 8]")))
     assert ops[0][1] == (2, 2) and "maxpool2d" not in [o[0] for o in ops]

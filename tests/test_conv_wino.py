@@ -25,7 +25,8 @@ def test_path_choice():
     s1 = conv()
     assert CWI.usable((128, 16, 32, 32), (16, 16, 3, 3), s1)
     assert CWI.usable((2, 4, 5, 12), (4, 4, 3, 3), conv(act="relu"))     # T = 3 tiles per row
-    assert not CWI.usable((128, 3, 32, 32), (16, 3, 3, 3), s1)           # K = 3C too shallow
+    assert CWI.usable((128, 3, 32, 32), (16, 3, 3, 3), s1)               # a first layer: forward only
+    assert not CWI.bwd_usable((16, 16, 32, 32), (4, 16, 3, 3), s1)       # backward: O >= BWD_MIN_OUT
     assert not CWI.usable((2, 16, 8, 6), (16, 16, 3, 3), s1)             # width not a multiple of 4:
     assert not CWI.usable((2, 16, 14, 14), (16, 16, 3, 3), s1)           # needs many channels (row-wise
     assert CWI.usable((2, 128, 14, 14), (128, 128, 3, 3), s1)            # transforms) and little junk
@@ -83,18 +84,21 @@ CASES = [
     ([(2, 32, 3, 20), (4, 32, 3, 3), (4,)], conv(act="relu")),       # O < 8: the micro-kernel's row rest
     ([(3, 16, 8, 8), (16, 16, 3, 3), (16,), (3, 16, 8, 8)], conv(act="relu")),    # fused residual
     ([(2, 12, 5, 8), (20, 12, 3, 3), (20,), (2, 20, 5, 8)], conv(act="relu")),    # dX only (dW wide)
+    ([(2, 3, 6, 8), (8, 3, 3, 3), (8,)], conv(act="relu")),          # a first layer (C = 3)
+    ([(2, 16, 4, 8), (1, 16, 3, 3), (1,)], conv()),                  # one output channel
 ]
 
 
-@pytest.mark.parametrize("C,path", [(16, "all"), (32, "all"), (12, "dx"), (20, "dx"), (8, "none")])
-def test_backward_path_by_channels(monkeypatch, C, path):
+@pytest.mark.parametrize("C,O,path", [(16, 8, "all"), (32, 8, "all"), (12, 8, "dx"), (20, 8, "dx"), (8, 8, "none"),
+                                      (16, 4, "none")])
+def test_backward_path_by_channels(monkeypatch, C, O, path):
     """C a multiple of 16: every gradient by Winograd; 12 <= C otherwise: dX only (dW on the
-    wide kernels); fewer: the wide kernels (measured slower with Winograd's dX)."""
+    wide kernels); fewer, or O < BWD_MIN_OUT: the wide kernels (measured faster there)."""
     used = []
     for name in ("backward", "dx_runner"):
         real = getattr(CWI, name)
         monkeypatch.setattr(CWI, name, lambda *a, _r=real, _n=name, **k: used.append(_n) or _r(*a, **k))
-    check_op("conv2d", [(2, C, 4, 8), (8, C, 3, 3), (8,)], conv(act="relu"), gradcheck=False)
+    check_op("conv2d", [(2, C, 4, 8), (O, C, 3, 3), (O,)], conv(act="relu"), gradcheck=False)
     assert used == {"all": ["backward"], "dx": ["dx_runner"], "none": []}[path]
 
 
@@ -110,6 +114,7 @@ ROWWISE = [    # W not a multiple of 4 (ROWWISE_MIN_CHANNELS lowered): the last 
 def test_wino_conv_op(monkeypatch, shapes, attrs, split):
     from compiler.ops import conv_wide, parallel
     monkeypatch.setattr(CWI, "ROWWISE_MIN_CHANNELS", 4)
+    monkeypatch.setattr(CWI, "BWD_MIN_OUT", 1)       # the backward kernels on every O too
     assert CWI.usable(shapes[0], shapes[1], attrs)
     calls = []
     real = CWI.kernels()

@@ -326,11 +326,11 @@ def backward(x, w, y, dy, dx, dW, db, ws, attrs, arg=None, dres=None):
     """Gradients of ``forward`` (dy: the gradient of its possibly pooled output y; dres,
     when given, receives the residual's gradient)."""
     want_dx, want_dw, want_db = dx is not None, dW is not None, db is not None
-    if ("wino_du" in ws and conv_wino.usable(x.shape, w.shape, attrs) and conv_wino.planar(x, dy, y)
+    if ("wino_du" in ws and conv_wino.bwd_usable(x.shape, w.shape, attrs) and conv_wino.planar(x, dy, y)
             and (dx is None or conv_wino.planar(dx)) and (dres is None or conv_wino.planar(dres))):
         return conv_wino.backward(x, w, y, dy, dx, dW, db, ws, attrs, dres)
     # dX by row Winograd (conv_wino.py) after this part's dW / db pass, in the same thread
-    wino = (want_dx and "wino_v" in ws and conv_wino.usable(x.shape, w.shape, attrs)
+    wino = (want_dx and "wino_v" in ws and conv_wino.bwd_usable(x.shape, w.shape, attrs)
             and x.shape[1] >= conv_wino.DX_MIN_CHANNELS and conv_wino.planar(dy, y, dx))
     wino_run = conv_wino.dx_runner(x, w, y, dy, dx, ws, attrs)[0] if wino else None
     # the plan's dW variant as with dX (the kernel-row dW is for first layers only: with dX

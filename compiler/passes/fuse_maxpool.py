@@ -10,9 +10,11 @@ read again: one activation (and its gradient) less per pool, and no separate poo
 
 Legal when the conv output has exactly one consumer (the pool) and is not a graph output,
 and the conv runs on the wide-row kernels (conv_wide.usable), whose epilogue implements it.
-Not done where the conv would run row Winograd (conv_wino.usable: 3x3 stride-1 pad-1):
-Winograd plus a separate pool was measured faster (a VGG-style 32x32 net, B=64: train step
-31.1 -> 22.7 ms, inference 9.9 -> 7.3 ms; the digits net 2.51 -> 2.48 / 0.68 -> 0.66 ms).
+Not done where the conv would run row Winograd (conv_wino.usable: 3x3 stride-1 pad-1) on
+at least WINOGRAD_MIN_CHANNELS input channels: Winograd plus a separate pool was measured
+faster there (a VGG-style 32x32 net, B=64: train step 31.1 -> 22.7 ms, inference 9.9 ->
+7.3 ms; the digits net 2.51 -> 2.48 / 0.68 -> 0.66 ms); on fewer channels (a first layer)
+the pool's extra pass costs more than Winograd saves (MNIST-style 1 -> 32 ch: 5.8 vs 6.4 ms).
 Forward graphs only (before autodiff).  Only the CPU kernels implement ``pool``, so
 pipeline.for_target drops this pass for CUDA and ONNX export.
 """
@@ -23,6 +25,10 @@ from . import rewrite as rewrites
 from ..ops import conv_wide, conv_wino
 
 OVER_WINOGRAD = False   # True: fuse into a conv that would otherwise run row Winograd (A/B, tests)
+WINOGRAD_MIN_CHANNELS = 16  # input channels from which Winograd + a separate pool beat the fused
+                            # wide-row conv (32x32 -> 32 ch, B=64, train / infer: C=4 3.1 vs 3.7 /
+                            # 1.13 vs 1.32 ms fused better, C=8 4.4 vs 4.9 / 1.64 vs 1.67, C=16
+                            # 5.0 vs 4.7 / 2.49 vs 2.27 Winograd better)
 
 
 def poolable(pool: dict) -> tuple[int, int] | None:
@@ -52,7 +58,7 @@ def fuse_maxpool(g: Graph) -> Graph:
         xs, ws = g.values[conv.inputs[0]].shape, g.values[conv.inputs[1]].shape
         if len(xs) != 4 or not conv_wide.usable(xs, ws, conv.a):
             continue
-        if not OVER_WINOGRAD and conv_wino.usable(xs, ws, conv.a):
+        if not OVER_WINOGRAD and conv_wino.usable(xs, ws, conv.a) and xs[1] >= WINOGRAD_MIN_CHANNELS:
             continue
 
         _, _, OH, OW = g.values[x].shape
