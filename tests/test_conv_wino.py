@@ -141,3 +141,9 @@ def test_switch_off_gives_the_wide_kernels(monkeypatch):
     monkeypatch.setattr(CWI, "kernels", lambda: calls.append(1))
     off = check_op("conv2d", shapes, attrs, gradcheck=False)
     assert not calls and on["fwd"] <= 1e-5 and off["fwd"] <= 1e-5
+
+
+@pytest.mark.parametrize("value,on", [("0", False), ("off", False), ("False", False), ("1", True), ("", True)])
+def test_env_switch(monkeypatch, value, on):
+    monkeypatch.setenv("NETSPEC_WINOGRAD", value)
+    assert CWI._env_on() is on

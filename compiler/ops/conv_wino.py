@@ -20,13 +20,21 @@ flipped, transposed taps (wino_weights flip=1).
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
 
 from compiler.codegen.kernel_cache import load_kernels
 from compiler.ops import parallel
 
-WINO = True             # off: every 3x3 conv on the wide-row kernels (tests, benchmarks A/B)
+def _env_on() -> bool:
+    """NETSPEC_WINOGRAD=0 (or off / false / no) turns row Winograd off for a process: every
+    3x3 conv on the direct wide-row kernels, whose float32 results sit ~5-10x closer to the
+    exact sums (see the module docstring)."""
+    return os.environ.get("NETSPEC_WINOGRAD", "1").strip().lower() not in ("0", "off", "false", "no")
+
+
+WINO = _env_on()        # off: every 3x3 conv on the wide-row kernels (tests, benchmarks A/B)
 WINO_BUDGET = 1 << 17   # scratch elements (V + M) per chunk: 512 KiB f32, measured best 2-9 images
 MIN_CHANNELS = 1        # forward: measured faster down to C = 1 and O = 1 (1.03-1.24x: first
                         # layers 3 -> 16 ch 32x32 1.24x, 1 -> 32 ch 8x8 1.12x)
