@@ -22,7 +22,11 @@ import time
 import numpy as np
 
 
-def _interleaved(fns: dict, steps: int, windows: int, warmup: int, min_window_s: float = 0.05) -> dict:
+BUDGET_S = 180.0    # timed rounds of one bench run at most (about): big nets get fewer rounds
+
+
+def _interleaved(fns: dict, steps: int, windows: int, warmup: int, min_window_s: float = 0.05,
+                 budget_s: float | None = None, info: dict | None = None) -> dict:
     """{name: (min, median) seconds per call} over ``windows`` interleaved rounds.
 
     Every window starts with ``warmup`` untimed calls of its own candidate, then times
@@ -31,7 +35,12 @@ def _interleaved(fns: dict, steps: int, windows: int, warmup: int, min_window_s:
     its tensors, so the first calls of whoever runs next are slow (measured: our LeNet-5
     step took 8.2, 3.2, 2.9 ms for its first three calls after a torch window, then 2.5-2.7;
     with 3-call windows and no re-warm-up that artefact alone made it 4.0 ms).  Torch's own
-    times are the same either way."""
+    times are the same either way.
+
+    ``budget_s`` (default BUDGET_S): when the rounds would take longer (a U-Net step takes
+    seconds: 7 rounds of 5 calls of 6 candidates ran past 10 minutes), the plan shrinks:
+    one warm-up call, one timed call per window, then fewer rounds (at least 2).  ``info``
+    receives the plan used (windows, warmup, steps)."""
     per_call = {}
     for k, fn in fns.items():
         for _ in range(warmup):
@@ -39,7 +48,19 @@ def _interleaved(fns: dict, steps: int, windows: int, warmup: int, min_window_s:
         t = time.perf_counter()
         fn()
         per_call[k] = time.perf_counter() - t
-    reps = {k: max(steps, int(min_window_s / max(v, 1e-6)) + 1) for k, v in per_call.items()}
+    budget = BUDGET_S if budget_s is None else budget_s
+
+    def plan(steps, warmup):
+        reps = {k: max(steps, int(min_window_s / max(v, 1e-6)) + 1) for k, v in per_call.items()}
+        return reps, sum((warmup + reps[k]) * v for k, v in per_call.items())
+
+    reps, round_s = plan(steps, warmup)
+    if windows * round_s > budget:
+        warmup, steps = min(warmup, 1), 1
+        reps, round_s = plan(steps, warmup)
+        windows = max(2, min(windows, int(budget / max(round_s, 1e-9))))
+    if info is not None:
+        info.update(windows=windows, warmup=warmup, steps=steps)
     per = {k: [] for k in fns}
     for _ in range(windows):
         for k, fn in fns.items():
@@ -116,10 +137,11 @@ def bench_spec(spec, batch_size: int, threads: int | None = None, steps=3, windo
         for layout, (step, infer) in t[1].items():
             fns[f"{layout}/train"], fns[f"{layout}/infer"] = step, infer
     load0 = os.getloadavg()[0]
-    m = _interleaved(fns, steps, windows, warmup)
+    used: dict = {}
+    m = _interleaved(fns, steps, windows, warmup, info=used)
     res = {"name": spec.name, "batch_size": batch_size, "threads": threads,
-           "method": f"min over {windows} interleaved windows of >= {steps} calls (>= 50 ms), "
-                     f"each after {warmup} untimed calls",
+           "method": f"min over {used['windows']} interleaved windows of >= {used['steps']} calls (>= 50 ms), "
+                     f"each after {used['warmup']} untimed calls",
            "loadavg": [load0, os.getloadavg()[0]],
            "ours": {"compile_and_first_call_s": compile_s,
                     "train_step_ms": m["ours/train"][0] * 1e3, "train_step_median_ms": m["ours/train"][1] * 1e3,
