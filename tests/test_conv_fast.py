@@ -400,3 +400,49 @@ def test_wide_conv_with_fused_residual(monkeypatch, shapes, attrs, split):
     assert res["fwd"] <= 1e-4 and res["bwd"] <= 1e-4
     res = check_op("conv2d", shapes, attrs, gradcheck=False, needs=(0,))      # no dW, no dres
     assert res["bwd"] <= 1e-4
+
+
+ONE_IMAGE = [      # a batch of one image on two threads: forward split by channels, backward into a
+                   # dW task and a dX task (conv_wide._one_image_split)
+    ([(1, 16, 8, 8), (16, 16, 3, 3), (16,), (1, 16, 8, 8)], conv(pad=(1, 1, 1, 1), act="relu"), "wino"),
+    ([(1, 3, 8, 8), (5, 3, 3, 3), None], conv(pad=(1, 1, 1, 1)), "wino"),
+    ([(1, 5, 9, 9), (7, 5, 3, 3), None], conv(act="relu"), "wide"),
+    ([(1, 6, 9, 8), (4, 6, 3, 3), (4,)], conv(stride=(2, 2), pad=(1, 1, 1, 1)), "wide"),
+    ([(1, 6, 8, 8), (4, 6, 3, 3), (4,)], dict(conv(act="relu"), pool=(2, 2)), "wide"),
+]
+
+
+@pytest.mark.parametrize("shapes,attrs,path", ONE_IMAGE, ids=[str(i) for i in range(len(ONE_IMAGE))])
+def test_one_image_forward_split_over_threads(monkeypatch, shapes, attrs, path):
+    import compiler.ops.conv_wide as CW
+    import compiler.ops.conv_wino as CWI
+    from compiler.ops import parallel
+    monkeypatch.setattr(CW, "PAR_MIN_MACS", 0)
+    monkeypatch.setattr(parallel, "WORKERS", 2)
+    used = []
+    real = CW.kernels if path == "wide" else CWI.kernels
+
+    class Spy:
+        def __init__(self, m):
+            self.m = m
+
+        def __getattr__(self, name):
+            if name in ("wide_fwd_rows", "wino_out_rows"):
+                used.append(name)
+            return getattr(self.m, name)
+    if path == "wide":
+        monkeypatch.setattr(CW, "kernels", lambda act="none": Spy(real(act)))
+    else:
+        monkeypatch.setattr(CWI, "kernels", lambda: Spy(real()))
+    splits = []
+    real_split = CW._one_image_split
+    monkeypatch.setattr(CW, "_one_image_split", lambda *a: splits.append(real_split(*a)) or splits[-1])
+    train = "pool" in attrs
+    for dtype, tol in ((np.float32, 1e-4), (np.float64, 1e-12)):
+        res = check_op("conv2d", shapes, attrs, gradcheck=False, dtype=dtype, rtol=tol, train=train)
+        assert res["fwd"] <= tol and res["bwd"] <= tol
+        # dX alone and dW alone (the backward's dW / dX tasks)
+        check_op("conv2d", shapes, attrs, gradcheck=False, dtype=dtype, rtol=tol, train=train, needs=(0,))
+        check_op("conv2d", shapes, attrs, gradcheck=False, dtype=dtype, rtol=tol, train=train, needs=(1,))
+    assert used and set(used) == {"wide_fwd_rows" if path == "wide" else "wino_out_rows"}
+    assert splits.count(True) >= 4      # forward and backward, both dtypes

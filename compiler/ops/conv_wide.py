@@ -289,6 +289,19 @@ def forward(x, w, b, y, ws, attrs, arg=None, train=False, res=None):
     wt = ws["wt"]
     k0.taps_weights(w, wt)     # per-tap layout: the micro-kernel needs no column im2col
     bias = b if b is not None else no_bias
+    if len(per_part) < parallel.WORKERS and _one_image_split(x, w, OH, OW):
+        # one image, several threads: pad by channel ranges, then the GEMM and epilogue by
+        # output-channel ranges (both threads share part 0's scratch)
+        lo, hi, xflat, yflat, offs = per_part[0]
+        offs2 = _offsets(ws)
+        C, O = x.shape[1], w.shape[0]
+        cs, os_ = parallel.split(C, parallel.WORKERS), parallel.split(O, parallel.WORKERS)
+        parallel.run(lambda p: ka.wide_pad_channels(x, xflat, cs[p][0], cs[p][1], pt, pl, Hp, Wp, s, tail), len(cs))
+        parallel.run(lambda p: ka.wide_fwd_rows(x, wt, bias, b is not None, y, xflat, yflat, os_[p][0], os_[p][1],
+                                                kh, kw, dh, dw, s, one, OH, OW, ph, pw, arg, train,
+                                                y if res is None else res, res is not None, Hp, Wp, tail, offs2[p]),
+                     len(os_))
+        return
 
     def run(p):
         lo, hi, xflat, yflat, offs = per_part[p]
@@ -297,6 +310,14 @@ def forward(x, w, b, y, ws, attrs, arg=None, train=False, res=None):
                           y if res is None else res, res is not None, Hp, Wp, tail, offs)
 
     parallel.run(run, len(per_part))
+
+
+def _one_image_split(x, w, OH, OW) -> bool:
+    """A batch of one image on several threads: split the conv over channels (the batch split
+    would leave every thread but one idle: U-Net at B=1 ran at 0.36x of PyTorch), when the
+    conv is big enough for the two hand-offs (PAR_MIN_MACS)."""
+    return (x.shape[0] == 1 and parallel.WORKERS > 1 and min(x.shape[1], w.shape[0]) >= parallel.WORKERS
+            and w.shape[0] * x.shape[1] * w.shape[2] * w.shape[3] * OH * OW >= PAR_MIN_MACS)
 
 
 def _bwd_plan(x, w, ws, attrs, want_dx):
@@ -314,12 +335,15 @@ def _bwd_plan(x, w, ws, attrs, want_dx):
     transposed = dw_tap_t(C, O, s) and not rows and "ywt" in ws
     yflats = _per_part(ws, "ywt" if transposed else None)
     offs = _offsets(ws)
+    # scratch views for every worker (a one-image batch uses part 1's for its dX task), image
+    # ranges for the parts that have images
+    ranges = parts + [(0, 0)] * (parallel.WORKERS - len(parts))
     per_part = [(lo, hi, *_part_views(ws, p, C, O, nb, S, tail, s, lead), dwt[p], tflats[p], yflats[p], offs[p])
-                for p, (lo, hi) in enumerate(parts)]
+                for p, (lo, hi) in enumerate(ranges)]
     mode = 1 if rows else 3 if dw_tap(C, s) else 2 if transposed else 0
     return (layout(), kernels(attrs.get("act", "none")), _gemm_addr(x.dtype.char), x.dtype.type(1), rows,
-            per_part, dwt, ws["db2"].reshape(-1, O), mode, (kh, kw, pt, pl, dh, dw, s), (OH, OW, ph, pw),
-            (Hp, Wp, tail), nb)
+            per_part, len(parts), dwt, ws["db2"].reshape(-1, O), mode, (kh, kw, pt, pl, dh, dw, s),
+            (OH, OW, ph, pw), (Hp, Wp, tail), nb)
 
 
 def backward(x, w, y, dy, dx, dW, db, ws, attrs, arg=None, dres=None):
@@ -337,26 +361,42 @@ def backward(x, w, y, dy, dx, dW, db, ws, attrs, arg=None, dres=None):
     # it was measured slower), the kernels' dX only where Winograd does not take it
     plan_dx = want_dx
     want_dx = want_dx and not wino
-    (k0, ka, fn, one, rows, per_part, dwt, db2, mode, (kh, kw, pt, pl, dh, dw, s), (OH, OW, ph, pw),
+    (k0, ka, fn, one, rows, per_part, nparts, dwt, db2, mode, (kh, kw, pt, pl, dh, dw, s), (OH, OW, ph, pw),
      (Hp, Wp, tail), nb) = _cached(ws, "_bwd_plan", (x.shape, w.shape, x.dtype.char, plan_dx, _tuning()), attrs,
                                    lambda: _bwd_plan(x, w, ws, attrs, plan_dx))
     arg = _NO_ARG if arg is None else arg
     if want_dx:
         k0.taps_weights_t(w, ws["wtT"], s)
-    nparts = len(per_part)
     db2[:nparts] = 0
     dxk = dx if want_dx else y[:1]
     wtT = ws["wtT"]
 
-    def run(p):
-        lo, hi, xflat, yflat, cflat, dwt_p, tflat, yflat_t, offs = per_part[p]
-        ka.wide_bwd_range(fn, x, wtT, y, dy, lo, hi, nb, dxk, want_dx, dwt_p, want_dw, db2[p], want_db,
+    def part(p, lo, hi, dx_on, dw_on, db_on, res_on):
+        _, _, xflat, yflat, cflat, dwt_p, tflat, yflat_t, offs = per_part[p]
+        ka.wide_bwd_range(fn, x, wtT, y, dy, lo, hi, nb, dxk, dx_on, dwt_p, dw_on, db2[p], db_on,
                           kh, kw, pt, pl, dh, dw, s, xflat, yflat, cflat, rows, one, OH, OW, ph, pw, arg,
-                          y if dres is None else dres, dres is not None, Hp, Wp, tail, tflat, yflat_t, offs)
-        if wino_run is not None:
-            wino_run(p)
+                          y if dres is None else dres, res_on, Hp, Wp, tail, tflat, yflat_t, offs)
 
-    parallel.run(run, nparts)
+    if (nparts < parallel.WORKERS and plan_dx and (want_dw or want_db or dres is not None)
+            and _one_image_split(x, w, OH, OW)):
+        # one image: dW / db / dres on one thread, dX (its own dY gather on part 1's scratch,
+        # or Winograd's) on the other, instead of one thread doing both
+        def task(p):
+            if p == 0:
+                part(0, 0, 1, False, want_dw, want_db, dres is not None)
+            elif wino_run is not None:
+                wino_run(0)
+            else:
+                part(1, 0, 1, True, False, False, False)
+        parallel.run(task, 2)
+    else:
+        def run(p):
+            lo, hi = per_part[p][:2]
+            part(p, lo, hi, want_dx, want_dw, want_db, dres is not None)
+            if wino_run is not None:
+                wino_run(p)
+
+        parallel.run(run, nparts)
     if want_dw:
         k0.taps_grad_finish(dwt, nparts, dW, mode)
     if want_db:

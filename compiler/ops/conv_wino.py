@@ -127,7 +127,8 @@ def workspace(x_shape, w_shape) -> dict:
 
 
 def _plan(x_shape, w_shape, ws, dx):
-    """Per-part (lo, hi, V, M, offs) views and nb for the forward (dx=False: V over C, M
+    """Per-part (lo, hi, V, M, offs) views, the transformed weights, nb and every thread's offs (the
+    one-image split uses them all) for the forward (dx=False: V over C, M
     over O) or dX (V over O, M over C)."""
     N, C, H, W = x_shape
     O = w_shape[0]
@@ -136,9 +137,9 @@ def _plan(x_shape, w_shape, ws, dx):
     from compiler.ops.conv_wide import _parts
     parts = _parts(N, N * O * C * 9 * H * W)
     vs, ms = np.split(ws["wino_v"], parallel.WORKERS), np.split(ws["wino_m"], parallel.WORKERS)
+    offs = [np.zeros(3 * max(C, O) // 8 + 4, np.int64) for _ in range(parallel.WORKERS)]
     per_part = [(lo, hi, vs[p][:6 * cin * LVp].reshape(6, cin, LVp), ms[p][:6 * cout * LMp].reshape(6, cout, LMp),
-                 np.zeros(3 * max(C, O) // 8 + 4, np.int64))
-                for p, (lo, hi) in enumerate(parts)]
+                 offs[p]) for p, (lo, hi) in enumerate(parts)]
     u = ws["wino_u"].reshape(6, 3, *((C, O) if dx else (O, C)))
     if dx and "wino_du" in ws:          # dW scratch per part (dYt, xt, Vt, du)
         P = parallel.WORKERS
@@ -146,7 +147,7 @@ def _plan(x_shape, w_shape, ws, dx):
         vts, dus = np.split(ws["wino_vt"], P), np.split(ws["wino_du"], P)
         per_part = [pp + (dyts[p].reshape(6, O, LMp), xts[p].reshape(-1, C), vts[p].reshape(6, LV, C),
                           dus[p].reshape(6, O, 3 * C)) for p, pp in enumerate(per_part)]
-    return per_part, u, nb
+    return per_part, u, nb, offs
 
 
 def _cached_plan(x, w, ws, attrs, dx):
@@ -158,12 +159,17 @@ def _cached_plan(x, w, ws, attrs, dx):
 
 def forward(x, w, b, y, ws, attrs, res=None):
     """y = act(conv3x3(x) + bias (+ res)) (x (N, C, H, W), y (N, O, H, W))."""
-    per_part, u, nb = _cached_plan(x, w, ws, attrs, False)
+    per_part, u, nb, offs = _cached_plan(x, w, ws, attrs, False)
     k = kernels()
     k.wino_weights(w, u, 0)
     one = x.dtype.type(1)
     bias = b if b is not None else u[0, 0, 0]
     relu = 1 if attrs.get("act", "none") == "relu" else 0
+
+    if _one_image(x, w, per_part):
+        _split_one(k, x, x, 0, u, bias, b is not None, y, relu, y if res is None else res, res is not None,
+                   per_part, offs, one)
+        return
 
     def run(p):
         lo, hi, V, M, offs = per_part[p]
@@ -173,11 +179,28 @@ def forward(x, w, b, y, ws, attrs, res=None):
     parallel.run(run, len(per_part))
 
 
+def _one_image(x, w, per_part) -> bool:
+    """One image and several threads: split by channels (conv_wide._one_image_split)."""
+    from compiler.ops.conv_wide import _one_image_split
+    return len(per_part) < parallel.WORKERS and _one_image_split(x, w, x.shape[2], x.shape[3])
+
+
+def _split_one(k, x, ymask, masked, u, bias, has_bias, y, relu, res, has_res, per_part, offs, one):
+    """The conv of a one-image batch on every worker thread: the input transform by channel
+    ranges into part 0's V, then the GEMMs and output transform by output-channel ranges
+    (M rows are disjoint); two hand-offs instead of one idle thread."""
+    _, _, V, M, _ = per_part[0][:5]
+    cs, os_ = parallel.split(x.shape[1], parallel.WORKERS), parallel.split(y.shape[1], parallel.WORKERS)
+    parallel.run(lambda p: k.wino_in_channels(x, V, cs[p][0], cs[p][1], ymask, masked, one), len(cs))
+    parallel.run(lambda p: k.wino_out_rows(x, u, bias, has_bias, y, V, M, os_[p][0], os_[p][1], relu, res, has_res,
+                                           offs[p], one), len(os_))
+
+
 def backward(x, w, y, dy, dx, dW, db, ws, attrs, dres=None):
     """All gradients by Winograd (dw_wino(C)): dx (the input's), dW, db and dres (a fused
     residual's: the masked dy); None for those not wanted.  One pass per chunk of images
     reads dy once for db / dres / dW's transform (wino_bwd_chunk)."""
-    per_part, ut, nb = _cached_plan(x, w, ws, attrs, True)
+    per_part, ut, nb, offs_all = _cached_plan(x, w, ws, attrs, True)
     k = kernels()
     want_dx, want_dw, want_db, want_dres = dx is not None, dW is not None, db is not None, dres is not None
     if want_dx:
@@ -191,15 +214,27 @@ def backward(x, w, y, dy, dx, dW, db, ws, attrs, dres=None):
     du = ws["wino_du"].reshape(parallel.WORKERS, 6, O, -1)
     dresk = dres if want_dres else dy
 
-    def run(p):
-        lo, hi, V, M, offs, dyt, xt, Vt, du_p = per_part[p]
-        if want_dw or want_db or want_dres:
-            k.wino_bwd_range(x, dy, y, lo, hi, nb, du_p, want_dw, db2[p], want_db, dresk, want_dres, masked,
-                             dyt, xt, Vt, offs, one)
-        if want_dx:     # the forward kernels on the masked dY (same compiled function)
-            k.wino_range(dy, lo, hi, nb, ut, ut[0, 0, 0], False, dx, V, M, 0, dx, False, y, masked, offs, one)
+    def grads(p, lo, hi):
+        _, _, V, M, offs, dyt, xt, Vt, du_p = per_part[p]
+        k.wino_bwd_range(x, dy, y, lo, hi, nb, du_p, want_dw, db2[p], want_db, dresk, want_dres, masked,
+                         dyt, xt, Vt, offs, one)
 
-    parallel.run(run, nparts)
+    def dx_part(p, lo, hi, offs):     # the forward kernels on the masked dY (same compiled function)
+        _, _, V, M = per_part[p][:4]
+        k.wino_range(dy, lo, hi, nb, ut, ut[0, 0, 0], False, dx, V, M, 0, dx, False, y, masked, offs, one)
+
+    if nparts < parallel.WORKERS and want_dx and (want_dw or want_db or want_dres) and _one_image(x, w, per_part):
+        # one image: dW / db / dres on one thread, dX on the other (disjoint scratch of part 0)
+        parallel.run(lambda p: grads(0, 0, 1) if p == 0 else dx_part(0, 0, 1, offs_all[1]), 2)
+    else:
+        def run(p):
+            lo, hi = per_part[p][:2]
+            if want_dw or want_db or want_dres:
+                grads(p, lo, hi)
+            if want_dx:
+                dx_part(p, lo, hi, per_part[p][4])
+
+        parallel.run(run, nparts)
     if want_dw:
         k.wino_dw_finish(du, nparts, dW)
     if want_db:
@@ -210,7 +245,7 @@ def dx_runner(x, w, y, dy, dx, ws, attrs):
     """A per-part callable computing dx[lo:hi] (the conv's input gradient from the output
     gradient dy, masked by y > 0 under a fused ReLU) and the part count; the caller runs it
     in its own parallel.run (conv_wide.backward, after its dW / db pass of the same part)."""
-    per_part, u, nb = _cached_plan(x, w, ws, attrs, True)
+    per_part, u, nb, _ = _cached_plan(x, w, ws, attrs, True)
     k = kernels()
     k.wino_weights(w, u, 1)
     one = x.dtype.type(1)
