@@ -1,6 +1,6 @@
 """Row-Winograd F(4,3) for 3x3, stride-1, pad-1 convs (kernels: templates/conv_wino.py.j2):
-the forward and the dX of backward; dW and the bias gradient stay on the wide-row kernels
-(conv_wide.py), which call in here.
+the forward, dX and (C a multiple of 16, O >= BWD_MIN_OUT) dW and the bias gradient;
+conv_wide.py's forward / backward call in here where the workspace was planned for it.
 
 The 1-D Winograd transform along the width computes 4 outputs of a kernel row with 6
 products instead of 12; along the height the three kernel rows stay taps, so each of the six
@@ -12,10 +12,13 @@ faster than the 9-tap kernel (half the multiplies at the same rate, and only one
 image where the wide layout has a junk column per row); 2-D F(2x2,3x3) had lost because its
 C-deep GEMMs ran at 110-130 GFLOP/s (docs/architecture.md).  Error: float32 results differ
 from the direct sums by ~1e-6 relative to the largest output (the transform's coefficients
-up to 8 and 1/24 amplify rounding), float64 by ~1e-15.
+up to 8 and 1/24 amplify rounding), float64 by ~1e-15; NETSPEC_WINOGRAD=0 switches it off.
 
 dX is the same forward on the dY masked by the ReLU (in the input transform), with the
-flipped, transposed taps (wino_weights flip=1).
+flipped, transposed taps (wino_weights flip=1).  dW: the dY transform (dy_plane, also db
+and a fused residual's gradient), the input transform on the transposed chunk, six
+vec_gemm calls, then G^T (wino_dw_finish).  A one-image batch splits by channels (forward)
+or into a dW task and a dX task (backward) so both threads work.
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import numpy as np
 
 from compiler.codegen.kernel_cache import load_kernels
 from compiler.ops import parallel
+
 
 def _env_on() -> bool:
     """NETSPEC_WINOGRAD=0 (or off / false / no) turns row Winograd off for a process: every
