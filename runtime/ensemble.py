@@ -22,7 +22,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from compiler.outputs import main_output
-from .train_utils import class_probs, load_weights
+from .train_utils import class_probs, load_weights, softmax
 
 
 def _arrays(src) -> dict:
@@ -52,10 +52,8 @@ def _own(net) -> dict:
 def pixel_probs(out: np.ndarray) -> np.ndarray:
     """Per-position class probabilities of a per-pixel classifier's output (N, K, *S):
     the softmax over K, one row per position (N*prod(S), K), in the labels' flat order."""
-    z = np.asarray(out, np.float64)
-    z = np.moveaxis(z.reshape(z.shape[0], z.shape[1], -1), 1, 2).reshape(-1, z.shape[1])
-    z = np.exp(z - z.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
+    from compiler.ops.loss import position_rows
+    return softmax(position_rows(np.asarray(out)))
 
 
 def member_probs(net, sources: Sequence, x: np.ndarray, per_pixel: bool = False) -> list[np.ndarray]:

@@ -39,16 +39,24 @@ class _ClassLoss(_Loss):
             raise ValueError(f"{self.name}: need logits (N, K) and target (N,), got {in_shapes}")
 
 
-def _rows(z):
-    """(N, K, *S) -> (N*prod(S), K): one row of K class scores per position."""
-    N, K = z.shape[:2]
-    return np.ascontiguousarray(z.reshape(N, K, -1).transpose(0, 2, 1).reshape(-1, K))
+def positions(a):
+    """(N, K, *S) as an (N, prod(S), K) view: one row of K class scores per position, in the
+    targets' flat order (N, *S).  The one place the per-pixel layout is written down."""
+    N, K = a.shape[:2]
+    return a.reshape(N, K, -1).transpose(0, 2, 1)
+
+
+def position_rows(z):
+    """(N, K, *S) -> (N*prod(S), K), a contiguous copy (per-pixel cross-entropy's rows;
+    runtime.ensemble's pixel probabilities)."""
+    return np.ascontiguousarray(positions(z)).reshape(-1, z.shape[1])
 
 
 def _unrows(r, shape):
-    """Inverse of _rows: (N*S, K) -> ``shape`` (N, K, *S)."""
-    N, K = shape[:2]
-    return r.reshape(N, -1, K).transpose(0, 2, 1).reshape(shape)
+    """Inverse of position_rows: (N*S, K) -> ``shape`` (N, K, *S)."""
+    out = np.empty(shape, r.dtype)
+    positions(out)[...] = r.reshape(shape[0], -1, shape[1])
+    return out
 
 
 @register_op
@@ -58,7 +66,7 @@ class SoftmaxCrossEntropy(_ClassLoss):
     targets must lie in [0, K)).  attrs label_smoothing (0.0).
     Per-position form (semantic segmentation, torch's "K-dimensional" case): logits
     (N, K, *S) and targets (N, *S), the mean over all N*prod(S) positions; the kernels see
-    the positions as rows (``_rows``, through the workspace).
+    the positions as rows (``positions``, through the workspace).
     saved "prob" (rows, K): softmax(z), written by forward whenever the buffer is given."""
     name = "softmax_cross_entropy"
 
@@ -84,7 +92,7 @@ class SoftmaxCrossEntropy(_ClassLoss):
     def ref_forward(self, xs, attrs, train=False, rng=None):
         z, t = xs
         if z.ndim > 2:
-            return self.ref_forward([_rows(z), t.reshape(-1)], attrs)
+            return self.ref_forward([position_rows(z), t.reshape(-1)], attrs)
         N, K = z.shape
         ls = attrs.get("label_smoothing", 0.0)
         zm = z - z.max(axis=1, keepdims=True)
@@ -96,7 +104,7 @@ class SoftmaxCrossEntropy(_ClassLoss):
     def ref_backward(self, xs, y, saved, dy, attrs):
         z, t = xs
         if z.ndim > 2:
-            return [_unrows(self.ref_backward([_rows(z), t.reshape(-1)], y, saved, dy, attrs)[0], z.shape),
+            return [_unrows(self.ref_backward([position_rows(z), t.reshape(-1)], y, saved, dy, attrs)[0], z.shape),
                     None]
         N, K = z.shape
         ls = attrs.get("label_smoothing", 0.0)
@@ -112,7 +120,7 @@ class SoftmaxCrossEntropy(_ClassLoss):
         if z.ndim == 2:
             return z, t
         zt = ws["zt"].reshape(-1, z.shape[1])
-        zt.reshape(z.shape[0], -1, z.shape[1])[...] = z.reshape(z.shape[0], z.shape[1], -1).transpose(0, 2, 1)
+        zt.reshape(z.shape[0], -1, z.shape[1])[...] = positions(z)
         return zt, t.reshape(-1)
 
     def forward(self, xs, y, saved, ws, attrs, train, rng=None):
@@ -128,7 +136,7 @@ class SoftmaxCrossEntropy(_ClassLoss):
             kernels("loss").ce_bwd(z, t, float(attrs.get("label_smoothing", 0.0)),
                                    saved.get("prob", empty(z.dtype, 2)), dy, d)
             if d is not dx:
-                dx.reshape(dx.shape[0], dx.shape[1], -1)[...] = d.reshape(dx.shape[0], -1, dx.shape[1]).transpose(0, 2, 1)
+                positions(dx)[...] = d.reshape(dx.shape[0], -1, dx.shape[1])
 
 
 @register_op
