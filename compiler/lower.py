@@ -243,6 +243,12 @@ LAYER_OPS: dict[str, tuple[str, ...]] = {
     "channel_slice": ("channel_slice",),
 }
 
+def spatial_loss(loss_cfg) -> bool:
+    """A ``{name: attrs}`` loss config that classifies every output position
+    (softmax_cross_entropy with ``spatial: true``): targets (N, *S), not (N,)."""
+    return bool(((loss_cfg or {}).get("softmax_cross_entropy") or {}).get("spatial"))
+
+
 LOSS_TARGET = {"softmax_cross_entropy": "int64", "hinge": "int64",
                "bce_with_logits": "float", "mse": "float"}
 
@@ -273,7 +279,7 @@ def lower(report, batch_size: int, loss: dict | None = None) -> Graph:
         (lname, lattrs), = loss.items()
         weights = dict((getattr(report.spec, "train", None) or {}).get("loss_weights") or {})
         heads = [outputs[0]] + [env[o] for o in weights]
-        spatial = lname == "softmax_cross_entropy" and bool((lattrs or {}).get("spatial"))
+        spatial = spatial_loss(loss)
         ys = []
         for y in heads:
             if lname in ("softmax_cross_entropy", "hinge") and not spatial:

@@ -18,7 +18,7 @@ from .codegen.cpu import print_step_module
 from .codegen.kernel_cache import import_path, write_module
 from .init import init_array
 from .ir import Graph, format_graph
-from .lower import lower
+from .lower import LowerError, lower, spatial_loss
 from .memory import aligned_zeros, memory_limit, memory_needed  # noqa: F401  (memory_needed: API)
 from .ops import OPS
 from .outputs import main_output
@@ -203,7 +203,7 @@ class CompiledNet:
         (name, attrs), = self.loss_cfg.items()
         y = np.asarray(outputs, np.float64)
         target = np.asarray(target)
-        if name == "softmax_cross_entropy" and (attrs or {}).get("spatial"):
+        if spatial_loss(self.loss_cfg):
             target = target.reshape((len(y), *y.shape[2:]))
         elif name in ("softmax_cross_entropy", "hinge"):
             y = y.reshape(len(y), -1)
@@ -248,7 +248,10 @@ def _build_graphs(report, batch_size, train, loss_cfg, frozen, target="cpu"):
     g = lower(report, batch_size)
     graphs["eval"] = pipeline.run(g, pipeline.INFERENCE, target)
     if train:
-        g = lower(report, batch_size, loss=loss_cfg)
+        try:
+            g = lower(report, batch_size, loss=loss_cfg)
+        except LowerError as e:        # a loss the net's output cannot feed: a compile error
+            raise CompileError(str(e)) from None
         _check_batch_statistics(g)
         g = pipeline.run(g, pipeline.TRAIN_FORWARD, target)
         g = differentiate(g, frozen=frozen)
@@ -276,13 +279,9 @@ def compile(spec, backend: str = "cpu", batch_size: int = 64, train: bool = True
         raise CompileError("batch_size must be at least 1")
     tcfg = dict(spec.train or {})
     loss_cfg = loss or tcfg.get("loss") or {"softmax_cross_entropy": {"label_smoothing": 0.0}}
-    if train and (loss_cfg.get("softmax_cross_entropy") or {}).get("spatial"):
-        if len(report.output_shape) < 2:
-            raise CompileError(f"softmax_cross_entropy with spatial: true scores every position of an "
-                               f"output (K, H, W); this net's output is {tuple(report.output_shape)}")
-        if backend == "cuda":
-            raise CompileError("softmax_cross_entropy with spatial: true (per-pixel classes) runs on the "
-                               "CPU backend only; train it without --backend cuda")
+    if train and backend == "cuda" and spatial_loss(loss_cfg):     # (its output shape: lower())
+        raise CompileError("softmax_cross_entropy with spatial: true (per-pixel classes) runs on the "
+                           "CPU backend only; train it without --backend cuda")
     frozen = {full for L in report.layers if getattr(L, "freeze", False) for full, ps in L.param_specs
               if ps.kind == "param"}
     graphs = _build_graphs(report, batch_size, train, loss_cfg, frozen, backend)

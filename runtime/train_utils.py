@@ -95,7 +95,8 @@ def loss_name(net) -> str:
 
 def per_pixel(net) -> bool:
     """softmax_cross_entropy with spatial: one class per output position."""
-    return bool((net.loss_cfg.get("softmax_cross_entropy") or {}).get("spatial"))
+    from compiler.lower import spatial_loss
+    return spatial_loss(net.loss_cfg)
 
 
 def has_class_probs(net) -> bool:
@@ -131,7 +132,8 @@ def check_targets(report, cfg, x: np.ndarray, y: np.ndarray, recon: bool) -> Non
     [0, 1] range, no accuracy to watch.  Labels: classes inside the output, 0/1 for a
     one-logit bce, per-pixel masks only with softmax_cross_entropy's ``spatial``.  report:
     the spec's checker report (None for a test double's spec: nothing to check against)."""
-    (name, attrs), = (cfg.get("loss") or {"softmax_cross_entropy": {}}).items()
+    loss = cfg.get("loss") or {"softmax_cross_entropy": {}}
+    (name, _), = loss.items()
     if report is None:
         return
     out = tuple(report.output_shape)
@@ -157,7 +159,8 @@ def check_targets(report, cfg, x: np.ndarray, y: np.ndarray, recon: bool) -> Non
     if y.dtype.kind not in "iub" or not y.size:
         return
     per_sample = int(np.prod(y.shape[1:])) if y.ndim > 1 else 1
-    spatial = name == "softmax_cross_entropy" and bool((attrs or {}).get("spatial"))
+    from compiler.lower import spatial_loss
+    spatial = spatial_loss(loss)
     got = out[1:] if spatial else out[-len(y.shape[1:]):] if y.ndim > 1 else ()
     if y.ndim > 1 and tuple(got) != tuple(y.shape[1:]) and (spatial or name in ("mse", "bce_with_logits")):
         raise ValueError(f"the per-pixel labels are {tuple(y.shape[1:])} per image, but the net's output "
