@@ -356,7 +356,7 @@ def backward(x, w, y, dy, dx, dW, db, ws, attrs, arg=None, dres=None):
     # dX by row Winograd (conv_wino.py) after this part's dW / db pass, in the same thread
     wino = (want_dx and "wino_v" in ws and conv_wino.bwd_usable(x.shape, w.shape, attrs)
             and x.shape[1] >= conv_wino.DX_MIN_CHANNELS and conv_wino.planar(dy, y, dx))
-    wino_run = conv_wino.dx_runner(x, w, y, dy, dx, ws, attrs)[0] if wino else None
+    wino_run = conv_wino.dx_runner(x, w, y, dy, dx, ws, attrs) if wino else None
     # the plan's dW variant as with dX (the kernel-row dW is for first layers only: with dX
     # it was measured slower), the kernels' dX only where Winograd does not take it
     plan_dx = want_dx

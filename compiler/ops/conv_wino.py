@@ -204,11 +204,10 @@ def backward(x, w, y, dy, dx, dW, db, ws, attrs, dres=None):
     """All gradients by Winograd (dw_wino(C)): dx (the input's), dW, db and dres (a fused
     residual's: the masked dy); None for those not wanted.  One pass per chunk of images
     reads dy once for db / dres / dW's transform (wino_bwd_chunk)."""
-    per_part, ut, nb, offs_all = _cached_plan(x, w, ws, attrs, True)
+    per_part, _, nb, offs_all = _cached_plan(x, w, ws, attrs, True)
     k = kernels()
     want_dx, want_dw, want_db, want_dres = dx is not None, dW is not None, db is not None, dres is not None
-    if want_dx:
-        k.wino_weights(w, ut, 1)
+    dx_part = _dx_task(x, w, y, dy, dx, ws, attrs) if want_dx else None
     one = x.dtype.type(1)
     masked = 1 if attrs.get("act", "none") == "relu" else 0
     O = w.shape[0]
@@ -223,20 +222,15 @@ def backward(x, w, y, dy, dx, dW, db, ws, attrs, dres=None):
         k.wino_bwd_range(x, dy, y, lo, hi, nb, du_p, want_dw, db2[p], want_db, dresk, want_dres, masked,
                          dyt, xt, Vt, offs, one)
 
-    def dx_part(p, lo, hi, offs):     # the forward kernels on the masked dY (same compiled function)
-        _, _, V, M = per_part[p][:4]
-        k.wino_range(dy, lo, hi, nb, ut, ut[0, 0, 0], False, dx, V, M, 0, dx, False, y, masked, offs, one)
-
     if nparts < parallel.WORKERS and want_dx and (want_dw or want_db or want_dres) and _one_image(x, w, per_part):
         # one image: dW / db / dres on one thread, dX on the other (disjoint scratch of part 0)
-        parallel.run(lambda p: grads(0, 0, 1) if p == 0 else dx_part(0, 0, 1, offs_all[1]), 2)
+        parallel.run(lambda p: grads(0, 0, 1) if p == 0 else dx_part(0, offs_all[1]), 2)
     else:
         def run(p):
-            lo, hi = per_part[p][:2]
             if want_dw or want_db or want_dres:
-                grads(p, lo, hi)
+                grads(p, *per_part[p][:2])
             if want_dx:
-                dx_part(p, lo, hi, per_part[p][4])
+                dx_part(p)
 
         parallel.run(run, nparts)
     if want_dw:
@@ -246,17 +240,27 @@ def backward(x, w, y, dy, dx, dW, db, ws, attrs, dres=None):
 
 
 def dx_runner(x, w, y, dy, dx, ws, attrs):
-    """A per-part callable computing dx[lo:hi] (the conv's input gradient from the output
-    gradient dy, masked by y > 0 under a fused ReLU) and the part count; the caller runs it
-    in its own parallel.run (conv_wide.backward, after its dW / db pass of the same part)."""
+    """dX alone by Winograd, dW / db on the wide-row kernels (conv_wide.backward's path for
+    C not a multiple of 16): the per-part callable of ``_dx_task``, run after the wide dW /
+    db pass of the same part."""
+    return _dx_task(x, w, y, dy, dx, ws, attrs)
+
+
+def _dx_task(x, w, y, dy, dx, ws, attrs):
+    """A callable ``run(p, offs=None)`` computing part p's images of dx (the conv's input
+    gradient from the output gradient dy, masked by y > 0 under a fused ReLU): the forward
+    kernels on the masked dY with the flipped taps (the same compiled function), run in the
+    caller's parallel.run; ``offs`` replaces the part's tap-offset scratch (the one-image
+    split runs it beside a dW task that uses part 0's)."""
     per_part, u, nb, _ = _cached_plan(x, w, ws, attrs, True)
     k = kernels()
     k.wino_weights(w, u, 1)
     one = x.dtype.type(1)
     masked = 1 if attrs.get("act", "none") == "relu" else 0
 
-    def run(p):
-        lo, hi, V, M, offs = per_part[p][:5]
-        k.wino_range(dy, lo, hi, nb, u, u[0, 0, 0], False, dx, V, M, 0, dx, False, y, masked, offs, one)
+    def run(p, offs=None):
+        lo, hi, V, M, own = per_part[p][:5]
+        k.wino_range(dy, lo, hi, nb, u, u[0, 0, 0], False, dx, V, M, 0, dx, False, y, masked,
+                     own if offs is None else offs, one)
 
-    return run, len(per_part)
+    return run
