@@ -38,6 +38,8 @@ from typing import Callable
 
 import numpy as np
 
+from .metrics import write_summary
+
 DEFAULT_SPACE = {"lr": {"log": [1e-4, 1e-1]}, "weight_decay": {"log": [1e-6, 1e-2]}}
 DEFAULT_STAGES = ((8, 1), (4, 3))
 _REG_KEYS = ("weight_decay", "l1", "max_norm", "clip_grad_norm")
@@ -247,9 +249,7 @@ def _same_search(out: Path, setup: dict) -> None:
                                   f"({'; '.join(f'{k}: {old[k]}' for k in diff)}); rerun it with "
                                   f"the same settings to continue, or choose another --out")
             return
-    tmp = p.with_name(".search.json.tmp")
-    tmp.write_text(json.dumps(setup, indent=2, sort_keys=True) + "\n")
-    tmp.replace(p)
+    write_summary(p, setup)          # atomic JSON (runtime/metrics.py)
 
 
 def random_search(spec_path, out_dir, space: dict | None = None, stages=DEFAULT_STAGES,
