@@ -81,6 +81,22 @@ def test_memory_estimate_matches_allocation(opt, slots):
     assert need["other"] > 0 and need["total"] == sum(v for k, v in need.items() if k != "total")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_arenas_start_on_cache_lines(dtype):
+    """Every arena starts on a 64-byte line (compiler.memory.aligned_zeros), so the planner's
+    16-element tensor offsets are line-aligned too: numpy's allocator gave addresses 16 bytes
+    off a line, and every vector access split two lines (ResNet-20 step 121 vs 102 ms)."""
+    import compiler
+    from compiler.memory import aligned_zeros
+    for n in (1, 7, 1000, 3 * 10**6):
+        a = aligned_zeros(n, dtype)
+        assert a.ctypes.data % 64 == 0 and a.shape == (n,) and a.dtype == dtype and not a.any()
+    net = compiler.compile(load(ROOT / "specs" / "digits.yaml"), batch_size=8, dtype=dtype,
+                           optimizer={"sgd": {"lr": 0.1, "momentum": 0.9}})
+    arrays = [net.param_arena, net.grad_arena, *net.opt_state.values(), *net._arenas.values()]
+    assert arrays and all(a.ctypes.data % 64 == 0 for a in arrays)
+
+
 def test_memory_limit_refuses_before_allocating(monkeypatch):
     import compiler
     from compiler.net import CompileError
